@@ -1,0 +1,114 @@
+"""The workspace folder of one scene: everything a stage produces, written atomically.
+
+Layout:
+    state.json              dataset path, scene frame, what each stage has done
+    cameras.npz             imported cameras (world frame)
+    nerf.pt                 radiance field + occupancy grid + optimiser (resumable)
+    mesh.npz / mesh.ply     extracted mesh (world frame) with vertex colours
+    features_<teacher>.pt   feature field of one teacher (resumable)
+    face_features_<teacher>.npy   per-face features (fp16), one row per mesh face
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import WorkerError
+
+STATE_VERSION = 1
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Workspace:
+    """One scene's folder. Creating it does not touch the disk until something is saved."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    # --- state.json -------------------------------------------------------------------
+    def load_state(self) -> dict[str, Any]:
+        path = self.path("state.json")
+        if not path.exists():
+            return {"version": STATE_VERSION, "stages": {}}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise WorkerError("bad_workspace", f"{path} is not valid JSON ({exc})",
+                              "Delete the workspace folder and import the dataset again.") from exc
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.write_bytes("state.json", json.dumps(state, indent=2).encode("utf-8"))
+
+    def update_stage(self, stage: str, **info: Any) -> dict[str, Any]:
+        state = self.load_state()
+        state["stages"].setdefault(stage, {}).update(info)
+        self.save_state(state)
+        return state
+
+    def stage(self, stage: str) -> dict[str, Any]:
+        return self.load_state()["stages"].get(stage, {})
+
+    def require(self, stage: str, what_to_run: str) -> dict[str, Any]:
+        info = self.stage(stage)
+        if not info.get("done"):
+            raise WorkerError("stage_missing", f"the workspace {self.root} has no finished '{stage}' stage",
+                              f"Run {what_to_run} first.")
+        return info
+
+    # --- files ------------------------------------------------------------------------
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        target = self.path(name)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        return target
+
+    def save_npz(self, name: str, **arrays: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def load_npz(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.path(name), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def save_npy(self, name: str, array: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def save_torch(self, name: str, obj: Any) -> Path:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def load_torch(self, name: str) -> Any:
+        import torch
+
+        # weights_only: a checkpoint can never run code when loaded.
+        return torch.load(self.path(name), map_location="cpu", weights_only=True)

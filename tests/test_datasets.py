@@ -1,0 +1,444 @@
+"""Dataset loaders: formats, cameras, image modes, label maps and the errors bad input gets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from external_worker.datasets import Dataset, load_dataset
+from external_worker.errors import DatasetError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+# Tiny synthetic datasets
+
+
+def save_image(path: Path, pixels: np.ndarray, mode: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, mode).save(path)
+    return path
+
+
+def random_pixels(rng: np.random.Generator, height: int = 4, width: int = 6, channels: int = 3) -> np.ndarray:
+    return rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """OpenGL camera-to-world looking from eye at target."""
+    back = (eye - target) / np.linalg.norm(eye - target)
+    right = np.cross(up, back)
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([right, np.cross(back, right), back], -1)
+    c2w[:3, 3] = eye
+    return c2w
+
+
+def ring_poses(count: int, centre=(0.0, 0.0, 0.0), radius: float = 4.0) -> list[np.ndarray]:
+    centre = np.asarray(centre, dtype=float)
+    angles = np.linspace(0, 2 * math.pi, count, endpoint=False)
+    offsets = [radius * np.array([math.cos(a), math.sin(a), 0.3 + 0.2 * math.sin(3 * a)]) for a in angles]
+    return [look_at(centre + offset, centre) for offset in offsets]
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def frame(file_path: str, c2w: np.ndarray, **extra) -> dict:
+    return {"file_path": file_path, "transform_matrix": np.asarray(c2w).tolist(), **extra}
+
+
+def single_transforms(root: Path, frames: list[dict], **meta) -> None:
+    """transforms.json with a given box, so identical test poses need no box estimate."""
+    write_json(root / "transforms.json", {"camera_angle_x": 1.0, "aabb": [[-1, -1, -1], [1, 1, 1]],
+                                          **meta, "frames": frames})
+
+
+def transforms_scene(root: Path, splits: dict[str, int], rng: np.random.Generator,
+                     **meta) -> dict[str, list[np.ndarray]]:
+    """transforms_<split>.json with RGBA images <split>/r_<i>.png (file paths without extension)."""
+    pixels: dict[str, list[np.ndarray]] = {}
+    for split, count in splits.items():
+        poses = ring_poses(count)
+        pixels[split] = [random_pixels(rng, channels=4) for _ in range(count)]
+        for i, image in enumerate(pixels[split]):
+            save_image(root / split / f"r_{i}.png", image)
+        write_json(root / f"transforms_{split}.json",
+                   {"camera_angle_x": 0.8, **meta,
+                    "frames": [frame(f"./{split}/r_{i}", poses[i]) for i in range(count)]})
+    return pixels
+
+
+def llff_row(c2w: np.ndarray, hwf: tuple[float, float, float], near: float, far: float) -> np.ndarray:
+    """poses_bounds.npy row for an OpenGL camera: LLFF columns are [down, right, back]."""
+    rotation = np.stack([-c2w[:3, 1], c2w[:3, 0], c2w[:3, 2]], -1)
+    pose = np.concatenate([rotation, c2w[:3, 3:4], np.array(hwf)[:, None]], 1)
+    return np.concatenate([pose.ravel(), [near, far]])
+
+
+def llff_scene(root: Path, count: int, folder: str, size: tuple[int, int],
+               hwf=(16.0, 24.0, 20.0)) -> list[np.ndarray]:
+    poses = [look_at(np.array([0.5 * i, 0.2 * i, 5.0]), np.array([0.5 * i, 0.2 * i, 0.0]), up=(0.0, 1.0, 0.0))
+             for i in range(count)]
+    np.save(root / "poses_bounds.npy", np.stack([llff_row(p, hwf, 2.0, 8.0) for p in poses]))
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        save_image(root / folder / f"img{i:03d}.png", random_pixels(rng, size[1], size[0]))
+    return poses
+
+
+def dataset_error(match: str, path, **kwargs) -> DatasetError:
+    with pytest.raises(DatasetError, match=match) as info:
+        load_dataset(path, **kwargs)
+    assert info.value.hint, "every dataset error says what to do"
+    return info.value
+
+
+# transforms.json
+
+
+def test_split_files_give_images_cameras_split_and_json_aabb(tmp_path):
+    pixels = transforms_scene(tmp_path, {"train": 2, "test": 1}, np.random.default_rng(1),
+                              aabb=[[-1, -2, -3], [1, 2, 3]])
+    ds = load_dataset(tmp_path / "transforms_test.json")  # a JSON file stands for its folder
+
+    assert ds.root == tmp_path
+    assert ds.names == ["train/r_0.png", "train/r_1.png", "test/r_0.png"]
+    assert list(ds.split) == ["train", "train", "test"]
+    assert (len(ds), ds.height, ds.width) == (3, 4, 6)
+    stored = np.stack(pixels["train"] + pixels["test"]).astype(np.float32) / 255
+    # Colours stay as stored, even where alpha is 0 (no compositing).
+    np.testing.assert_allclose(ds.images, stored[..., :3], atol=1e-6)
+    np.testing.assert_allclose(ds.alphas, stored[..., 3], atol=1e-6)
+    np.testing.assert_allclose(ds.c2w[2], ring_poses(1)[0], atol=1e-6)
+    focal = 0.5 * 6 / math.tan(0.4)
+    np.testing.assert_allclose(ds.intrinsics, [[focal, focal, 3, 2]] * 3, rtol=1e-6)
+    np.testing.assert_array_equal(ds.aabb, [[-1, -2, -3], [1, 2, 3]])
+    assert ds.images.dtype == ds.c2w.dtype == ds.intrinsics.dtype == np.float32
+    assert ds.near_far is None and ds.labels is None and ds.label_names == {}
+    assert not ds.has_labels.any()
+
+
+@pytest.mark.parametrize("count, tests", [(16, [0, 8]), (15, [])])
+def test_single_transforms_holds_out_every_8th_frame_from_16_frames(tmp_path, count, tests):
+    rng = np.random.default_rng(2)
+    poses = ring_poses(count)
+    for i in range(count):
+        save_image(tmp_path / "images" / f"{i:02d}.jpg", random_pixels(rng))
+    write_json(tmp_path / "transforms.json",
+               {"fl_x": 5.0, "frames": [frame(f"images/{i:02d}.jpg", poses[i]) for i in range(count)]})
+    ds = load_dataset(tmp_path)
+    assert list(np.flatnonzero(ds.split == "test")) == tests
+    assert set(ds.split) <= {"train", "test"}
+    assert ds.alphas is None
+
+
+def test_frame_intrinsics_override_file_ones_and_scale_to_loaded_pixels(tmp_path):
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        save_image(tmp_path / f"{name}.png", random_pixels(rng, 4, 8))
+    # Intrinsics written for 16x8 images; the files are 8x4 and we load them at 4x2.
+    single_transforms(tmp_path, [frame("a", np.eye(4)), frame("b.png", np.eye(4), fl_x=20.0, cy=5.0)],
+                      fl_x=10.0, fl_y=12.0, cx=7.0, cy=3.0, w=16, h=8)
+    ds = load_dataset(tmp_path, downscale=2)
+    assert (ds.height, ds.width) == (2, 4)
+    np.testing.assert_allclose(ds.intrinsics, [[2.5, 3.0, 1.75, 0.75], [5.0, 3.0, 1.75, 1.25]])
+
+
+def test_downscale_box_filters_pixels(tmp_path):
+    pixels = np.repeat(np.repeat(np.array([[0, 40], [200, 255]], np.uint8), 2, 0), 2, 1)
+    pixels[0, 0] = 100  # one pixel of the top-left 2x2 block differs: the block averages to 25
+    save_image(tmp_path / "a.png", np.stack([pixels] * 3, -1))
+    single_transforms(tmp_path, [frame("a", np.eye(4))])
+    ds = load_dataset(tmp_path, downscale=2)
+    np.testing.assert_allclose(ds.images[0, :, :, 0], np.array([[25, 40], [200, 255]]) / 255, atol=1 / 255)
+
+
+def test_image_modes_become_rgb_with_alpha_where_the_file_has_it(tmp_path):
+    grey = np.array([[0, 128, 255, 64]], np.uint8)
+    palette = Image.fromarray(np.array([[0, 1, 2, 1]], np.uint8), "P")
+    palette.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
+    palette.save(tmp_path / "palette.png", transparency=1)  # index 1 is transparent
+    save_image(tmp_path / "grey.png", grey, "L")
+    Image.fromarray(np.stack([grey, 255 - grey], -1), "LA").save(tmp_path / "grey_alpha.png")
+    save_image(tmp_path / "grey16.png", np.array([[0, 32768, 65535, 16384]], np.uint16))
+    Image.fromarray(np.zeros((1, 4, 3), np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    names = ["palette.png", "grey.png", "grey_alpha.png", "grey16.png", "cmyk.jpg"]
+    single_transforms(tmp_path, [frame(n, np.eye(4)) for n in names])
+
+    ds = load_dataset(tmp_path)
+    np.testing.assert_allclose(ds.images[0, 0], [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]])
+    np.testing.assert_allclose(ds.alphas[0, 0], [1, 0, 1, 0])
+    np.testing.assert_allclose(ds.images[1, 0], np.repeat(grey[0][:, None] / 255, 3, 1), atol=1e-6)
+    np.testing.assert_allclose(ds.alphas[1], 1.0)  # no alpha channel: opaque
+    np.testing.assert_allclose(ds.alphas[2, 0], (255 - grey[0]) / 255, atol=1e-6)
+    np.testing.assert_allclose(ds.images[3, 0, :, 0], [0, 32768 / 65535, 1, 16384 / 65535], atol=1e-6)
+    np.testing.assert_allclose(ds.images[4], 0.0, atol=0.02)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(np.zeros((2, 4, 3), np.uint8)).save(tmp_path / "a.jpg", exif=exif)
+    single_transforms(tmp_path, [frame("a.jpg", np.eye(4))])
+    assert load_dataset(tmp_path).images.shape == (1, 4, 2, 3)
+
+
+def test_aabb_is_estimated_around_the_point_the_cameras_look_at(tmp_path):
+    centre = np.array([1.0, 2.0, 3.0])
+    poses = ring_poses(12, centre=centre, radius=4.0)
+    rng = np.random.default_rng(4)
+    for i in range(12):
+        save_image(tmp_path / f"{i}.png", random_pixels(rng))
+    write_json(tmp_path / "transforms.json",
+               {"camera_angle_x": 1.0, "frames": [frame(f"{i}", p) for i, p in enumerate(poses)]})
+    ds = load_dataset(tmp_path)
+    distance = np.median(np.linalg.norm(np.stack(poses)[:, :3, 3] - centre, axis=1))
+    np.testing.assert_allclose(ds.aabb, [centre - 0.45 * distance, centre + 0.45 * distance], atol=1e-4)
+
+
+# LLFF
+
+
+def test_llff_converts_poses_to_opengl_and_scales_focal_to_the_folder(tmp_path):
+    poses = llff_scene(tmp_path, 9, "images_2", (12, 8))
+    save_image(tmp_path / "images_2" / ".hidden.png", np.zeros((1, 1, 3), np.uint8))  # not one of the set
+    ds = load_dataset(tmp_path, downscale=2)
+
+    assert ds.names == [f"images_2/img{i:03d}.png" for i in range(9)]
+    np.testing.assert_allclose(ds.c2w, np.stack(poses), atol=1e-6)
+    np.testing.assert_allclose(ds.intrinsics, [[10, 10, 6, 4]] * 9)
+    np.testing.assert_allclose(ds.near_far, [[2, 8]] * 9)
+    assert list(np.flatnonzero(ds.split == "test")) == [0, 8]
+    # The box holds what each camera sees between near and far: points on its axis included.
+    on_axes = np.array([p[:3, 3] - depth * p[:3, 2] for p in poses for depth in (2.0, 5.0, 8.0)])
+    assert (on_axes >= ds.aabb[0] - 1e-5).all() and (on_axes <= ds.aabb[1] + 1e-5).all()
+
+
+def test_llff_resizes_the_full_size_folder_when_images_k_is_missing(tmp_path):
+    llff_scene(tmp_path, 2, "images", (24, 16))
+    ds = load_dataset(tmp_path, downscale=4)
+    assert (ds.width, ds.height) == (6, 4)
+    np.testing.assert_allclose(ds.intrinsics[0], [5, 5, 3, 2])
+
+
+def test_llff_uses_the_only_downscaled_folder_and_says_so(tmp_path, caplog):
+    llff_scene(tmp_path, 2, "images_4", (6, 4))
+    with caplog.at_level(logging.WARNING, logger="external_worker.datasets"):
+        ds = load_dataset(tmp_path)
+    assert ds.names[0].startswith("images_4/")
+    assert "images_4" in caplog.text
+    np.testing.assert_allclose(ds.intrinsics[0], [5, 5, 3, 2])
+
+
+def test_llff_without_a_matching_folder_lists_what_exists(tmp_path):
+    llff_scene(tmp_path, 2, "images_4", (6, 4))
+    dataset_error("no images_2/ or images/ folder; found images_4", tmp_path, downscale=2)
+
+
+# Label maps
+
+
+def labelled_scene(tmp_path: Path) -> Path:
+    transforms_scene(tmp_path, {"train": 2, "test": 1}, np.random.default_rng(5))
+    return tmp_path
+
+
+def test_label_maps_nested_flat_and_missing(tmp_path):
+    labelled_scene(tmp_path)
+    first = np.array([[0, 1, 1, 2, 2, 0]] * 4, np.uint8)
+    third = np.full((4, 6), 2, np.uint16)
+    third[0, 0] = 0
+    save_image(tmp_path / "labels" / "train" / "r_0.png", first, "L")
+    Image.fromarray(third).save(tmp_path / "labels" / "r_0.png")  # flat: only for names not nested
+    save_image(tmp_path / "labels" / "r_99.png", first, "L")  # labels no image: ignored
+    write_json(tmp_path / "labels.json", {"1": "mug", "2": "cup"})
+    ds = load_dataset(tmp_path, require_labels=True)
+
+    assert ds.label_names == {1: "mug", 2: "cup"}
+    assert list(ds.has_labels) == [True, False, True]
+    assert ds.labels.dtype == np.int32
+    np.testing.assert_array_equal(ds.labels[0], first)
+    np.testing.assert_array_equal(ds.labels[1], 0)
+    np.testing.assert_array_equal(ds.labels[2], third)
+
+
+def test_label_maps_are_resized_nearest_with_the_images(tmp_path):
+    rng = np.random.default_rng(6)
+    save_image(tmp_path / "a.png", random_pixels(rng, 4, 4))
+    single_transforms(tmp_path, [frame("a", np.eye(4))])
+    blocks = np.array([[3, 7], [0, 250]], np.uint8)
+    label_map = Image.fromarray(np.repeat(np.repeat(blocks, 2, 0), 2, 1), "P")
+    label_map.putpalette(list(range(256)) * 3)  # palette maps give their indices as ids
+    (tmp_path / "labels").mkdir()
+    label_map.save(tmp_path / "labels" / "a.png")
+    ds = load_dataset(tmp_path, downscale=2)
+    np.testing.assert_array_equal(ds.labels[0], blocks)
+
+
+def test_a_flat_label_map_matching_two_images_is_an_error(tmp_path):
+    labelled_scene(tmp_path)
+    save_image(tmp_path / "labels" / "r_0.png", np.zeros((4, 6), np.uint8), "L")
+    error = dataset_error("would label both train/r_0.png and test/r_0.png", tmp_path)
+    assert "labels/r_0.png" in error.message
+
+
+# Errors
+
+
+def test_missing_folder(tmp_path):
+    dataset_error(f"dataset folder {tmp_path / 'nope'} does not exist", tmp_path / "nope")
+
+
+def test_folder_without_known_files_lists_what_was_looked_for(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"")
+    error = dataset_error(str(tmp_path), tmp_path)
+    for name in ("transforms_train.json", "transforms.json", "poses_bounds.npy"):
+        assert name in error.message
+
+
+def test_malformed_json_gives_line_and_column(tmp_path):
+    (tmp_path / "transforms.json").write_text('{\n  "frames": [,]\n}')
+    dataset_error(r"transforms.json: not valid JSON: .* at line 2, column 14", tmp_path)
+
+
+@pytest.mark.parametrize("meta, match", [
+    ({"camera_angle_x": 1.0}, "transforms.json: no 'frames' list"),
+    ({"camera_angle_x": 1.0, "frames": [{"file_path": "a"}]}, "frame 0 has no 'transform_matrix'"),
+    ({"camera_angle_x": 1.0, "frames": [{"file_path": "a", "transform_matrix": np.eye(4)[:3].tolist()}]},
+     "frame 0: 'transform_matrix' must be 4x4, got 3x4"),
+    ({"camera_angle_x": 1.0, "frames": [{"file_path": "a", "transform_matrix": [[1, 2], [3]]}]},
+     "frame 0: 'transform_matrix' must be 4x4, got not a matrix"),
+    ({"camera_angle_x": 1.0, "frames": [{"file_path": "a", "transform_matrix": [[float("nan")] * 4] * 4}]},
+     "frame 0: 'transform_matrix' contains NaN or infinity"),
+    ({"frames": [{"file_path": "a", "transform_matrix": np.eye(4).tolist()}]}, "frame 0: no focal length"),
+    ({"camera_angle_x": 1.0, "aabb": [[1, 1, 1], [0, 0, 0]], "frames": []}, "'aabb' must be"),
+])
+def test_bad_transforms_content(tmp_path, meta, match):
+    save_image(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    dataset_error(match, tmp_path)
+
+
+def test_missing_image_names_the_paths_looked_for(tmp_path):
+    single_transforms(tmp_path, [frame("./img/a", np.eye(4))])
+    error = dataset_error("frame 0: image not found", tmp_path)
+    assert str(tmp_path / "img" / "a") in error.message and str(tmp_path / "img" / "a.jpeg") in error.message
+
+
+def test_image_size_mismatch_names_the_odd_file_and_both_sizes(tmp_path):
+    save_image(tmp_path / "a.png", np.zeros((4, 6, 3), np.uint8))
+    save_image(tmp_path / "b.png", np.zeros((4, 6, 3), np.uint8))
+    save_image(tmp_path / "c.png", np.zeros((5, 6, 3), np.uint8))
+    single_transforms(tmp_path, [frame(n, np.eye(4)) for n in "abc"])
+    dataset_error(r"c.png: image is 6x5 but .*a.png is 6x4", tmp_path)
+
+
+def test_unreadable_image(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    single_transforms(tmp_path, [frame("a.png", np.eye(4))])
+    dataset_error("a.png: cannot read the image", tmp_path)
+
+
+def test_poses_bounds_with_wrong_shape(tmp_path):
+    llff_scene(tmp_path, 2, "images", (6, 4))
+    np.save(tmp_path / "poses_bounds.npy", np.zeros((2, 15)))
+    dataset_error(r"poses_bounds.npy: expected an \(N, 17\) array .* got shape \(2, 15\)", tmp_path)
+
+
+def test_poses_bounds_count_must_match_the_images(tmp_path):
+    llff_scene(tmp_path, 3, "images", (6, 4))
+    (tmp_path / "images" / "img002.png").unlink()
+    dataset_error(r"poses_bounds.npy has 3 poses but .*images has 2 images", tmp_path)
+
+
+def test_poses_bounds_with_infinity_names_the_row(tmp_path):
+    llff_scene(tmp_path, 3, "images", (6, 4))
+    table = np.load(tmp_path / "poses_bounds.npy")
+    table[1, 3] = np.inf
+    np.save(tmp_path / "poses_bounds.npy", table)
+    dataset_error("poses_bounds.npy: row 1 has NaN, infinity", tmp_path)
+
+
+def test_llff_images_of_another_aspect_than_the_poses(tmp_path):
+    llff_scene(tmp_path, 2, "images", (4, 6))  # portrait files, landscape hwf
+    dataset_error("camera is for 24x16 images but the images are 4x6", tmp_path)
+
+
+def test_require_labels_without_any_map(tmp_path):
+    labelled_scene(tmp_path)
+    assert load_dataset(tmp_path).labels is None
+    error = dataset_error(f"no label maps found under {tmp_path / 'labels'}", tmp_path, require_labels=True)
+    assert "labels.json" in error.hint
+
+
+def test_label_id_missing_from_labels_json_names_id_and_file(tmp_path):
+    labelled_scene(tmp_path)
+    save_image(tmp_path / "labels" / "test" / "r_0.png", np.array([[0, 1, 5, 1, 0, 0]] * 4, np.uint8), "L")
+    write_json(tmp_path / "labels.json", {"1": "mug"})
+    dataset_error(r"test/r_0.png: label id 5 is not named in labels.json", tmp_path)
+
+
+def test_label_map_of_another_size_than_its_image(tmp_path):
+    labelled_scene(tmp_path)
+    save_image(tmp_path / "labels" / "train" / "r_1.png", np.zeros((3, 6), np.uint8), "L")
+    dataset_error(r"r_1.png: label map is 6x3 but its image .*train/r_1.png is 6x4", tmp_path)
+
+
+def test_rgb_label_map_is_refused(tmp_path):
+    labelled_scene(tmp_path)
+    save_image(tmp_path / "labels" / "train" / "r_1.png", np.zeros((4, 6, 3), np.uint8))
+    dataset_error("label map has mode RGB", tmp_path)
+
+
+@pytest.mark.parametrize("downscale", [0, 1.5, "2"])
+def test_bad_downscale(tmp_path, downscale):
+    dataset_error("downscale must be a whole number", tmp_path, downscale=downscale)
+
+
+# Real captures (skipped where the shared data is absent)
+
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")
+
+
+@needs_data
+def test_lego_splits_alpha_and_focal():
+    ds = load_dataset(DATA / "nerf_synthetic_lego")
+    angle = json.loads((DATA / "nerf_synthetic_lego" / "transforms_test.json").read_text())["camera_angle_x"]
+    assert ((ds.split == "test").sum(), (ds.split == "train").sum()) == (25, 100)
+    assert (ds.height, ds.width) == (400, 400)
+    assert ds.alphas is not None and 0.05 < ds.alphas.mean() < 0.6  # object mask, transparent background
+    np.testing.assert_allclose(ds.intrinsics[:, 0], 0.5 * 400 / math.tan(0.5 * angle), rtol=1e-5)
+    # The object (within +-1.5 of the origin) sits inside the estimated box.
+    assert (ds.aabb[0] < -1.5).all() and (ds.aabb[1] > 1.5).all() and (ds.aabb[1] < 2.5).all()
+
+
+@needs_data
+def test_fern_images_8_is_forward_facing():
+    ds = load_dataset(DATA / "llff_fern", downscale=8)
+    assert (len(ds), ds.width, ds.height) == (20, 504, 378)
+    views = -ds.c2w[:, :3, 2]
+    mean_view = views.mean(0) / np.linalg.norm(views.mean(0))
+    assert (views @ mean_view > 0.95).all()
+    np.testing.assert_allclose(ds.intrinsics[:, 2:], [[252, 189]] * 20)
+    assert ds.near_far.shape == (20, 2)
+
+
+@needs_data
+def test_ethiopian_head_loads_its_only_folder():
+    ds = load_dataset(DATA / "ethiopian_head")
+    assert len(ds) == 66 and ds.names[0].startswith("images_5/")
+    assert (ds.width, ds.height) == (800, 800)
+    views = -ds.c2w[:, :3, 2]
+    assert (views @ views.mean(0) < 0).any()  # a 360 capture: some cameras face each other
+    assert isinstance(ds, Dataset) and "66 views of 800x800" in repr(ds)
