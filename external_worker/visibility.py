@@ -1,0 +1,46 @@
+"""Which mesh faces a camera sees: a z-buffer of face centroids splatted into the image.
+
+Marching-cubes faces are smaller than a pixel at the resolutions we use, so nearest-centroid
+splatting gives a dense depth buffer without a rasteriser; a face is visible when it faces the
+camera and lies within a small tolerance of the buffer's depth at its pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def project(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates (u, v) and depth of world points in one OpenGL camera."""
+    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    depth = -local[:, 2]
+    safe = np.where(depth > 1e-6, depth, 1e-6)
+    fx, fy, cx, cy = intrinsics
+    return fx * local[:, 0] / safe + cx, -fy * local[:, 1] / safe + cy, depth
+
+
+def visible_faces(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
+                  height: int, width: int, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Faces of the mesh seen by one camera.
+
+    Returns the visible mask (F,) and each face's pixel index (row * width + col; -1 outside)."""
+    u, v, depth = project(centroids, c2w, intrinsics)
+    col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    inside = (depth > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    pixel = np.where(inside, row * width + col, -1)
+    zbuffer = np.full(height * width, np.inf)
+    np.minimum.at(zbuffer, pixel[inside], depth[inside])
+    to_camera = c2w[:3, 3] - centroids
+    facing = np.einsum("ij,ij->i", normals, to_camera) > 0
+    visible = np.zeros(len(centroids), dtype=bool)
+    visible[inside] = facing[inside] & (depth[inside] <= zbuffer[pixel[inside]] + tolerance)
+    return visible, pixel
+
+
+def seen_by_any(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
+                height: int, width: int, tolerance: float) -> np.ndarray:
+    """Faces visible from at least one of the cameras (N, 4, 4)."""
+    seen = np.zeros(len(centroids), dtype=bool)
+    for pose, k in zip(c2w, intrinsics):
+        seen |= visible_faces(centroids, normals, pose, k, height, width, tolerance)[0]
+    return seen
