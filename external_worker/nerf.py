@@ -86,7 +86,9 @@ class OccupancyGrid(nn.Module):
         points = self.cell_centers(jitter=True).to(self.density.device)
         fresh = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, len(points), chunk)])
         self.density = torch.maximum(self.density * decay, fresh.view(self.density.shape))
-        self.occupied = self.hull & (self.density > min(self.density.mean().item(), threshold))
+        # instant-NGP's min(mean, threshold), the mean taken where content may be at all.
+        mean = self.density[self.hull].mean().item() if self.hull.any() else 0.0
+        self.occupied = self.hull & (self.density > min(mean, threshold))
 
     @torch.no_grad()
     def carve(self, c2w: torch.Tensor, intrinsics: torch.Tensor, alphas: torch.Tensor, empty_below: float = 0.05) -> None:

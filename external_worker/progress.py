@@ -25,7 +25,7 @@ class TqdmReporter:
 
     def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
                  message: str | None = None) -> None:
-        if stage != self._stage or self._bar is None:
+        if stage != self._stage or self._bar is None or self._bar.total != total:
             self.close()
             self._bar = tqdm(total=total, desc=stage, unit="step", dynamic_ncols=True)
             self._stage = stage

@@ -1,0 +1,122 @@
+"""The "DFF" tab of the 3D viewport's sidebar: Status, Scene, Train and Select panels."""
+
+from __future__ import annotations
+
+import bpy
+
+STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field"}
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class _DFFPanel:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "DFF"
+
+
+class DFF_PT_status(_DFFPanel, bpy.types.Panel):
+    """Outcome of the latest request: a message, or the error with what to do about it."""
+
+    bl_label = "DFF"
+    bl_options = {'HIDE_HEADER'}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        props = context.scene.dff
+        return bool(props.message or props.error)
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        column = self.layout.column(align=True)
+        if props.error:
+            column.alert = True
+            column.label(text=f"{props.error_code}: {props.error}", icon='ERROR')
+            if props.error_hint:
+                column.label(text=props.error_hint.strip().splitlines()[-1], icon='INFO')
+        else:
+            column.label(text=props.message, icon='INFO')
+
+
+class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
+    """Dataset and workspace folders, and the import of the dataset's cameras."""
+
+    bl_label = "Scene"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        layout.prop(props, "dataset_path")
+        layout.prop(props, "workspace_path")
+        layout.operator("dff.import_dataset", icon='IMPORT')
+        if props.n_images:
+            render = context.scene.render
+            layout.label(text=f"{props.n_images} images, "
+                              f"{render.resolution_x}x{render.resolution_y}")
+
+
+class DFF_PT_train(_DFFPanel, bpy.types.Panel):
+    """Training settings, progress and cancel."""
+
+    bl_label = "Train"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        settings = layout.column()
+        settings.enabled = not props.running
+        settings.prop(props, "teacher")
+        settings.prop(props, "nerf_steps")
+        settings.prop(props, "feature_steps")
+        settings.prop(props, "mesh_resolution")
+        row = layout.row(align=True)
+        row.operator("dff.train", icon='PLAY')
+        row.operator("dff.load_mesh", icon='MESH_DATA')
+        if not props.running:
+            return
+        stage = STAGE_NAMES.get(props.stage, props.stage) or "Starting"
+        text = f"{stage} {props.step}/{props.total}" if props.total else stage
+        layout.progress(factor=props.progress, type='BAR', text=text)
+        metrics = f"loss {props.loss:.4f}  PSNR {props.psnr:.2f} dB"
+        if props.eta >= 0.0:
+            metrics += f"  ETA {_duration(props.eta)}"
+        layout.label(text=metrics)
+        layout.operator("dff.cancel", icon='CANCEL')
+
+
+class DFF_PT_select(_DFFPanel, bpy.types.Panel):
+    """Text query, threshold and separate."""
+
+    bl_label = "Select"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        row = layout.row(align=True)
+        row.prop(props, "query_text", text="")
+        row.operator("dff.select_text", icon='VIEWZOOM')
+        if props.labels:
+            flow = layout.grid_flow(columns=3, even_columns=True, align=True)
+            for label in props.labels:
+                flow.operator("dff.select_text", text=label.name).text = label.name
+        layout.prop(props, "threshold", slider=True)
+        layout.operator("dff.separate", icon='MOD_EXPLODE')
+
+
+_CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,146 @@
+"""Per-scene state at `Scene.dff`: paths, training settings, progress, the latest query."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from . import selection
+
+
+def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:
+    # Re-thresholds the stored probabilities only: moving a slider must not ask the worker.
+    obj = self.mesh_object
+    if obj is None or not self.active_query:
+        return
+    try:
+        count = selection.apply_threshold(obj, self.active_query, self.threshold)
+    except ValueError as exc:
+        self.show_error({"code": "threshold", "message": str(exc)})
+        return
+    self.show_message(f"'{self.active_query}': {count} faces above {self.threshold:.2f}")
+
+
+def _is_mesh(self: DFFSceneProperties, obj: bpy.types.Object) -> bool:
+    return obj.type == 'MESH'
+
+
+class DFFLabel(bpy.types.PropertyGroup):
+    """One label name of the imported dataset (a possible text query)."""
+
+
+class DFFSceneProperties(bpy.types.PropertyGroup):
+    """Everything the DFF panels show and the operators use, stored in the .blend."""
+
+    dataset_path: StringProperty(
+        name="Dataset",
+        description="Folder with the posed photos (transforms.json, COLMAP or LLFF)",
+        subtype='DIR_PATH',
+    )
+    workspace_path: StringProperty(
+        name="Workspace",
+        description="Folder where the worker keeps checkpoints, mesh and features; "
+                    "empty for <dataset>/dff_workspace",
+        subtype='DIR_PATH',
+    )
+    n_images: IntProperty(name="Images", min=0)
+    labels: CollectionProperty(type=DFFLabel)
+
+    teacher: EnumProperty(
+        name="Teacher",
+        description="2D model whose features the 3D feature field imitates",
+        items=[('labels', "Labels", "Per-image label maps shipped with the dataset")],
+        default='labels',
+    )
+    nerf_steps: IntProperty(
+        name="NeRF Steps", description="Training steps of the radiance field",
+        default=2000, min=1, soft_max=100000)
+    feature_steps: IntProperty(
+        name="Feature Steps", description="Training steps of the feature field",
+        default=1000, min=1, soft_max=100000)
+    mesh_resolution: IntProperty(
+        name="Mesh Resolution", description="Marching-cubes grid size per axis",
+        default=128, min=16, max=1024)
+
+    running: BoolProperty(name="Running", description="Training is in progress")
+    stage: StringProperty(name="Stage")
+    step: IntProperty(name="Step", min=0)
+    total: IntProperty(name="Total", min=0)
+    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype='FACTOR')
+    loss: FloatProperty(name="Loss")
+    psnr: FloatProperty(name="PSNR", description="Peak signal-to-noise ratio, dB")
+    eta: FloatProperty(name="ETA", description="Seconds left in this stage; negative if unknown",
+                       default=-1.0)
+    message: StringProperty(name="Message", description="Outcome of the latest request")
+    error_code: StringProperty(name="Error Code")
+    error: StringProperty(name="Error")
+    error_hint: StringProperty(name="Hint")
+
+    mesh_object: PointerProperty(
+        name="Mesh", description="The mesh extracted by the worker", type=bpy.types.Object,
+        poll=_is_mesh)
+    query_text: StringProperty(
+        name="Query", description="What to select, e.g. a label name of the dataset")
+    active_query: StringProperty(
+        name="Active Query", description="Query whose probabilities the mesh holds")
+    threshold: FloatProperty(
+        name="Threshold", description="Faces with a higher probability are selected",
+        default=0.5, min=0.0, max=1.0, subtype='FACTOR', update=_threshold_changed)
+
+    def show_message(self, text: str) -> None:
+        """Record the outcome of a request (and clear the previous error)."""
+        self.message = text
+        self.error_code = self.error = self.error_hint = ""
+        print(f"DFF: {text}")
+
+    def show_error(self, error: dict) -> None:
+        """Record a structured error {code, message, hint} for the panel."""
+        self.error_code = str(error.get("code", ""))
+        self.error = str(error.get("message", ""))
+        self.error_hint = str(error.get("hint") or "")
+        self.message = ""
+        print(f"DFF error [{self.error_code}]: {self.error} {self.error_hint}".rstrip())
+
+    def start_progress(self) -> None:
+        self.running = True
+        self.stage, self.step, self.total = "", 0, 0
+        self.progress, self.loss, self.psnr, self.eta = 0.0, 0.0, 0.0, -1.0
+
+    def update_progress(self, event: dict) -> None:
+        """Apply one progress event {stage, step, total, metrics, eta, message}."""
+        self.stage = str(event.get("stage") or "")
+        self.step = int(event.get("step") or 0)
+        self.total = int(event.get("total") or 0)
+        self.progress = min(self.step / self.total, 1.0) if self.total else 0.0
+        metrics = event.get("metrics") or {}
+        if "loss" in metrics:
+            self.loss = float(metrics["loss"])
+        if "psnr" in metrics:
+            self.psnr = float(metrics["psnr"])
+        eta = event.get("eta")
+        self.eta = float(eta) if eta is not None else -1.0
+        if event.get("message"):
+            self.message = str(event["message"])
+
+
+_CLASSES = (DFFLabel, DFFSceneProperties)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.dff = PointerProperty(type=DFFSceneProperties)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.dff
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,192 @@
+"""Per-face probabilities of a query -> attributes, a vertex group and the face selection;
+and separating the selected faces into their own object.
+
+What a query leaves on the mesh:
+- float face attribute `dff_probability`: the latest query's probabilities;
+- boolean face attribute `dff_<query>`: probability > threshold;
+- vertex group `<query>`: per vertex, the largest probability of its faces;
+- the edit-mode face selection, equal to the boolean attribute.
+"""
+
+from __future__ import annotations
+
+import bmesh
+import bpy
+import numpy as np
+
+from .client import Reply
+from .mesh_import import FACE_INDEX_ATTR
+from .modes import set_mode
+
+PROBABILITY_ATTR = "dff_probability"
+MASK_PREFIX = "dff_"
+MAX_QUERY_LENGTH = 63 - len(MASK_PREFIX)  # Blender names hold 63 bytes
+
+
+def mask_name(query: str) -> str:
+    """Name of the boolean face attribute holding the selection of `query`."""
+    return MASK_PREFIX + query
+
+
+def check_query(text: str) -> str:
+    """The query as it names attributes, groups and objects; ValueError when unusable."""
+    query = text.strip()
+    if not query:
+        raise ValueError("the query is empty: type what to select, e.g. a label name")
+    if len(query.encode("utf-8")) > MAX_QUERY_LENGTH:
+        raise ValueError(f"the query '{query}' is longer than {MAX_QUERY_LENGTH} bytes")
+    if mask_name(query) in (PROBABILITY_ATTR, FACE_INDEX_ATTR):
+        raise ValueError(f"'{query}' cannot be a query: it would overwrite the attribute "
+                         f"'{mask_name(query)}'")
+    return query
+
+
+def check_dff_mesh(obj: bpy.types.Object | None) -> bpy.types.Object:
+    """`obj` if it is a mesh made by the worker; ValueError saying what to do otherwise."""
+    if obj is None:
+        raise ValueError("no DFF mesh yet: train first, or Load Mesh from a trained workspace")
+    if obj.type != 'MESH' or FACE_INDEX_ATTR not in obj.data.attributes:
+        raise ValueError(f"'{obj.name}' was not made by DFF (it has no '{FACE_INDEX_ATTR}' "
+                         "attribute): train again or Load Mesh")
+    return obj
+
+
+def _face_attribute(mesh: bpy.types.Mesh, name: str, data_type: str) -> bpy.types.Attribute:
+    attribute = mesh.attributes.get(name)
+    if attribute is not None and (attribute.data_type, attribute.domain) != (data_type, 'FACE'):
+        mesh.attributes.remove(attribute)
+        attribute = None
+    return attribute or mesh.attributes.new(name, data_type, 'FACE')
+
+
+def _read(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type) -> np.ndarray:
+    values = np.empty(len(collection), dtype=dtype)
+    collection.foreach_get(prop, values)
+    return values
+
+
+def _loop_faces(mesh: bpy.types.Mesh) -> np.ndarray:
+    """The face of each loop."""
+    totals = _read(mesh.polygons, "loop_total", np.int32)
+    return np.repeat(np.arange(len(mesh.polygons)), totals)
+
+
+def vertex_weights(mesh: bpy.types.Mesh, face_probability: np.ndarray) -> np.ndarray:
+    """Per vertex, the largest probability among its faces (0 for loose vertices)."""
+    weights = np.zeros(len(mesh.vertices), dtype=np.float32)
+    loop_vertices = _read(mesh.loops, "vertex_index", np.int32)
+    np.maximum.at(weights, loop_vertices, face_probability[_loop_faces(mesh)])
+    return weights
+
+
+def _write_vertex_group(obj: bpy.types.Object, name: str, weights: np.ndarray) -> None:
+    group = obj.vertex_groups.get(name) or obj.vertex_groups.new(name=name)
+    # One call per distinct weight: the API has no bulk setter for weights.
+    values, inverse = np.unique(weights, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    for value, indices in zip(values, np.split(order, np.cumsum(np.bincount(inverse))[:-1])):
+        group.add(indices.tolist(), float(value), 'REPLACE')
+
+
+def _select_faces(mesh: bpy.types.Mesh, query: str, mask: np.ndarray) -> int:
+    """Object mode: write the mask attribute and the face, edge and vertex selection."""
+    _face_attribute(mesh, mask_name(query), 'BOOLEAN').data.foreach_set("value", mask)
+    mesh.polygons.foreach_set("select", mask)
+    loop_selected = mask[_loop_faces(mesh)]
+    for elements, loop_prop in ((mesh.vertices, "vertex_index"), (mesh.edges, "edge_index")):
+        selected = np.zeros(len(elements), dtype=bool)
+        selected[_read(mesh.loops, loop_prop, np.int32)[loop_selected]] = True
+        elements.foreach_set("select", selected)
+    mesh.update()
+    return int(mask.sum())
+
+
+def _select_faces_edit_mode(mesh: bpy.types.Mesh, query: str, threshold: float) -> int:
+    """Edit mode: the same as `_select_faces`, on the edit mesh (mesh data is stale there)."""
+    bm = bmesh.from_edit_mesh(mesh)
+    probability = bm.faces.layers.float.get(PROBABILITY_ATTR)
+    if probability is None:
+        raise ValueError(f"'{mesh.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
+    name = mask_name(query)
+    mask = bm.faces.layers.bool.get(name) or bm.faces.layers.bool.new(name)
+    for face in bm.faces:  # deselects its edges and vertices too
+        face.select_set(False)
+    count = 0
+    for face in bm.faces:
+        chosen = face[probability] > threshold
+        face[mask] = chosen
+        if chosen:
+            face.select_set(True)
+            count += 1
+    bmesh.update_edit_mesh(mesh, loop_triangles=False, destructive=False)
+    return count
+
+
+def apply_threshold(obj: bpy.types.Object, query: str, threshold: float) -> int:
+    """Select the faces whose stored probability exceeds `threshold`, without the worker.
+    Returns the number of selected faces."""
+    mesh = obj.data
+    if obj.mode == 'EDIT':
+        return _select_faces_edit_mode(mesh, query, threshold)
+    attribute = mesh.attributes.get(PROBABILITY_ATTR)
+    if attribute is None:
+        raise ValueError(f"'{obj.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
+    probability = _read(attribute.data, "value", np.float32)
+    return _select_faces(mesh, query, probability > threshold)
+
+
+def write_query(context: bpy.types.Context, obj: bpy.types.Object, query: str,
+                worker_probability: np.ndarray, threshold: float) -> int:
+    """Write a query's probabilities (in the worker's face order) onto `obj` and leave it in
+    edit mode with the faces above `threshold` selected. Returns their number."""
+    set_mode(context, obj, 'OBJECT')
+    mesh = obj.data
+    worker_probability = np.asarray(worker_probability, dtype=np.float32).ravel()
+    face_index = _read(mesh.attributes[FACE_INDEX_ATTR].data, "value", np.int32)
+    if face_index.size and face_index.max() >= worker_probability.size:
+        raise ValueError(
+            f"the worker sent {worker_probability.size} face probabilities but '{obj.name}' "
+            f"has faces up to index {int(face_index.max())}: the mesh is not the workspace's "
+            "current mesh; use Load Mesh")
+    if not np.isfinite(worker_probability).all():
+        raise ValueError("the worker sent NaN or infinite face probabilities")
+    probability = np.clip(worker_probability[face_index], 0.0, 1.0)
+
+    _face_attribute(mesh, PROBABILITY_ATTR, 'FLOAT').data.foreach_set("value", probability)
+    _write_vertex_group(obj, query, vertex_weights(mesh, probability))
+    count = _select_faces(mesh, query, probability > threshold)
+    context.tool_settings.mesh_select_mode = (False, False, True)  # faces, not vertices
+    set_mode(context, obj, 'EDIT')
+    return count
+
+
+def apply_query(context: bpy.types.Context, query: str, reply: Reply) -> str:
+    """Apply a `query_text` reply to the scene's DFF mesh. Returns a summary for the user."""
+    if "face_probability" not in reply.arrays:
+        raise ValueError("the worker's query reply lacks the array 'face_probability'")
+    props = context.scene.dff
+    obj = check_dff_mesh(props.mesh_object)
+    count = write_query(context, obj, query, reply.arrays["face_probability"], props.threshold)
+    props.active_query = query
+    return f"'{query}': selected {count} of {len(obj.data.polygons)} faces"
+
+
+def separate_selection(context: bpy.types.Context, obj: bpy.types.Object,
+                       name: str) -> bpy.types.Object:
+    """Move the selected faces of `obj` into a new object called `name` (attributes, colours,
+    UVs, materials and vertex groups come along); the rest stays in `obj`. The new object
+    ends up selected and active, in object mode."""
+    set_mode(context, obj, 'EDIT')
+    selected = sum(face.select for face in bmesh.from_edit_mesh(obj.data).faces)
+    if not selected:
+        raise ValueError(f"no faces of '{obj.name}' are selected: run a query or lower the "
+                         "threshold")
+    before = set(bpy.data.objects)
+    with context.temp_override(active_object=obj, object=obj, edit_object=obj):
+        bpy.ops.mesh.separate(type='SELECTED')
+    set_mode(context, obj, 'OBJECT')
+    part = next(o for o in bpy.data.objects if o not in before)
+    part.name = name
+    part.data.name = name
+    set_mode(context, part, 'OBJECT')
+    return part

@@ -1,0 +1,93 @@
+"""The worker's wire methods: checked parameters in, pipeline stages run, arrays out.
+
+Every value from the wire is checked here (types, ranges, paths) before a stage sees it. When
+the server is given a root folder (required off loopback), every path must lie inside it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import pipeline
+from .errors import WorkerError
+from .workspace import Workspace
+
+
+class Params:
+    """Typed access to a request's params with clear errors."""
+
+    def __init__(self, params: dict, root: Path | None) -> None:
+        self.params, self.root = params, root
+
+    def text(self, key: str, default: str | None = None, max_len: int = 4096) -> str:
+        value = self.params.get(key, default)
+        if not isinstance(value, str) or len(value) > max_len or "\0" in value:
+            raise WorkerError("bad_request", f"parameter '{key}' must be a string of at most {max_len} characters",
+                              f"Got {type(value).__name__}.")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.params.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise WorkerError("bad_request", f"parameter '{key}' must be an integer in [{low}, {high}]", f"Got {value!r}.")
+        return value
+
+    def path(self, key: str) -> Path:
+        raw = self.text(key)
+        if not raw:
+            raise WorkerError("bad_request", f"parameter '{key}' is empty", "Give a folder path.")
+        path = Path(raw).expanduser().resolve()
+        if self.root is not None and not path.is_relative_to(self.root):
+            raise WorkerError("path_not_allowed", f"{path} is outside the worker's root folder {self.root}",
+                              "Put the data under the root folder the worker was started with.")
+        return path
+
+
+Handler = Callable[[dict, dict[str, np.ndarray], Any], tuple[dict, dict[str, np.ndarray]]]
+
+
+def make_handlers(root: Path | None = None) -> dict[str, Handler]:
+    root = root.resolve() if root else None
+    training = threading.Lock()  # one training job at a time: they would fight over the workspace
+
+    def import_dataset(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        dataset = pipeline.import_dataset(p.path("dataset"), Workspace(p.path("workspace")),
+                                          downscale=p.integer("downscale", 1, 1, 64))
+        result = {"n_images": len(dataset), "width": dataset.width, "height": dataset.height,
+                  "names": list(dataset.names), "split": [str(s) for s in dataset.split],
+                  "labels": {str(k): v for k, v in dataset.label_names.items()}}
+        return result, {"c2w": dataset.c2w.astype(np.float32), "intrinsics": dataset.intrinsics.astype(np.float32)}
+
+    def train(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        defaults = pipeline.TrainSettings()
+        settings = pipeline.TrainSettings(
+            nerf=replace(defaults.nerf, steps=p.integer("nerf_steps", defaults.nerf.steps, 1, 1_000_000)),
+            mesh=replace(defaults.mesh, resolution=p.integer("mesh_resolution", defaults.mesh.resolution, 16, 1024)),
+            features=replace(defaults.features, steps=p.integer("feature_steps", defaults.features.steps, 1, 1_000_000)),
+            teacher=p.text("teacher", "labels", 64))
+        if not training.acquire(blocking=False):
+            raise WorkerError("busy", "the worker is already training", "Wait for it to finish or cancel it.")
+        try:
+            mesh, summary = pipeline.train_all(Workspace(p.path("workspace")), settings, ctx)
+        finally:
+            training.release()
+        return summary, mesh.to_arrays()
+
+    def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        mesh = pipeline.load_mesh(Workspace(Params(params, root).path("workspace")))
+        return {"n_faces": int(len(mesh.faces))}, mesh.to_arrays()
+
+    def query_text(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        text = p.text("text", max_len=1000)
+        probability = pipeline.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64))
+        return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
+
+    return {"import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}

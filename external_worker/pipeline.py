@@ -1,0 +1,164 @@
+"""The stages on a workspace: import -> NeRF -> mesh -> features -> queries.
+
+Each stage reads what earlier stages left in the workspace and records itself in state.json,
+so any stage can run alone (CLI) and a second run resumes instead of starting over.
+Used by the command line (`__main__`) and by the server's handlers alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import Dataset, load_dataset
+from .errors import WorkerError
+from .features import FeatureConfig, face_features, face_features_name, load_features, train_features
+from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
+from .nerf_training import TrainConfig, load_field, train_nerf
+from .progress import Reporter
+from .rays import SceneFrame
+from .teachers import TEACHER_TYPES, make_teacher
+from .workspace import Workspace
+
+MESH_FILE = "mesh.npz"
+MESH_EXPORT = "mesh.ply"
+
+
+@dataclass
+class Scene:
+    """A workspace with its dataset loaded and its normalised frame."""
+
+    workspace: Workspace
+    dataset: Dataset
+    frame: SceneFrame
+
+    def train_cameras(self) -> Cameras:
+        train = self.dataset.split == "train"
+        return Cameras(self.frame.normalise_poses(self.dataset.c2w[train]), self.dataset.intrinsics[train],
+                       self.dataset.height, self.dataset.width)
+
+
+@dataclass
+class TrainSettings:
+    """Everything `train_all` runs, with defaults that suit a small scene on a CPU."""
+
+    nerf: TrainConfig = field(default_factory=TrainConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    teacher: str = "labels"
+
+
+def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = 1,
+                   require_labels: bool = False) -> Dataset:
+    """Validate a dataset and bind the workspace to it. Re-importing the same dataset keeps the
+    trained stages; importing another one into a used workspace is refused."""
+    dataset = load_dataset(dataset_path, downscale=downscale, require_labels=require_labels)
+    state = workspace.load_state()
+    source = {"path": str(Path(dataset_path).expanduser().resolve()), "downscale": downscale}
+    if state.get("dataset") not in (None, source):
+        raise WorkerError("workspace_in_use", f"the workspace {workspace.root} belongs to {state['dataset']['path']}",
+                          "Pick an empty workspace folder for a new dataset.")
+    state["dataset"] = source
+    state["frame"] = SceneFrame.from_aabb(dataset.aabb).to_dict()
+    state["stages"].setdefault("import", {}).update(done=True, n_images=len(dataset))
+    workspace.save_state(state)
+    workspace.save_npz("cameras.npz", c2w=dataset.c2w, intrinsics=dataset.intrinsics,
+                       split=dataset.split.astype(str), names=np.array(dataset.names))
+    return dataset
+
+
+def open_scene(workspace: Workspace) -> Scene:
+    state = workspace.load_state()
+    if "dataset" not in state:
+        raise WorkerError("stage_missing", f"the workspace {workspace.root} has no dataset",
+                          "Import a dataset into it first.")
+    source = state["dataset"]
+    dataset = load_dataset(source["path"], downscale=source["downscale"])
+    return Scene(workspace, dataset, SceneFrame.from_dict(state["frame"]))
+
+
+def run_nerf(scene: Scene, config: TrainConfig, reporter: Reporter) -> dict:
+    info = scene.workspace.stage("nerf")
+    if info.get("done") and info.get("step", 0) >= config.steps:
+        return info
+    if info.get("done"):  # more steps asked for: continue from the checkpoint
+        scene.workspace.update_stage("nerf", done=False)
+    return train_nerf(scene.dataset, scene.frame, scene.workspace, config, reporter)
+
+
+def run_mesh(scene: Scene, config: MeshConfig, reporter: Reporter) -> Mesh:
+    """Extract the mesh (skipped when one with the same settings is newer than the NeRF)."""
+    ws = scene.workspace
+    info = ws.stage("mesh")
+    settings = {"resolution": config.resolution, "density_threshold": config.density_threshold,
+                "max_faces": config.max_faces, "nerf_step": ws.stage("nerf").get("step")}
+    if info.get("done") and info.get("settings") == settings and ws.path(MESH_FILE).exists():
+        return load_mesh(ws)
+    field, grid = load_field(ws)
+    mesh = extract_mesh(field, grid, scene.frame, scene.train_cameras(), config, reporter)
+    if len(mesh.faces) == 0:
+        raise WorkerError("empty_mesh", "the extracted mesh has no faces",
+                          "Train longer, or lower the density threshold of the mesh stage.")
+    ws.save_npz(MESH_FILE, **mesh.to_arrays())
+    export_ply(ws, mesh)
+    # A new mesh invalidates the per-face features of every teacher.
+    state = ws.load_state()
+    for name in [s for s in state["stages"] if s.startswith("face_features_")]:
+        state["stages"].pop(name)
+    state["stages"]["mesh"] = {"done": True, "settings": settings, "n_faces": int(len(mesh.faces))}
+    ws.save_state(state)
+    return mesh
+
+
+def export_ply(ws: Workspace, mesh: Mesh) -> Path:
+    import trimesh
+
+    colors = np.clip(mesh.vertex_colors * 255 + 0.5, 0, 255).astype(np.uint8)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colors, process=False)
+    return ws.write_bytes(MESH_EXPORT, tm.export(file_type="ply"))
+
+
+def load_mesh(ws: Workspace) -> Mesh:
+    ws.require("mesh", "the mesh stage")
+    arrays = ws.load_npz(MESH_FILE)
+    return Mesh(arrays["vertices"], arrays["faces"], arrays["vertex_colors"])
+
+
+def run_features(scene: Scene, teacher_name: str, config: FeatureConfig, reporter: Reporter) -> dict:
+    """Distil a teacher into its feature field, then evaluate it at the mesh's face centroids."""
+    ws = scene.workspace
+    stage = f"features_{teacher_name}"
+    info = ws.stage(stage)
+    if not (info.get("done") and info.get("step", 0) >= config.steps):
+        if info.get("done"):
+            ws.update_stage(stage, done=False)
+        teacher = make_teacher(teacher_name, scene.dataset)
+        info = train_features(scene.dataset, scene.frame, ws, load_field(ws), teacher, config, reporter)
+        ws.update_stage(f"face_features_{teacher_name}", done=False)
+    if not ws.stage(f"face_features_{teacher_name}").get("done"):
+        model, teacher = load_features(ws, teacher_name)
+        mesh = load_mesh(ws)
+        centroids = scene.frame.normalise_points(mesh.vertices[mesh.faces].mean(1))
+        ws.save_npy(face_features_name(teacher_name), face_features(model, centroids))
+        ws.update_stage(f"face_features_{teacher_name}", done=True, n_faces=int(len(mesh.faces)),
+                        teacher=teacher.to_dict())
+    return info
+
+
+def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter) -> tuple[Mesh, dict]:
+    """NeRF, mesh and feature field, each resumed or skipped when already done."""
+    scene = open_scene(workspace)
+    nerf = run_nerf(scene, settings.nerf, reporter)
+    mesh = run_mesh(scene, settings.mesh, reporter)
+    run_features(scene, settings.teacher, settings.features, reporter)
+    return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}
+
+
+def query_text(workspace: Workspace, text: str, teacher: str = "labels") -> np.ndarray:
+    """Per-face probability (F,) float32 that a face belongs to `text`."""
+    info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
+    teacher_obj = TEACHER_TYPES[teacher].from_dict(info["teacher"])
+    features = np.load(workspace.path(face_features_name(teacher)), allow_pickle=False)
+    return teacher_obj.query_text(text, features).astype(np.float32)

@@ -1,0 +1,491 @@
+"""The add-on in real Blender (the bpy module, headless), driven without the real worker:
+reply handlers get hand-made replies, operators talk to a scripted client."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import bpy
+import bmesh  # noqa: E402 -- importable only once bpy is
+import numpy as np
+import pytest
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Euler, Matrix, Vector
+
+import blender_dff
+from blender_dff.client import Reply, WorkerClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- fixtures and helpers -------------------------------------------------------------
+
+
+@pytest.fixture
+def addon():
+    """The add-on registered in an empty scene; unregistered afterwards."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    blender_dff.register()
+    from blender_dff import worker_session
+
+    yield blender_dff
+    worker_session.session().shutdown()
+    blender_dff.unregister()
+
+
+@dataclass
+class Sent:
+    id: int
+    method: str
+    params: dict
+    on_progress: Callable | None
+    on_done: Callable | None
+
+
+@dataclass
+class ScriptedClient:
+    """Stands in for WorkerClient: records requests; the test decides what comes back."""
+
+    state: str = "ready"
+    failure: str | None = None
+    sent: list[Sent] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    _events: list = field(default_factory=list)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def start(self) -> None:
+        self.state = "ready"
+
+    def request(self, method, params=None, arrays=None, *, on_progress=None, on_done=None):
+        sent = Sent(next(self._ids), method, params or {}, on_progress, on_done)
+        self.sent.append(sent)
+        return sent.id
+
+    def cancel(self, request_id: int) -> None:
+        self.cancelled.append(request_id)
+
+    def progress(self, sent: Sent, event: dict) -> None:
+        self._events.append((sent.on_progress, event))
+
+    def reply(self, sent: Sent, reply: Reply) -> None:
+        self._events.append((sent.on_done, reply))
+
+    def poll(self) -> int:
+        events, self._events = self._events, []
+        for callback, payload in events:
+            callback(payload)
+        return len(events)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self.state = "closed"
+
+
+@pytest.fixture
+def worker(addon) -> ScriptedClient:
+    from blender_dff import worker_session
+
+    client = ScriptedClient()
+    worker_session.session().use_client(client)
+    return client
+
+
+def cube_arrays(cuts: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A subdivided, triangulated cube: vertices (V,3), faces (F,3), colours (V,3)."""
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0)
+    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=cuts, use_grid_fill=True)
+    bmesh.ops.triangulate(bm, faces=bm.faces[:])
+    bm.verts.index_update()
+    vertices = np.array([v.co for v in bm.verts], dtype=np.float32)
+    faces = np.array([[v.index for v in f.verts] for f in bm.faces], dtype=np.int32)
+    bm.free()
+    colors = (vertices + 1.0) / 2.0
+    return vertices, faces, colors
+
+
+def mesh_reply(vertices, faces, colors) -> Reply:
+    return Reply(ok=True, result={"psnr": 31.5, "n_faces": len(faces), "teacher": "labels"},
+                 arrays={"vertices": vertices, "faces": faces, "vertex_colors": colors})
+
+
+def query_reply(probability: np.ndarray) -> Reply:
+    return Reply(ok=True, result={"text": "mug", "n_faces": len(probability)},
+                 arrays={"face_probability": probability.astype(np.float32)})
+
+
+def read(collection, prop: str, dtype, width: int = 1) -> np.ndarray:
+    values = np.empty(len(collection) * width, dtype=dtype)
+    collection.foreach_get(prop, values)
+    return values.reshape(-1, width) if width > 1 else values
+
+
+def edit_mode_selection(obj) -> np.ndarray:
+    return np.array([face.select for face in bmesh.from_edit_mesh(obj.data).faces])
+
+
+def make_mesh(addon) -> tuple[bpy.types.Object, tuple]:
+    """The scene as after training: "DFF Mesh" from a cube, a workspace path."""
+    from blender_dff.mesh_import import apply_mesh
+
+    arrays = cube_arrays()
+    apply_mesh(bpy.context, mesh_reply(*arrays))
+    bpy.context.scene.dff.workspace_path = "/tmp/dff_workspace"  # never touched here
+    return bpy.context.scene.dff.mesh_object, arrays
+
+
+def pump_until(done: Callable[[], bool], seconds: float = 30.0) -> None:
+    from blender_dff import worker_session
+
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "no reply from the worker"
+        worker_session.pump()
+        time.sleep(0.02)
+
+
+# --- package --------------------------------------------------------------------------
+
+
+def test_package_imports_without_bpy():
+    # The worker imports blender_dff.protocol in a Python that has no bpy.
+    code = "import sys, blender_dff, blender_dff.protocol; assert 'bpy' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_register_unregister_twice():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    for _ in range(2):
+        blender_dff.register()
+        assert "dff" in bpy.types.Scene.bl_rna.properties
+        assert {"import_dataset", "train", "cancel", "select_text", "separate"} <= set(
+            dir(bpy.ops.dff))
+        assert bpy.context.scene.dff.threshold == pytest.approx(0.5)
+        blender_dff.unregister()
+        assert "dff" not in bpy.types.Scene.bl_rna.properties
+        assert not hasattr(bpy.types, "DFF_OT_train")
+        assert not hasattr(bpy.types, "DFF_PT_train")
+
+
+def test_worker_pythonpath_of_a_checkout(addon):
+    from blender_dff.worker_session import worker_pythonpath
+
+    # In the repository, external_worker and blender_dff both live in the root.
+    assert worker_pythonpath() == str(REPO)
+
+
+# --- import ---------------------------------------------------------------------------
+
+
+def camera_reply(n: int, width: int = 640, height: int = 480) -> tuple[Reply, np.ndarray]:
+    rng = np.random.default_rng(0)
+    c2w = np.zeros((n, 4, 4), dtype=np.float32)
+    for i in range(n):
+        rotation = Euler(rng.uniform(-math.pi, math.pi, 3)).to_matrix().to_4x4()
+        rotation.translation = Vector(rng.uniform(-3, 3, 3))
+        c2w[i] = np.array(rotation)
+    intrinsics = np.array([[500.0 + 10 * i, 500.0 + 10 * i, 300.0 + i, 250.0 - i]
+                           for i in range(n)], dtype=np.float32)
+    reply = Reply(ok=True, result={
+        "n_images": n, "width": width, "height": height,
+        "names": [f"r_{i}" for i in range(n)], "split": ["train"] * n,
+        "labels": {"1": "mug", "2": "table"},
+    }, arrays={"c2w": c2w, "intrinsics": intrinsics})
+    return reply, intrinsics
+
+
+def test_apply_import_poses_cameras(addon):
+    from blender_dff.cameras import COLLECTION_NAME, apply_import
+
+    reply, intrinsics = camera_reply(3)
+    message = apply_import(bpy.context, reply)
+    scene = bpy.context.scene
+    collection = bpy.data.collections[COLLECTION_NAME]
+    assert scene.collection.children.get(COLLECTION_NAME) == collection
+    cameras = sorted(collection.objects, key=lambda obj: obj.name)
+    assert [obj.name for obj in cameras] == ["r_0", "r_1", "r_2"]
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (640, 480)
+    assert [label.name for label in scene.dff.labels] == ["mug", "table"]
+    assert scene.camera is not None and "3 cameras" in message
+
+    point = Vector((0.3, -0.2, 0.1))
+    for obj, c2w, (fx, fy, cx, cy) in zip(cameras, reply.arrays["c2w"], intrinsics):
+        assert np.allclose(np.array(obj.matrix_world), c2w, atol=1e-5)
+        assert obj.data.sensor_fit == 'HORIZONTAL'
+        assert obj.data.lens == pytest.approx(fx * 36.0 / 640)
+        # Blender's projection of a point in front of the camera equals the pinhole model.
+        in_front = Vector(c2w[:3, 3]) - 2.0 * Vector(c2w[:3, 2]) + point
+        x, y, z = (Matrix(c2w.tolist()).inverted() @ in_front)
+        u, v = cx + fx * x / -z, cy - fy * y / -z
+        projected = world_to_camera_view(bpy.context.scene, obj, in_front)
+        assert projected.x == pytest.approx(u / 640, abs=1e-5)
+        assert projected.y == pytest.approx(1.0 - v / 480, abs=1e-5)
+
+    # A second import replaces the cameras rather than adding to them.
+    apply_import(bpy.context, camera_reply(2)[0])
+    assert len(collection.objects) == 2
+    assert len(bpy.data.cameras) == 2
+
+
+def test_apply_import_rejects_mismatched_arrays(addon):
+    from blender_dff.cameras import apply_import
+
+    reply, _ = camera_reply(3)
+    reply.arrays["intrinsics"] = reply.arrays["intrinsics"][:2]
+    with pytest.raises(ValueError, match="intrinsics"):
+        apply_import(bpy.context, reply)
+
+
+# --- mesh -----------------------------------------------------------------------------
+
+
+def test_apply_mesh_creates_and_replaces_dff_mesh(addon):
+    from blender_dff.mesh_import import COLOR_ATTR, FACE_INDEX_ATTR, MESH_NAME, apply_mesh
+
+    vertices, faces, colors = cube_arrays(cuts=3)
+    apply_mesh(bpy.context, mesh_reply(vertices, faces, colors))
+    obj = bpy.data.objects[MESH_NAME]
+    mesh = obj.data
+    assert bpy.context.scene.dff.mesh_object == obj
+    assert (len(mesh.vertices), len(mesh.polygons)) == (len(vertices), len(faces))
+    assert np.allclose(read(mesh.vertices, "co", np.float32, 3), vertices)
+    assert np.array_equal(read(mesh.loops, "vertex_index", np.int32), faces.ravel())
+    assert np.array_equal(read(mesh.attributes[FACE_INDEX_ATTR].data, "value", np.int32),
+                          np.arange(len(faces)))
+    color = mesh.color_attributes[COLOR_ATTR]
+    assert color.domain == 'POINT'
+    assert np.allclose(read(color.data, "color_srgb", np.float32, 4)[:, :3], colors, atol=1e-4)
+    assert np.allclose(np.array(obj.matrix_world), np.eye(4))
+
+    old_mesh_name = mesh.name
+    vertices, faces, colors = cube_arrays(cuts=1)
+    apply_mesh(bpy.context, mesh_reply(vertices, faces, colors))
+    assert bpy.data.objects[MESH_NAME] == obj and len(bpy.data.objects) == 1
+    assert len(obj.data.polygons) == len(faces)
+    assert old_mesh_name not in bpy.data.meshes or bpy.data.meshes[old_mesh_name] == obj.data
+
+
+def test_degenerate_faces_are_dropped_but_keep_the_worker_order(addon):
+    from blender_dff.mesh_import import FACE_INDEX_ATTR, build_mesh
+
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=np.float32)
+    faces = np.array([[0, 1, 2], [1, 1, 3], [1, 3, 2]], dtype=np.int32)
+    mesh = build_mesh("quad", vertices, faces)
+    assert [list(face.vertices) for face in mesh.polygons] == [[0, 1, 2], [1, 3, 2]]
+    assert list(read(mesh.attributes[FACE_INDEX_ATTR].data, "value", np.int32)) == [0, 2]
+
+
+def test_apply_mesh_rejects_bad_faces(addon):
+    from blender_dff.mesh_import import apply_mesh
+
+    vertices, faces, colors = cube_arrays(cuts=1)
+    faces[0, 0] = len(vertices)
+    with pytest.raises(ValueError, match="faces"):
+        apply_mesh(bpy.context, mesh_reply(vertices, faces, colors))
+    assert not bpy.data.meshes
+
+
+# --- selection ------------------------------------------------------------------------
+
+
+def test_apply_query_writes_attributes_group_and_selection(addon):
+    from blender_dff.selection import PROBABILITY_ATTR, apply_query
+
+    obj, (_, faces, _) = make_mesh(addon)
+    probability = np.random.default_rng(1).uniform(0.0, 1.0, len(faces)).astype(np.float32)
+    probability[:3] = [1.4, -0.2, 0.5]  # clamped; 0.5 is not above the threshold
+    message = apply_query(bpy.context, "mug", query_reply(probability))
+    expected = np.clip(probability, 0.0, 1.0)
+    mask = expected > 0.5
+    assert obj.mode == 'EDIT'
+    assert np.array_equal(edit_mode_selection(obj), mask)
+    assert f"selected {mask.sum()} of {len(faces)}" in message
+    assert bpy.context.scene.dff.active_query == "mug"
+
+    bpy.ops.object.mode_set(mode='OBJECT')
+    mesh = obj.data
+    assert np.array_equal(read(mesh.attributes["dff_mug"].data, "value", bool), mask)
+    assert np.allclose(read(mesh.attributes[PROBABILITY_ATTR].data, "value", np.float32),
+                       expected)
+    group = obj.vertex_groups["mug"]
+    for vertex in mesh.vertices:
+        adjacent = [expected[i] for i, face in enumerate(faces) if vertex.index in face]
+        assert group.weight(vertex.index) == pytest.approx(max(adjacent))
+        assert 0.0 <= group.weight(vertex.index) <= 1.0
+
+
+def test_threshold_reselects_without_the_worker(worker):
+    obj, (_, faces, _) = make_mesh(worker)
+    probability = np.linspace(0.0, 1.0, len(faces), dtype=np.float32)
+    bpy.context.scene.dff.query_text = "mug"
+    assert bpy.ops.dff.select_text() == {'FINISHED'}
+    (sent,) = worker.sent
+    assert (sent.method, sent.params["text"]) == ("query_text", "mug")
+    worker.reply(sent, query_reply(probability))
+    blender_dff.worker_session.pump()
+    assert np.array_equal(edit_mode_selection(obj), probability > 0.5)
+
+    bpy.context.scene.dff.threshold = 0.8  # in edit mode
+    assert np.array_equal(edit_mode_selection(obj), probability > 0.8)
+    bpy.ops.object.mode_set(mode='OBJECT')
+    bpy.context.scene.dff.threshold = 0.2  # in object mode
+    assert np.array_equal(read(obj.data.polygons, "select", bool), probability > 0.2)
+    assert np.array_equal(read(obj.data.attributes["dff_mug"].data, "value", bool),
+                          probability > 0.2)
+    assert len(worker.sent) == 1
+
+
+def test_separate_moves_the_selection_into_an_object(worker):
+    from blender_dff.selection import apply_query
+
+    obj, (_, faces, colors) = make_mesh(worker)
+    probability = np.random.default_rng(2).uniform(0.0, 1.0, len(faces)).astype(np.float32)
+    apply_query(bpy.context, "mug", query_reply(probability))
+    selected = int((probability > 0.5).sum())
+
+    assert bpy.ops.dff.separate() == {'FINISHED'}
+    part = bpy.data.objects["mug"]
+    assert part != obj and part.mode == 'OBJECT' and obj.mode == 'OBJECT'
+    assert len(part.data.polygons) == selected
+    assert len(obj.data.polygons) == len(faces) - selected
+    part_colors = read(part.data.color_attributes["Col"].data, "color_srgb", np.float32, 4)
+    part_vertices = read(part.data.vertices, "co", np.float32, 3)
+    # Each vertex of the part keeps the colour it had (colour = position here).
+    assert np.allclose(part_colors[:, :3], (part_vertices + 1.0) / 2.0, atol=1e-4)
+    assert "mug" in part.vertex_groups
+
+    # The rest still answers queries in the worker's face order.
+    face_index = read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
+    apply_query(bpy.context, "table", query_reply(1.0 - probability))
+    assert np.array_equal(edit_mode_selection(obj), 1.0 - probability[face_index] > 0.5)
+
+
+# --- operators through the scripted worker ----------------------------------------------
+
+
+def test_import_operator_sends_paths_and_applies_reply(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.dataset_path = str(tmp_path)
+    assert bpy.ops.dff.import_dataset() == {'FINISHED'}
+    (sent,) = worker.sent
+    assert sent.params == {"dataset": str(tmp_path),
+                           "workspace": str(tmp_path / "dff_workspace")}
+    assert props.workspace_path == str(tmp_path / "dff_workspace")
+    worker.reply(sent, camera_reply(3)[0])
+    blender_dff.worker_session.pump()
+    assert len(bpy.data.collections["DFF Cameras"].objects) == 3
+    assert props.n_images == 3 and not props.error
+
+
+def test_reply_lands_in_the_scene_that_asked(worker, tmp_path):
+    asking = bpy.context.scene
+    asking.dff.workspace_path = str(tmp_path)
+    assert bpy.ops.dff.load_mesh() == {'FINISHED'}
+    other = bpy.data.scenes.new("Other")
+    bpy.context.window.scene = other
+    worker.reply(worker.sent[0], mesh_reply(*cube_arrays(cuts=1)))
+    blender_dff.worker_session.pump()
+    assert asking.dff.mesh_object is not None and other.dff.mesh_object is None
+    assert asking.objects.get("DFF Mesh") and not other.objects
+
+
+def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.workspace_path = str(tmp_path)
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    (sent,) = worker.sent
+    assert sent.method == "train" and sent.params["teacher"] == "labels"
+    assert props.running and not bpy.ops.dff.train.poll()
+
+    worker.progress(sent, {"stage": "nerf", "step": 50, "total": 200,
+                           "metrics": {"loss": 0.02, "psnr": 21.5}, "eta": 12.0})
+    blender_dff.worker_session.pump()
+    assert (props.stage, props.step, props.total) == ("nerf", 50, 200)
+    assert props.progress == pytest.approx(0.25) and props.psnr == pytest.approx(21.5)
+
+    worker.reply(sent, mesh_reply(*cube_arrays(cuts=1)))
+    blender_dff.worker_session.pump()
+    assert not props.running and props.mesh_object is not None
+    assert "PSNR 31.50" in props.message
+
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    assert bpy.ops.dff.cancel() == {'FINISHED'}
+    assert worker.cancelled == [worker.sent[-1].id]
+    worker.reply(worker.sent[-1], Reply.failure("cancelled", "cancelled by the user",
+                                                "Run the same stage again to resume."))
+    blender_dff.worker_session.pump()
+    assert not props.running and props.error_code == "cancelled"
+
+
+def test_worker_error_reply_is_shown(worker):
+    make_mesh(worker)
+    assert bpy.ops.dff.select_text(text="unicorn") == {'FINISHED'}
+    worker.reply(worker.sent[0], Reply.failure("unknown_label", "no label 'unicorn'",
+                                               "Known labels: mug, table"))
+    blender_dff.worker_session.pump()
+    props = bpy.context.scene.dff
+    assert (props.error_code, props.error, props.error_hint) == (
+        "unknown_label", "no label 'unicorn'", "Known labels: mug, table")
+
+
+def test_worker_that_fails_to_start_reports_why(addon, tmp_path):
+    from blender_dff import worker_session
+
+    failing = [sys.executable, "-c", "import sys; sys.exit('no torch in this Python')"]
+    worker_session.session().use_client(WorkerClient(command=failing))
+    props = bpy.context.scene.dff
+    props.dataset_path = str(tmp_path)
+    assert bpy.ops.dff.import_dataset() == {'FINISHED'}
+    pump_until(lambda: bool(props.error))
+    assert props.error_code == "worker_start_failed"
+    assert "no torch in this Python" in props.error_hint
+
+
+def test_missing_interpreter_is_reported_before_starting(addon):
+    from blender_dff.preferences import WorkerSettings
+    from blender_dff.worker_session import WorkerUnavailable, make_client
+
+    with pytest.raises(WorkerUnavailable, match="Python interpreter not found: '/nowhere/py'"):
+        make_client(WorkerSettings(python="/nowhere/py"))
+    with pytest.raises(WorkerUnavailable, match="needs a port and a token"):
+        make_client(WorkerSettings(python=sys.executable, host="gpu.example"))
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda: bpy.ops.dff.select_text(text="mug"), "no DFF mesh yet"),
+    (lambda: bpy.ops.dff.separate(), "no DFF mesh yet"),
+    (lambda: bpy.ops.dff.import_dataset(), "set the dataset folder"),
+    (lambda: bpy.ops.dff.train(), "set the workspace folder"),
+])
+def test_operators_report_bad_input(worker, call, expected):
+    with pytest.raises(RuntimeError, match=expected):
+        call()
+    assert not worker.sent
+
+
+def test_operators_report_empty_query_and_missing_dataset(worker, tmp_path):
+    from blender_dff.selection import apply_query
+
+    _, (_, faces, _) = make_mesh(worker)
+    props = bpy.context.scene.dff
+    props.query_text = "   "
+    with pytest.raises(RuntimeError, match="query is empty"):
+        bpy.ops.dff.select_text()
+    props.dataset_path = str(tmp_path / "missing")
+    with pytest.raises(RuntimeError, match="dataset folder not found"):
+        bpy.ops.dff.import_dataset()
+    with pytest.raises(RuntimeError, match="no query yet"):
+        bpy.ops.dff.separate()
+    apply_query(bpy.context, "mug", query_reply(np.zeros(len(faces), dtype=np.float32)))
+    with pytest.raises(RuntimeError, match="no faces of 'DFF Mesh' are selected"):
+        bpy.ops.dff.separate()
+    assert not worker.sent
