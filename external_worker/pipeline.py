@@ -150,6 +150,7 @@ def run_features(scene: Scene, teacher_name: str, config: FeatureConfig, reporte
 def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter) -> tuple[Mesh, dict]:
     """NeRF, mesh and feature field, each resumed or skipped when already done."""
     scene = open_scene(workspace)
+    make_teacher(settings.teacher, scene.dataset)  # a missing label map fails now, not after the NeRF
     nerf = run_nerf(scene, settings.nerf, reporter)
     mesh = run_mesh(scene, settings.mesh, reporter)
     run_features(scene, settings.teacher, settings.features, reporter)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny generated scene and a workspace trained on it, made once per run.
+
+The scene comes from scripts/make_scene.py (Cycles on the CPU) and the workspace from the
+headless command line, both in subprocesses so this process's Blender and torch stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough to train in about two minutes on two CPU cores, big enough to segment.
+TINY_SCENE = ["--resolution", "48", "--views", "24", "--test-views", "4", "--objects", "3", "--samples", "8"]
+TINY_TRAINING = ["--steps", "250", "--feature-steps", "150", "--resolution", "96"]
+
+
+def run_worker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m external_worker ...` as a user would type it."""
+    return subprocess.run([sys.executable, "-m", "external_worker", *args], cwd=REPO, capture_output=True,
+                          text=True, check=check, timeout=1200)
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scene") / "tiny"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_scene.py"), "--out", str(out), *TINY_SCENE],
+                   check=True, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tiny_scene, tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("trained") / "workspace"
+    run_worker("run", "--dataset", str(tiny_scene), "--workspace", str(ws), *TINY_TRAINING)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def label_names(tiny_scene) -> dict[int, str]:
+    return {int(k): v for k, v in json.loads((tiny_scene / "labels.json").read_text()).items()}
+
+
+@pytest.fixture(scope="session")
+def ground_truth(tiny_scene) -> dict[str, np.ndarray]:
+    with np.load(tiny_scene / "ground_truth.npz") as data:
+        return {k: data[k] for k in data.files}

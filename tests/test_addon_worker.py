@@ -1,0 +1,209 @@
+"""The user flow in real Blender against the real worker process, through the add-on's operators:
+import -> train -> select by label -> threshold -> separate; cancel; errors from bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+import trimesh
+
+import blender_dff
+from external_worker.evaluation import nearest_ground_truth_labels
+
+
+@pytest.fixture
+def addon():
+    bpy.ops.wm.read_homefile(use_empty=True)
+    blender_dff.register()
+    from blender_dff import worker_session
+
+    yield bpy.context.scene.dff
+    worker_session.session().shutdown()
+    blender_dff.unregister()
+
+
+def pump_until(done, seconds: float = 600.0) -> None:
+    """What Blender's timer does between redraws: deliver worker replies on the main thread."""
+    from blender_dff import worker_session
+
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "no reply from the worker in time"
+        worker_session.pump()
+        time.sleep(0.05)
+
+
+def world_triangles(obj: bpy.types.Object) -> trimesh.Trimesh:
+    mesh = obj.data
+    vertices = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", vertices)
+    mesh.calc_loop_triangles()
+    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    matrix = np.array(obj.matrix_world)
+    vertices = vertices.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+    return trimesh.Trimesh(vertices, tris.reshape(-1, 3), process=False)
+
+
+def area_on_label(obj, label: int, ground_truth) -> float:
+    """Fraction of the object's surface area whose nearest ground-truth face has `label`."""
+    tm = world_triangles(obj)
+    truth = nearest_ground_truth_labels(tm.triangles_center, ground_truth["vertices"], ground_truth["faces"],
+                                        ground_truth["face_labels"])
+    return float(tm.area_faces[truth == label].sum() / tm.area_faces.sum())
+
+
+def import_and_train(props, scene_dir: Path, workspace: Path, settings: dict) -> None:
+    props.dataset_path = str(scene_dir)
+    props.workspace_path = str(workspace)
+    bpy.ops.dff.import_dataset()
+    pump_until(lambda: props.n_images > 0 or props.error)
+    assert not props.error, (props.error, props.error_hint)
+    for key, value in settings.items():
+        setattr(props, key, value)
+    bpy.ops.dff.train()
+    assert props.running
+    pump_until(lambda: not props.running)
+
+
+TRAINED = {"nerf_steps": 250, "feature_steps": 150, "mesh_resolution": 96}  # as conftest.TINY_TRAINING
+
+
+def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_workspace, label_names,
+                                                    ground_truth, tmp_path):
+    props = addon
+    workspace = tmp_path / "ws"
+    shutil.copytree(trained_workspace, workspace)  # training resumes: every stage is already done
+    import_and_train(props, tiny_scene, workspace, TRAINED)
+    assert not props.error, (props.error, props.error_hint)
+
+    cameras = bpy.data.collections["DFF Cameras"].objects
+    assert len(cameras) == len(json.loads((tiny_scene / "transforms_train.json").read_text())["frames"]) + \
+        len(json.loads((tiny_scene / "transforms_test.json").read_text())["frames"])
+    mesh_obj = props.mesh_object
+    n_faces = json.loads((workspace / "state.json").read_text())["stages"]["mesh"]["n_faces"]
+    assert mesh_obj is not None and len(mesh_obj.data.polygons) == n_faces
+    assert "Col" in mesh_obj.data.color_attributes
+
+    label, name = next(iter(label_names.items()))
+    props.query_text = name
+    bpy.ops.dff.select_text()
+    pump_until(lambda: props.active_query == name or props.error)
+    assert not props.error, (props.error, props.error_hint)
+    group = mesh_obj.vertex_groups.get(name)
+    assert group is not None
+    weights = np.array([g.weight for v in mesh_obj.data.vertices for g in v.groups if g.group == group.index])
+    assert len(weights) > 0 and weights.min() >= 0 and weights.max() <= 1
+    assert mesh_obj.mode == 'EDIT'
+
+    # The threshold slider re-selects from the stored probabilities, without the worker.
+    def selected() -> int:
+        bpy.ops.object.mode_set(mode='OBJECT')
+        count = sum(p.select for p in mesh_obj.data.polygons)
+        bpy.ops.object.mode_set(mode='EDIT')
+        return count
+
+    props.threshold = 0.99
+    strict = selected()
+    props.threshold = 0.01
+    loose = selected()
+    props.threshold = 0.5
+    chosen = selected()
+    assert strict <= chosen <= loose and strict < loose
+
+    bpy.ops.dff.separate()
+    part = bpy.data.objects.get(name)
+    assert part is not None and part is not mesh_obj
+    assert len(part.data.polygons) == chosen
+    assert len(mesh_obj.data.polygons) == n_faces - chosen
+    assert "Col" in part.data.color_attributes
+    assert area_on_label(part, label, ground_truth) > 0.8
+
+
+def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
+    props = addon
+    workspace = tmp_path / "ws"
+    props.dataset_path = str(tiny_scene)
+    props.workspace_path = str(workspace)
+    bpy.ops.dff.import_dataset()
+    pump_until(lambda: props.n_images > 0 or props.error)
+    props.nerf_steps = 100000
+    bpy.ops.dff.train()
+    pump_until(lambda: props.stage == "nerf" and props.step >= 3)
+    bpy.ops.dff.cancel()
+    pump_until(lambda: not props.running, seconds=60)
+    assert props.error_code == "cancelled"
+    state = json.loads((workspace / "state.json").read_text())
+    stopped_at = state["stages"]["nerf"]["step"]
+    assert stopped_at >= 3 and not state["stages"]["nerf"].get("done")
+    assert (workspace / "nerf.pt").exists()
+
+    # Train again: the first progress event continues from the checkpoint.
+    seen = []
+    props.nerf_steps = stopped_at + 2
+    props.feature_steps = 1
+    props.mesh_resolution = 16
+    bpy.ops.dff.train()
+    pump_until(lambda: (props.stage == "nerf" and seen.append(props.step)) or not props.running)
+    assert [s for s in seen if s] and min(s for s in seen if s) > stopped_at
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing_folder", "does not exist"),
+    ("malformed_json", "transforms_train.json"),
+    ("missing_image", "r_001"),
+    ("size_mismatch", "r_002"),
+])
+def test_import_errors_name_the_file(addon, tiny_scene, tmp_path, breakage, expected):
+    props = addon
+    scene = tmp_path / "scene"
+    shutil.copytree(tiny_scene, scene)
+    if breakage == "missing_folder":
+        shutil.rmtree(scene)
+    elif breakage == "malformed_json":
+        (scene / "transforms_train.json").write_text("{ not json")
+    elif breakage == "missing_image":
+        (scene / "train" / "r_001.png").unlink()
+    elif breakage == "size_mismatch":
+        from PIL import Image
+
+        Image.new("RGBA", (20, 20)).save(scene / "train" / "r_002.png")
+    props.dataset_path = str(scene)
+    props.workspace_path = str(tmp_path / "ws")
+    result = bpy.ops.dff.import_dataset()
+    if result == {'CANCELLED'}:  # checked by the add-on before asking the worker
+        assert breakage == "missing_folder"
+        return
+    pump_until(lambda: props.error or props.n_images > 0, seconds=120)
+    assert props.error_code == "bad_dataset" and expected in props.error, props.error
+    assert props.error_hint
+    assert "DFF Cameras" not in bpy.data.collections
+
+
+def test_unknown_label_and_missing_label_maps_are_reported(addon, tiny_scene, trained_workspace, tmp_path):
+    props = addon
+    workspace = tmp_path / "ws"
+    shutil.copytree(trained_workspace, workspace)
+    import_and_train(props, tiny_scene, workspace, TRAINED)
+    props.query_text = "giraffe"
+    bpy.ops.dff.select_text()
+    pump_until(lambda: props.error or props.active_query)
+    assert props.error_code == "unknown_label" and "giraffe" in props.error
+
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(tiny_scene, unlabelled)
+    shutil.rmtree(unlabelled / "labels")
+    props.dataset_path = str(unlabelled)
+    props.workspace_path = str(tmp_path / "ws2")
+    bpy.ops.dff.import_dataset()
+    pump_until(lambda: props.n_images > 0 or props.error)
+    bpy.ops.dff.train()
+    pump_until(lambda: not props.running, seconds=120)
+    assert props.error_code == "bad_dataset" and "label maps" in props.error
+    assert not (tmp_path / "ws2" / "nerf.pt").exists()  # refused before any training

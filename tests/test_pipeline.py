@@ -1,0 +1,114 @@
+"""The headless pipeline from the command line: stages, per-face queries, resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import trimesh
+
+from conftest import run_worker
+from external_worker import pipeline
+from external_worker.evaluation import face_miou
+from external_worker.nerf_training import TrainConfig
+from external_worker.workspace import Workspace
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def progress(self, stage, step, total, metrics=None, message=None) -> None:
+        self.events.append((stage, step, total))
+
+
+def test_every_stage_leaves_its_output(trained_workspace):
+    state = json.loads((trained_workspace / "state.json").read_text())
+    for stage in ("import", "nerf", "mesh", "features_labels", "face_features_labels"):
+        assert state["stages"][stage]["done"], stage
+    assert state["stages"]["nerf"]["psnr"] > 20
+    mesh = trimesh.load(trained_workspace / "mesh.ply", process=False)
+    assert len(mesh.faces) == state["stages"]["mesh"]["n_faces"] > 1000
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    assert not list(trained_workspace.glob(".*"))  # no temporary files left behind
+
+
+def test_query_writes_one_value_per_face_and_segments_objects(trained_workspace, label_names, ground_truth, tmp_path):
+    mesh = trimesh.load(trained_workspace / "mesh.ply", process=False)
+    probabilities = []
+    for label, name in label_names.items():
+        out = tmp_path / f"{name}.npy"
+        result = run_worker("query", "--workspace", str(trained_workspace), "--text", name, "--out", str(out))
+        assert f"match '{name}'" in result.stdout
+        values = np.load(out)
+        assert values.dtype == np.float32 and values.shape == (len(mesh.faces),)
+        assert 0 <= values.min() and values.max() <= 1
+        probabilities.append(values)
+    predicted = np.array(list(label_names))[np.stack(probabilities, 1).argmax(1)]
+    miou, per_object = face_miou(np.asarray(mesh.vertices), np.asarray(mesh.faces), predicted, ground_truth["vertices"],
+                                 ground_truth["faces"], ground_truth["face_labels"], list(label_names))
+    assert miou > 0.8, per_object
+
+
+def test_unknown_label_names_the_known_ones(trained_workspace, label_names):
+    result = run_worker("query", "--workspace", str(trained_workspace), "--text", "giraffe", check=False)
+    assert result.returncode == 2
+    assert "no label named 'giraffe'" in result.stderr
+    assert all(name in result.stderr for name in label_names.values())
+
+
+def test_second_run_resumes_instead_of_restarting(trained_workspace, tmp_path):
+    ws_dir = tmp_path / "ws"
+    shutil.copytree(trained_workspace, ws_dir)
+    ws = Workspace(ws_dir)
+    done_steps = ws.stage("nerf")["step"]
+    scene = pipeline.open_scene(ws)
+    reporter = RecordingReporter()
+    pipeline.run_nerf(scene, TrainConfig(steps=done_steps), reporter)
+    assert reporter.events == []  # already done: nothing runs
+    pipeline.run_nerf(scene, TrainConfig(steps=done_steps + 3), reporter)
+    steps = [step for stage, step, _ in reporter.events if stage == "nerf"]
+    assert steps == [done_steps + 1, done_steps + 2, done_steps + 3]
+    assert ws.stage("nerf")["step"] == done_steps + 3
+
+
+def test_labels_teacher_without_label_maps_fails_before_training(tiny_scene, tmp_path):
+    scene = tmp_path / "scene"
+    shutil.copytree(tiny_scene, scene)
+    shutil.rmtree(scene / "labels")
+    ws = tmp_path / "ws"
+    run_worker("import", "--dataset", str(scene), "--workspace", str(ws))
+    result = run_worker("train", "--workspace", str(ws), "--steps", "5", check=False)  # NeRF alone needs no labels
+    assert result.returncode == 0, result.stderr
+    result = run_worker("run", "--dataset", str(scene), "--workspace", str(ws), "--steps", "5", check=False)
+    assert result.returncode == 2
+    assert "needs label maps" in result.stderr and str(scene / "labels") in result.stderr
+
+
+@pytest.mark.parametrize("breakage, expected", [
+    ("missing_folder", "does not exist"),
+    ("malformed_json", "transforms_train.json"),
+    ("missing_image", "r_001"),
+    ("size_mismatch", "r_002"),
+])
+def test_bad_datasets_get_errors_naming_the_file(tiny_scene, tmp_path, breakage, expected):
+    scene = tmp_path / "scene"
+    shutil.copytree(tiny_scene, scene)
+    if breakage == "missing_folder":
+        shutil.rmtree(scene)
+    elif breakage == "malformed_json":
+        (scene / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": [')
+    elif breakage == "missing_image":
+        (scene / "train" / "r_001.png").unlink()
+    elif breakage == "size_mismatch":
+        from PIL import Image
+
+        Image.new("RGBA", (20, 20)).save(scene / "train" / "r_002.png")
+    ws = tmp_path / "ws"
+    result = run_worker("import", "--dataset", str(scene), "--workspace", str(ws), check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and expected in result.stderr
+    assert "hint: " in result.stderr
+    assert not ws.exists()  # nothing half-written
