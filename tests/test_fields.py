@@ -1,0 +1,129 @@
+"""Building blocks of the fields: hash encoding, compositing, occupancy carving, visibility, mesh cleanup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from external_worker.encoding import HashGrid, TorchHashGrid, _Gather
+from external_worker.mesh import fill_cavities
+from external_worker.nerf import NerfConfig, NerfField, OccupancyGrid, composite, render_rays
+from external_worker.rays import SceneFrame, box_intersection, pixel_rays
+from external_worker.visibility import visible_faces
+
+
+def look_at(eye, target=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """OpenGL camera-to-world looking from `eye` at `target` (z up)."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    back = eye - target
+    back /= np.linalg.norm(back)
+    right = np.cross([0, 0, 1], back)
+    if np.linalg.norm(right) < 1e-6:
+        right = np.array([1.0, 0, 0])
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    c2w = np.eye(4, dtype=np.float32)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, eye
+    return c2w
+
+
+def test_hash_grid_interpolates_linear_functions_exactly_on_dense_levels():
+    grid = TorchHashGrid(levels=2, features=1, log2_table=16, base_res=4, max_res=8)
+    assert bool(grid.dense.all())
+    # Table value = x grid coordinate of the entry: trilinear interpolation must return pos_x.
+    with torch.no_grad():
+        for level in range(grid.levels):
+            r = int(grid.resolutions[level])
+            idx = torch.arange(r**3)
+            grid.params[grid.offsets[level] + idx, 0] = (idx % r).float()
+    x = torch.rand(256, 3) * 0.8  # stay off the last cell, which wraps as it does in tiny-cuda-nn
+    out = grid(x)
+    expected = x[:, :1] * grid.scales[None] + 0.5  # the grid position itself
+    assert torch.allclose(out, expected, atol=1e-4)
+
+
+def test_gather_backward_matches_embedding():
+    table = torch.randn(50, 3, requires_grad=True)
+    index = torch.randint(0, 50, (400,))
+    grad = torch.randn(400, 3)
+    _Gather.apply(table, index).backward(grad)
+    ours = table.grad.clone()
+    table.grad = None
+    torch.nn.functional.embedding(index, table).backward(grad)
+    assert torch.allclose(ours, table.grad, atol=1e-5)
+
+
+def test_hash_grid_uses_pytorch_without_tinycudann_on_cpu():
+    grid = HashGrid(levels=4, log2_table=12, max_res=64)
+    assert not grid.uses_tcnn and isinstance(grid.impl, TorchHashGrid)
+    assert grid(torch.rand(10, 3)).shape == (10, 8)
+
+
+def test_compositing_weights():
+    sigma = torch.tensor([[0.0, 0.0, 1e4, 1e4], [0.0, 0.0, 0.0, 0.0]])
+    w = composite(sigma, torch.full((2, 1), 0.1))
+    assert torch.allclose(w[0], torch.tensor([0.0, 0.0, 1.0, 0.0]), atol=1e-4)  # opaque at the first hit
+    assert torch.all(w[1] == 0)
+
+
+def test_rays_miss_the_box_and_an_empty_field_shows_the_background():
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])
+    dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    near, far = box_intersection(origins, dirs)
+    assert torch.allclose(near[0], torch.tensor(2.0)) and torch.allclose(far[0], torch.tensor(4.0))
+    assert far[1] <= near[1]
+    field, grid = NerfField(NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=16)), OccupancyGrid(16)
+    grid.occupied.zero_()
+    out = render_rays(field, grid, origins, dirs, torch.tensor([[0.2, 0.4, 0.6]]))
+    assert torch.allclose(out.rgb, torch.tensor([[0.2, 0.4, 0.6]] * 2)) and torch.all(out.opacity == 0)
+
+
+def test_visual_hull_keeps_the_object_and_carves_the_background():
+    """A sphere of radius 0.3 seen by six cameras: cells inside survive, far cells are carved."""
+    cams = [look_at(e) for e in ([3, 0, 0], [-3, 0, 0], [0, 3, 0], [0, -3, 0], [0, 0.1, 3], [0, 0.1, -3])]
+    c2w = torch.from_numpy(np.stack(cams))
+    size, f = 64, 80.0
+    intrinsics = torch.tensor([[f, f, size / 2, size / 2]] * len(cams))
+    alphas = []
+    for pose in c2w:
+        o, d = pixel_rays(pose, intrinsics[0], size, size)
+        t = -(o * d).sum(-1)  # closest approach to the origin
+        miss = ((o + t[:, None] * d).norm(dim=-1) > 0.3).float()
+        alphas.append((1 - miss).view(size, size))
+    grid = OccupancyGrid(32)
+    grid.carve(c2w, intrinsics, torch.stack(alphas))
+    centers = grid.cell_centers(jitter=False)
+    inside = centers.norm(dim=-1) < 0.25
+    far = centers.norm(dim=-1) > 0.6
+    assert grid.lookup(centers[inside]).all()
+    assert not grid.lookup(centers[far]).any()
+
+
+def test_visibility_sees_the_front_of_a_box_not_its_back():
+    import trimesh
+
+    box = trimesh.creation.box(extents=(1, 1, 1)).subdivide().subdivide()
+    c2w = look_at([0, 0, 4])
+    visible, pixel = visible_faces(box.triangles_center, box.face_normals, c2w,
+                                   np.array([100.0, 100.0, 32, 32]), 64, 64, tolerance=0.05)
+    top = box.face_normals[:, 2] > 0.9
+    assert visible[top].all()
+    assert not visible[box.face_normals[:, 2] < -0.9].any()
+    assert (pixel[top] >= 0).all()
+
+
+def test_fill_cavities_removes_hidden_pockets_only():
+    density = np.zeros((20, 20, 20))
+    density[5:15, 5:15, 5:15] = 100  # a solid cube ...
+    density[8:12, 8:12, 8:12] = 0    # ... with a hidden pocket
+    filled = fill_cavities(density, 10)
+    assert (filled[8:12, 8:12, 8:12] > 10).all()
+    assert (filled[:5] == 0).all()
+
+
+def test_scene_frame_round_trip():
+    frame = SceneFrame.from_aabb(np.array([[-1, 0, 2], [3, 1, 4]], np.float32))
+    points = np.random.default_rng(0).uniform(-1, 3, (10, 3))
+    assert np.abs(frame.normalise_points(frame.to_world(points)) - points).max() < 1e-5
+    assert frame.scale == pytest.approx(2.0)
