@@ -278,12 +278,4 @@ class DFF_OT_separate(bpy.types.Operator):
 _CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel,
             DFF_OT_select_text, DFF_OT_separate)
 
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)

@@ -111,12 +111,4 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
 
 _CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
 
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)

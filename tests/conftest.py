@@ -7,6 +7,7 @@ headless command line, both in subprocesses so this process's Blender and torch 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,25 @@ REPO = Path(__file__).resolve().parents[1]
 # Small enough to train in about two minutes on two CPU cores, big enough to segment.
 TINY_SCENE = ["--resolution", "48", "--views", "24", "--test-views", "4", "--objects", "3", "--samples", "8"]
 TINY_TRAINING = ["--steps", "250", "--feature-steps", "150", "--resolution", "96"]
+
+
+BREAKAGES = ["missing_folder", "malformed_json", "missing_image", "size_mismatch"]
+
+
+def broken_copy(scene: Path, out: Path, breakage: str) -> Path:
+    """A copy of a scene with one thing wrong, as users get it wrong."""
+    shutil.copytree(scene, out)
+    if breakage == "missing_folder":
+        shutil.rmtree(out)
+    elif breakage == "malformed_json":
+        (out / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": [')
+    elif breakage == "missing_image":
+        (out / "train" / "r_001.png").unlink()
+    elif breakage == "size_mismatch":
+        from PIL import Image
+
+        Image.new("RGBA", (20, 20)).save(out / "train" / "r_002.png")
+    return out
 
 
 def run_worker(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import pytest
 import trimesh
 
 import blender_dff
+from conftest import BREAKAGES, broken_copy
 from external_worker.evaluation import nearest_ground_truth_labels
 
 
@@ -154,26 +155,10 @@ def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     assert [s for s in seen if s] and min(s for s in seen if s) > stopped_at
 
 
-@pytest.mark.parametrize("breakage, expected", [
-    ("missing_folder", ""),
-    ("malformed_json", "transforms_train.json"),
-    ("missing_image", "r_001"),
-    ("size_mismatch", "r_002"),
-])
+@pytest.mark.parametrize("breakage, expected", list(zip(BREAKAGES, ["", "transforms_train.json", "r_001", "r_002"])))
 def test_import_errors_name_the_file(addon, tiny_scene, tmp_path, breakage, expected):
     props = addon
-    scene = tmp_path / "scene"
-    shutil.copytree(tiny_scene, scene)
-    if breakage == "missing_folder":
-        shutil.rmtree(scene)
-    elif breakage == "malformed_json":
-        (scene / "transforms_train.json").write_text("{ not json")
-    elif breakage == "missing_image":
-        (scene / "train" / "r_001.png").unlink()
-    elif breakage == "size_mismatch":
-        from PIL import Image
-
-        Image.new("RGBA", (20, 20)).save(scene / "train" / "r_002.png")
+    scene = broken_copy(tiny_scene, tmp_path / "scene", breakage)
     props.dataset_path = str(scene)
     props.workspace_path = str(tmp_path / "ws")
     if breakage == "missing_folder":  # checked by the add-on before asking the worker

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from conftest import run_worker
+from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker import pipeline
 from external_worker.evaluation import face_miou
 from external_worker.nerf_training import TrainConfig
@@ -87,25 +87,9 @@ def test_labels_teacher_without_label_maps_fails_before_training(tiny_scene, tmp
     assert "needs label maps" in result.stderr and str(scene / "labels") in result.stderr
 
 
-@pytest.mark.parametrize("breakage, expected", [
-    ("missing_folder", "does not exist"),
-    ("malformed_json", "transforms_train.json"),
-    ("missing_image", "r_001"),
-    ("size_mismatch", "r_002"),
-])
+@pytest.mark.parametrize("breakage, expected", list(zip(BREAKAGES, ["does not exist", "transforms_train.json", "r_001", "r_002"])))
 def test_bad_datasets_get_errors_naming_the_file(tiny_scene, tmp_path, breakage, expected):
-    scene = tmp_path / "scene"
-    shutil.copytree(tiny_scene, scene)
-    if breakage == "missing_folder":
-        shutil.rmtree(scene)
-    elif breakage == "malformed_json":
-        (scene / "transforms_train.json").write_text('{"camera_angle_x": 0.7, "frames": [')
-    elif breakage == "missing_image":
-        (scene / "train" / "r_001.png").unlink()
-    elif breakage == "size_mismatch":
-        from PIL import Image
-
-        Image.new("RGBA", (20, 20)).save(scene / "train" / "r_002.png")
+    scene = broken_copy(tiny_scene, tmp_path / "scene", breakage)
     ws = tmp_path / "ws"
     result = run_worker("import", "--dataset", str(scene), "--workspace", str(ws), check=False)
     assert result.returncode == 2
