@@ -65,10 +65,10 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         default=2000, min=1, soft_max=100000)
     feature_steps: IntProperty(
         name="Feature Steps", description="Training steps of the feature field",
-        default=1000, min=1, soft_max=100000)
+        default=600, min=1, soft_max=100000)
     mesh_resolution: IntProperty(
         name="Mesh Resolution", description="Marching-cubes grid size per axis",
-        default=128, min=16, max=1024)
+        default=256, min=16, max=1024)
 
     running: BoolProperty(name="Running", description="Training is in progress")
     stage: StringProperty(name="Stage")
