@@ -37,6 +37,14 @@ class Params:
             raise WorkerError("bad_request", f"parameter '{key}' must be an integer in [{low}, {high}]", f"Got {value!r}.")
         return value
 
+    def vector(self, key: str) -> np.ndarray:
+        value = self.params.get(key)
+        if (not isinstance(value, list) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                or not np.isfinite(value).all()):
+            raise WorkerError("bad_request", f"parameter '{key}' must be a list of 3 finite numbers", f"Got {value!r}.")
+        return np.asarray(value, dtype=np.float64)
+
     def path(self, key: str) -> Path:
         raw = self.text(key)
         if not raw:
@@ -90,4 +98,22 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         probability = pipeline.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64))
         return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
 
-    return {"import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}
+    def query_click(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        origin, direction = p.vector("origin"), p.vector("direction")
+        if not np.linalg.norm(direction) > 0:
+            raise WorkerError("bad_request", "parameter 'direction' must be a non-zero vector", f"Got {direction.tolist()}.")
+        name, face, probability = pipeline.query_click(Workspace(p.path("workspace")), origin, direction,
+                                                        p.text("teacher", "labels", 64))
+        return {"query": name, "hit_face": face, "n_faces": int(len(probability))}, {"face_probability": probability}
+
+    def query_similar(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        selected = arrays.get("selected")
+        if selected is None or selected.dtype != np.bool_ or selected.ndim != 1:
+            raise WorkerError("bad_request", "array 'selected' must be a 1-D bool array (one value per face)",
+                              "Send the selection of the workspace's mesh in its face order.")
+        probability = pipeline.query_similar(Workspace(p.path("workspace")), selected, p.text("teacher", "labels", 64))
+        return {"n_faces": int(len(probability))}, {"face_probability": probability}
+
+    return {"query_click": query_click, "query_similar": query_similar, "import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}

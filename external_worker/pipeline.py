@@ -18,6 +18,7 @@ from .features import FeatureConfig, face_features, face_features_name, load_fea
 from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
 from .nerf_training import TrainConfig, load_field, train_nerf
 from .progress import Reporter
+from .raycast import first_hit
 from .rays import SceneFrame
 from .teachers import TEACHER_TYPES, make_teacher
 from .workspace import Workspace
@@ -157,9 +158,41 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}
 
 
+def _face_features(workspace: Workspace, teacher: str):
+    info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
+    features = np.load(workspace.path(face_features_name(teacher)), allow_pickle=False)
+    return TEACHER_TYPES[teacher].from_dict(info["teacher"]), features
+
+
 def query_text(workspace: Workspace, text: str, teacher: str = "labels") -> np.ndarray:
     """Per-face probability (F,) float32 that a face belongs to `text`."""
-    info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
-    teacher_obj = TEACHER_TYPES[teacher].from_dict(info["teacher"])
-    features = np.load(workspace.path(face_features_name(teacher)), allow_pickle=False)
+    teacher_obj, features = _face_features(workspace, teacher)
     return teacher_obj.query_text(text, features).astype(np.float32)
+
+
+def query_click(workspace: Workspace, origin: np.ndarray, direction: np.ndarray,
+                teacher: str = "labels") -> tuple[str, int, np.ndarray]:
+    """The object under a clicked ray (world frame): its name, the face hit, per-face probability."""
+    mesh = load_mesh(workspace)
+    teacher_obj, features = _face_features(workspace, teacher)
+    face, _ = first_hit(mesh.vertices, mesh.faces, origin, direction)
+    if face < 0:
+        raise WorkerError("no_hit", "nothing of the mesh under the cursor", "Click on the mesh.")
+    name, probability = teacher_obj.query_face(face, features)
+    return name, face, probability.astype(np.float32)
+
+
+def query_similar(workspace: Workspace, selected: np.ndarray, teacher: str = "labels") -> np.ndarray:
+    """DFF's patch query: cosine similarity (clipped to [0, 1]) of every face's feature with the
+    mean feature of the selected faces."""
+    teacher_obj, features = _face_features(workspace, teacher)
+    if selected.shape != (len(features),):
+        raise WorkerError("bad_request", f"'selected' has shape {selected.shape}, the mesh has {len(features)} faces",
+                          "Send one boolean per face of the workspace's mesh.")
+    if not selected.any():
+        raise WorkerError("empty_selection", "no faces are selected", "Select some faces first.")
+    embedded = teacher_obj.embed(features)
+    embedded /= np.linalg.norm(embedded, axis=1, keepdims=True).clip(1e-8)
+    mean = embedded[selected].mean(0)
+    mean /= max(np.linalg.norm(mean), 1e-8)
+    return np.clip(embedded @ mean, 0, 1).astype(np.float32)

@@ -91,8 +91,17 @@ class LabelsTeacher:
         if wanted not in names:
             raise WorkerError("unknown_label", f"no label named '{text}' in this scene",
                               f"Known labels: {', '.join(self.class_names)}.")
-        logits = torch.from_numpy(face_features.astype(np.float32))
-        return torch.softmax(logits, -1)[:, names.index(wanted)].numpy()
+        return self.embed(face_features)[:, names.index(wanted)]
+
+    def query_face(self, face: int, face_features: np.ndarray) -> tuple[str, np.ndarray]:
+        """The label of the clicked face and every face's probability of that label."""
+        probability = self.embed(face_features)
+        label = int(probability[face].argmax())
+        return self.class_names[label], probability[:, label]
+
+    def embed(self, face_features: np.ndarray) -> np.ndarray:
+        """Features in the space where similarity is measured: label probabilities."""
+        return torch.softmax(torch.from_numpy(face_features.astype(np.float32)), -1).numpy()
 
 
 TEACHERS: dict[str, Callable[["Dataset"], LabelsTeacher]] = {"labels": LabelsTeacher.from_dataset}
