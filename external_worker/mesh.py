@@ -107,13 +107,20 @@ class Cameras:
         return Cameras(self.c2w, self.intrinsics * s, max(1, round(self.height * s)), max(1, round(self.width * s)))
 
 
-def cull_unseen(mesh: trimesh.Trimesh, cameras: Cameras, voxel: float) -> trimesh.Trimesh:
+def cull_unseen(mesh: trimesh.Trimesh, cameras: Cameras, voxel: float, max_hole_faces: int = 64) -> trimesh.Trimesh:
     """Remove faces no training camera sees: the insides of objects, which the field leaves
     undefined and marching cubes turns into hidden surfaces. The splat resolution is capped so
-    a pixel is wider than a face (see visibility.py)."""
+    a pixel is wider than a face (see visibility.py). Small unseen patches inside seen surface
+    are grazing-angle misses of the z-test, not hidden surfaces: they stay, so no holes open."""
     small = cameras.scaled_to(160)
     seen = seen_by_any(mesh.triangles_center, mesh.face_normals, small.c2w, small.intrinsics,
                        small.height, small.width, tolerance=3 * voxel)
+    unseen = np.flatnonzero(~seen)
+    pairs = mesh.face_adjacency
+    pairs = pairs[~seen[pairs[:, 0]] & ~seen[pairs[:, 1]]]
+    for patch in trimesh.graph.connected_components(pairs, nodes=unseen, min_len=1):
+        if len(patch) <= max_hole_faces:
+            seen[patch] = True
     mesh.update_faces(seen)
     mesh.remove_unreferenced_vertices()
     return mesh

@@ -127,3 +127,20 @@ def test_scene_frame_round_trip():
     points = np.random.default_rng(0).uniform(-1, 3, (10, 3))
     assert np.abs(frame.normalise_points(frame.to_world(points)) - points).max() < 1e-5
     assert frame.scale == pytest.approx(2.0)
+
+
+def test_cull_unseen_drops_hidden_inner_surfaces_and_keeps_the_outside_whole():
+    import trimesh
+
+    from external_worker.mesh import Cameras, cull_unseen
+
+    outer = trimesh.creation.box(extents=(1, 1, 1))
+    for _ in range(5):  # faces smaller than a pixel, as marching cubes makes them
+        outer = outer.subdivide()
+    inner = trimesh.creation.icosphere(subdivisions=3, radius=0.3)
+    mesh = trimesh.util.concatenate([outer, inner])
+    eyes = ([3, 0, 0], [-3, 0, 0], [0, 3, 0], [0, -3, 0], [0, 0.1, 3], [0, 0.1, -3])
+    cameras = Cameras(np.stack([look_at(e) for e in eyes]), np.array([[50.0, 50.0, 16, 16]] * 6), 32, 32)
+    culled = cull_unseen(mesh, cameras, voxel=0.01)
+    assert len(culled.faces) == len(outer.faces)
+    assert np.abs(culled.vertices).max() == pytest.approx(0.5)  # only the box is left
