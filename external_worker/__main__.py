@@ -41,7 +41,8 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
 
 
 def _add_distill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="labels", help="2D teacher to distil (labels)")
+    p.add_argument("--teacher", default="labels", choices=["labels", "sam"], help="2D teacher to distil")
+    p.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint for --teacher sam ('tiny': random weights)")
     p.add_argument("--feature-steps", type=int, default=None, help="feature field training steps")
 
 
@@ -92,6 +93,7 @@ def settings_from(args: argparse.Namespace):
     if getattr(args, "feature_steps", None):
         s.features = replace(s.features, steps=args.feature_steps)
     s.teacher = getattr(args, "teacher", s.teacher)
+    s.sam_checkpoint = getattr(args, "sam_checkpoint", s.sam_checkpoint)
     return s
 
 
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     with atomic_path(args.out.resolve()) as tmp:
                         shutil.copyfile(ws.path(pipeline.MESH_EXPORT), tmp)
             elif args.command == "distill":
-                pipeline.run_features(scene, settings.teacher, settings.features, reporter)
+                teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint)
+                pipeline.run_features(scene, teacher, settings.features, reporter)
                 print(f"feature field '{settings.teacher}' ready")
             elif args.command == "query":
                 probability = pipeline.query_text(ws, args.text, args.teacher)

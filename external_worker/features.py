@@ -23,7 +23,7 @@ from .nerf import NerfField, OccupancyGrid, render_rays
 from .nerf_training import device
 from .progress import Reporter
 from .rays import SceneFrame, rays_for_pixels
-from .teachers import TEACHER_TYPES, LabelsTeacher
+from .teachers import TEACHER_TYPES, Teacher
 from .workspace import Workspace
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ class FeatureField(nn.Module):
         self.head = mlp(self.grid.output_dim, config.hidden, out_dim, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x) for points of the normalised box (N, 3)."""
-        return self.grid((x + 1) / 2)
+        """E(x) for points of the normalised box (N, 3). Rays that miss the box (background feature
+        cells) carry zero weights at arbitrary points; clamping keeps their lookups in range."""
+        return self.grid(((x + 1) / 2).clamp(0, 1))
 
     def render(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """MLP after quadrature: points (R, K, 3), weights (R, K) -> (R, C)."""
@@ -75,14 +76,13 @@ def face_features_name(teacher: str) -> str:
 
 @torch.no_grad()
 def quadrature_samples(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor, intrinsics: torch.Tensor,
-                       view: torch.Tensor, pixel: torch.Tensor, width: int, k: int, reporter: Reporter,
+                       view: torch.Tensor, row: torch.Tensor, col: torch.Tensor, k: int, reporter: Reporter,
                        chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """The k heaviest quadrature samples (points, weights) of each ray of the frozen radiance field."""
     points, weights = [], []
     total = len(view)
     for i in range(0, total, chunk):
-        v, p = view[i:i + chunk], pixel[i:i + chunk]
-        origins, dirs = rays_for_pixels(c2w, intrinsics, v, (p // width).float(), (p % width).float())
+        origins, dirs = rays_for_pixels(c2w, intrinsics, view[i:i + chunk], row[i:i + chunk], col[i:i + chunk])
         out = render_rays(field, grid, origins, dirs, torch.ones(1, 3, device=origins.device))
         w, idx = out.weights.topk(k, dim=-1)
         points.append(torch.gather(out.points, 1, idx[..., None].expand(-1, -1, 3)))
@@ -92,7 +92,7 @@ def quadrature_samples(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor,
 
 
 def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, nerf: tuple[NerfField, OccupancyGrid],
-                   teacher: LabelsTeacher, config: FeatureConfig, reporter: Reporter) -> dict:
+                   teacher: Teacher, config: FeatureConfig, reporter: Reporter) -> dict:
     """Distil the teacher into a feature field (resumable); returns {"steps", "seconds", "loss"}."""
     dev = device()
     torch.manual_seed(config.seed)
@@ -112,12 +112,11 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
     views = np.flatnonzero(dataset.split == "train")
     targets = teacher.targets(dataset, views)
     if len(targets.view) > config.max_rays:
-        keep = rng.choice(len(targets.view), config.max_rays, replace=False)
-        targets = type(targets)(targets.view[keep], targets.pixel[keep], targets.value[keep])
+        targets = targets.subset(rng.choice(len(targets.view), config.max_rays, replace=False))
     c2w = torch.from_numpy(frame.normalise_poses(dataset.c2w)).to(dev)
     intrinsics = torch.from_numpy(dataset.intrinsics.astype(np.float32)).to(dev)
     points, weights = quadrature_samples(*nerf, c2w, intrinsics, torch.from_numpy(targets.view).to(dev),
-                                         torch.from_numpy(targets.pixel).to(dev), dataset.width,
+                                         torch.from_numpy(targets.row).to(dev), torch.from_numpy(targets.col).to(dev),
                                          config.samples_per_ray, reporter)
     value = targets.value.to(dev)
 
@@ -152,7 +151,7 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
     return {"steps": step, "seconds": seconds, "loss": loss_value}
 
 
-def load_features(workspace: Workspace, teacher_name: str) -> tuple[FeatureField, LabelsTeacher]:
+def load_features(workspace: Workspace, teacher_name: str) -> tuple[FeatureField, Teacher]:
     workspace.require(f"features_{teacher_name}", f"feature training with the '{teacher_name}' teacher")
     ckpt = workspace.load_torch(checkpoint_name(teacher_name))
     teacher = TEACHER_TYPES[teacher_name].from_dict(ckpt["teacher"])

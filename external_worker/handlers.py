@@ -80,6 +80,8 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
             mesh=replace(defaults.mesh, resolution=p.integer("mesh_resolution", defaults.mesh.resolution, 16, 1024)),
             features=replace(defaults.features, steps=p.integer("feature_steps", defaults.features.steps, 1, 1_000_000)),
             teacher=p.text("teacher", "labels", 64))
+        checkpoint = p.text("sam_checkpoint", "")
+        settings.sam_checkpoint = checkpoint if checkpoint in ("", "tiny") else str(p.path("sam_checkpoint"))
         if not training.acquire(blocking=False):
             raise WorkerError("busy", "the worker is already training", "Wait for it to finish or cancel it.")
         try:

@@ -20,7 +20,7 @@ from .nerf_training import TrainConfig, load_field, train_nerf
 from .progress import Reporter
 from .raycast import first_hit
 from .rays import SceneFrame
-from .teachers import TEACHER_TYPES, make_teacher
+from .teachers import TEACHER_TYPES, Teacher, make_teacher
 from .workspace import Workspace
 
 MESH_FILE = "mesh.npz"
@@ -49,6 +49,7 @@ class TrainSettings:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     teacher: str = "labels"
+    sam_checkpoint: str = ""  # for the sam teacher: a checkpoint path, or "tiny" (random, for tests)
 
 
 def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = 1,
@@ -127,15 +128,15 @@ def load_mesh(ws: Workspace) -> Mesh:
     return Mesh(arrays["vertices"], arrays["faces"], arrays["vertex_colors"])
 
 
-def run_features(scene: Scene, teacher_name: str, config: FeatureConfig, reporter: Reporter) -> dict:
+def run_features(scene: Scene, teacher: Teacher, config: FeatureConfig, reporter: Reporter) -> dict:
     """Distil a teacher into its feature field, then evaluate it at the mesh's face centroids."""
     ws = scene.workspace
+    teacher_name = teacher.name
     stage = f"features_{teacher_name}"
     info = ws.stage(stage)
     if not (info.get("done") and info.get("step", 0) >= config.steps):
         if info.get("done"):
             ws.update_stage(stage, done=False)
-        teacher = make_teacher(teacher_name, scene.dataset)
         info = train_features(scene.dataset, scene.frame, ws, load_field(ws), teacher, config, reporter)
         ws.update_stage(f"face_features_{teacher_name}", done=False)
     if not ws.stage(f"face_features_{teacher_name}").get("done"):
@@ -151,10 +152,11 @@ def run_features(scene: Scene, teacher_name: str, config: FeatureConfig, reporte
 def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter) -> tuple[Mesh, dict]:
     """NeRF, mesh and feature field, each resumed or skipped when already done."""
     scene = open_scene(workspace)
-    make_teacher(settings.teacher, scene.dataset)  # a missing label map fails now, not after the NeRF
+    # A missing label map or checkpoint fails now, not after the NeRF.
+    teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint)
     nerf = run_nerf(scene, settings.nerf, reporter)
     mesh = run_mesh(scene, settings.mesh, reporter)
-    run_features(scene, settings.teacher, settings.features, reporter)
+    run_features(scene, teacher, settings.features, reporter)
     return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}
 
 

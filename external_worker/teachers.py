@@ -2,18 +2,20 @@
 
 A teacher says how wide the rendered feature is, gives supervision for the training views, the
 loss between rendered and teacher features, and how a text query reads the per-face features.
-Registry in the style of segment-anything's `sam_model_registry`: `TEACHERS[name](dataset)`.
+`make_teacher(name, dataset)` picks one; `TEACHER_TYPES[name].from_dict()` restores one from a workspace.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import DatasetError, WorkerError
+from .nerf_training import device
 
 if TYPE_CHECKING:
     from .datasets import Dataset
@@ -21,11 +23,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class PixelTargets:
-    """Supervision for a set of pixels: which view/pixel, and the teacher's value there."""
+    """Supervision along a set of rays: which view, where in it, and the teacher's value there."""
 
     view: np.ndarray   # (P,) index into the dataset's views
-    pixel: np.ndarray  # (P,) row * width + col
+    row: np.ndarray    # (P,) float32 image position of the ray, in pixels: the ray passes
+    col: np.ndarray    # through (col + 0.5, row + 0.5), so integers are pixel centres
     value: torch.Tensor  # (P,) class index (labels) or (P, C) features
+
+    def subset(self, keep: np.ndarray) -> "PixelTargets":
+        return PixelTargets(self.view[keep], self.row[keep], self.col[keep], self.value[keep])
 
 
 class LabelsTeacher:
@@ -76,8 +82,9 @@ class LabelsTeacher:
             all_values.append(lookup[np.minimum(flat[pixel], len(lookup) - 1)])
         if not all_views:
             raise DatasetError("none of the training views has a label map", "Label some training views.")
-        return PixelTargets(np.concatenate(all_views), np.concatenate(all_pixels),
-                            torch.from_numpy(np.concatenate(all_values)))
+        pixel = np.concatenate(all_pixels)
+        return PixelTargets(np.concatenate(all_views), (pixel // dataset.width).astype(np.float32),
+                            (pixel % dataset.width).astype(np.float32), torch.from_numpy(np.concatenate(all_values)))
 
     def loss(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(rendered, target)
@@ -104,11 +111,79 @@ class LabelsTeacher:
         return torch.softmax(torch.from_numpy(face_features.astype(np.float32)), -1).numpy()
 
 
-TEACHERS: dict[str, Callable[["Dataset"], LabelsTeacher]] = {"labels": LabelsTeacher.from_dataset}
-TEACHER_TYPES = {"labels": LabelsTeacher}
+class SamFeatureTeacher:
+    """SAM's image-encoder features (256 x 64 x 64 per view) as the field's target (SAN, MSE
+    loss); a click is answered by SAM's own decoder on features rendered from the field.
+    `checkpoint` is a segment-anything checkpoint path, or "tiny" for a small random model with
+    the same interface (wiring tests and benchmarks without weights)."""
+
+    name = "sam"
+    feature_dim = 256
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+        self._model = None
+
+    @classmethod
+    def from_dataset(cls, dataset: "Dataset", checkpoint: str = "") -> "SamFeatureTeacher":
+        if not checkpoint:
+            raise WorkerError("bad_request", "the sam teacher needs a SAM checkpoint",
+                              "Set the path of a vit_h, vit_l or vit_b checkpoint from segment-anything.")
+        teacher = cls(checkpoint)
+        teacher.model  # load now: a bad checkpoint fails before any training
+        return teacher
+
+    @property
+    def model(self):
+        from .sam_teacher import SamTeacher, build_tiny_sam, load_sam
+
+        if self._model is None:
+            sam = build_tiny_sam() if self.checkpoint == "tiny" else load_sam(Path(self.checkpoint))
+            self._model = SamTeacher(sam.to(device()))
+        return self._model
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "checkpoint": self.checkpoint}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamFeatureTeacher":
+        return cls(d["checkpoint"])
+
+    def targets(self, dataset: "Dataset", views: np.ndarray) -> PixelTargets:
+        """One ray through the centre of each feature cell that covers the image (not SAM's padding)."""
+        rows, cols = self.model.valid_feature_region(dataset.height, dataset.width)
+        resized = max(dataset.height, dataset.width) / 1024 * 16  # image pixels per feature cell
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        row = ((r.ravel() + 0.5) * resized - 0.5).astype(np.float32)
+        col = ((c.ravel() + 0.5) * resized - 0.5).astype(np.float32)
+        features = [self.model.encode(dataset.images[v])[0, :, :rows, :cols].reshape(256, -1).T.cpu() for v in views]
+        n = len(row)
+        return PixelTargets(np.repeat(views, n), np.tile(row, len(views)), np.tile(col, len(views)),
+                            torch.cat(features))
+
+    def loss(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(rendered, target)
+
+    def query_text(self, text: str, face_features: np.ndarray) -> np.ndarray:
+        raise WorkerError("unsupported_query", "the sam teacher answers clicks, not text",
+                          "Use the Click tool, or train the labels teacher for text queries.")
+
+    def query_face(self, face: int, face_features: np.ndarray) -> tuple[str, np.ndarray]:
+        raise WorkerError("unsupported_query", "clicks with the sam teacher are not available yet",
+                          "Use Select Similar, or the labels teacher's click.")
+
+    def embed(self, face_features: np.ndarray) -> np.ndarray:
+        return face_features.astype(np.float32)
 
 
-def make_teacher(name: str, dataset: "Dataset") -> LabelsTeacher:
-    if name not in TEACHERS:
-        raise WorkerError("unknown_teacher", f"unknown teacher '{name}'", f"Choose one of: {', '.join(TEACHERS)}.")
-    return TEACHERS[name](dataset)
+Teacher = LabelsTeacher | SamFeatureTeacher
+TEACHER_TYPES: dict[str, type] = {"labels": LabelsTeacher, "sam": SamFeatureTeacher}
+
+
+def make_teacher(name: str, dataset: "Dataset", sam_checkpoint: str = "") -> Teacher:
+    """The teacher `name` for a dataset; fails early (before any training) on bad settings."""
+    if name == "labels":
+        return LabelsTeacher.from_dataset(dataset)
+    if name == "sam":
+        return SamFeatureTeacher.from_dataset(dataset, sam_checkpoint)
+    raise WorkerError("unknown_teacher", f"unknown teacher '{name}'", f"Choose one of: {', '.join(TEACHER_TYPES)}.")

@@ -72,7 +72,8 @@ def main() -> None:
     scene = pipeline.open_scene(ws)
     nerf = timed("nerf", pipeline.run_nerf, scene, settings.nerf, reporter)
     mesh = timed("mesh", pipeline.run_mesh, scene, settings.mesh, reporter)
-    timed("features", pipeline.run_features, scene, "labels", settings.features, reporter)
+    teacher = pipeline.make_teacher("labels", scene.dataset)
+    timed("features", pipeline.run_features, scene, teacher, settings.features, reporter)
 
     names = json.loads((scene_dir / "labels.json").read_text())
     start = time.perf_counter()
