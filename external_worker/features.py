@@ -167,3 +167,10 @@ def face_features(model: FeatureField, centroids: np.ndarray, chunk: int = 1 << 
     out = [model.at_points(torch.from_numpy(centroids[i:i + chunk]).float().to(dev)).cpu().numpy()
            for i in range(0, len(centroids), chunk)]
     return np.concatenate(out).astype(np.float16) if out else np.zeros((0, 0), np.float16)
+
+
+@torch.no_grad()
+def background_feature(model: FeatureField) -> np.ndarray:
+    """What the field renders where a ray carries no weight: MLP(0) (eq. 6 with all w_i = 0)."""
+    dev = next(model.parameters()).device
+    return model.head(torch.zeros(1, model.grid.output_dim, device=dev))[0].cpu().numpy()

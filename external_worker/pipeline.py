@@ -14,13 +14,15 @@ import numpy as np
 
 from .datasets import Dataset, load_dataset
 from .errors import WorkerError
-from .features import FeatureConfig, face_features, face_features_name, load_features, train_features
+from .click import sam_click
+from .features import (FeatureConfig, background_feature, face_features, face_features_name, load_features,
+                       train_features)
 from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
 from .nerf_training import TrainConfig, load_field, train_nerf
 from .progress import Reporter
 from .raycast import first_hit
 from .rays import SceneFrame
-from .teachers import TEACHER_TYPES, Teacher, make_teacher
+from .teachers import TEACHER_TYPES, SamFeatureTeacher, Teacher, make_teacher
 from .workspace import Workspace
 
 MESH_FILE = "mesh.npz"
@@ -122,6 +124,12 @@ def export_ply(ws: Workspace, mesh: Mesh) -> Path:
     return ws.write_bytes(MESH_EXPORT, tm.export(file_type="ply"))
 
 
+def mesh_voxel(ws: Workspace) -> float:
+    """Edge of a marching-cubes cell of the workspace's mesh, in world units."""
+    frame = SceneFrame.from_dict(ws.load_state()["frame"])
+    return 2 * frame.scale / ws.stage("mesh")["settings"]["resolution"]
+
+
 def load_mesh(ws: Workspace) -> Mesh:
     ws.require("mesh", "the mesh stage")
     arrays = ws.load_npz(MESH_FILE)
@@ -145,7 +153,7 @@ def run_features(scene: Scene, teacher: Teacher, config: FeatureConfig, reporter
         centroids = scene.frame.normalise_points(mesh.vertices[mesh.faces].mean(1))
         ws.save_npy(face_features_name(teacher_name), face_features(model, centroids))
         ws.update_stage(f"face_features_{teacher_name}", done=True, n_faces=int(len(mesh.faces)),
-                        teacher=teacher.to_dict())
+                        teacher=teacher.to_dict(), background=background_feature(model).tolist())
     return info
 
 
@@ -163,12 +171,12 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
 def _face_features(workspace: Workspace, teacher: str):
     info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
     features = np.load(workspace.path(face_features_name(teacher)), allow_pickle=False)
-    return TEACHER_TYPES[teacher].from_dict(info["teacher"]), features
+    return TEACHER_TYPES[teacher].from_dict(info["teacher"]), features, info
 
 
 def query_text(workspace: Workspace, text: str, teacher: str = "labels") -> np.ndarray:
     """Per-face probability (F,) float32 that a face belongs to `text`."""
-    teacher_obj, features = _face_features(workspace, teacher)
+    teacher_obj, features, _ = _face_features(workspace, teacher)
     return teacher_obj.query_text(text, features).astype(np.float32)
 
 
@@ -176,10 +184,14 @@ def query_click(workspace: Workspace, origin: np.ndarray, direction: np.ndarray,
                 teacher: str = "labels") -> tuple[str, int, np.ndarray]:
     """The object under a clicked ray (world frame): its name, the face hit, per-face probability."""
     mesh = load_mesh(workspace)
-    teacher_obj, features = _face_features(workspace, teacher)
+    teacher_obj, features, info = _face_features(workspace, teacher)
     face, _ = first_hit(mesh.vertices, mesh.faces, origin, direction)
     if face < 0:
         raise WorkerError("no_hit", "nothing of the mesh under the cursor", "Click on the mesh.")
+    if isinstance(teacher_obj, SamFeatureTeacher):
+        probability = sam_click(teacher_obj.model, features, np.asarray(info["background"]), mesh.vertices,
+                                mesh.faces, origin, direction, tolerance=3 * mesh_voxel(workspace))
+        return "click", face, probability
     name, probability = teacher_obj.query_face(face, features)
     return name, face, probability.astype(np.float32)
 
@@ -187,7 +199,7 @@ def query_click(workspace: Workspace, origin: np.ndarray, direction: np.ndarray,
 def query_similar(workspace: Workspace, selected: np.ndarray, teacher: str = "labels") -> np.ndarray:
     """DFF's patch query: cosine similarity (clipped to [0, 1]) of every face's feature with the
     mean feature of the selected faces."""
-    teacher_obj, features = _face_features(workspace, teacher)
+    teacher_obj, features, _ = _face_features(workspace, teacher)
     if selected.shape != (len(features),):
         raise WorkerError("bad_request", f"'selected' has shape {selected.shape}, the mesh has {len(features)} faces",
                           "Send one boolean per face of the workspace's mesh.")

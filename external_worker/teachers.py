@@ -168,10 +168,6 @@ class SamFeatureTeacher:
         raise WorkerError("unsupported_query", "the sam teacher answers clicks, not text",
                           "Use the Click tool, or train the labels teacher for text queries.")
 
-    def query_face(self, face: int, face_features: np.ndarray) -> tuple[str, np.ndarray]:
-        raise WorkerError("unsupported_query", "clicks with the sam teacher are not available yet",
-                          "Use Select Similar, or the labels teacher's click.")
-
     def embed(self, face_features: np.ndarray) -> np.ndarray:
         return face_features.astype(np.float32)
 

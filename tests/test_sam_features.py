@@ -73,3 +73,23 @@ def test_sam_teacher_settings_fail_before_training(sam_workspace, tmp_path):
     with pytest.raises(WorkerError) as error:
         pipeline.make_teacher("sam", scene.dataset, str(tmp_path / "missing.pth"))
     assert error.value.code == "bad_checkpoint" and "missing.pth" in error.value.message
+
+
+def test_click_runs_sams_decoder_on_rendered_features(sam_workspace, tiny_scene):
+    import json
+
+    ws, *_ = sam_workspace
+    eye = np.array(json.loads((tiny_scene / "transforms_train.json").read_text())["frames"][0]["transform_matrix"])[:3, 3]
+    mesh = pipeline.load_mesh(ws)
+    target = mesh.vertices.mean(0)
+    name, face, probability = pipeline.query_click(ws, eye, target - eye, teacher="sam")
+    assert name == "click" and face >= 0
+    assert probability.shape == (len(mesh.faces),) and set(np.unique(probability)) <= {0.0, 1.0}
+    # Only faces seen from the clicking eye can be in the mask.
+    tri = mesh.vertices[mesh.faces]
+    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    facing_away = np.einsum("ij,ij->i", normals, eye - tri.mean(1)) < 0
+    assert probability[facing_away].max(initial=0) == 0
+    with pytest.raises(WorkerError) as error:
+        pipeline.query_click(ws, eye, eye - target, teacher="sam")
+    assert error.value.code == "no_hit"
