@@ -86,6 +86,9 @@ def _vertex_colour_material() -> bpy.types.Material:
     return material
 
 
+WORKER_FACES_PROP = "dff_worker_faces"
+
+
 def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
     """Put the mesh of a `train` or `get_mesh` reply into "DFF Mesh" (created, or its data
     replaced), at the world frame. Returns a summary for the user."""
@@ -95,6 +98,9 @@ def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
         raise ValueError(f"the worker's mesh reply lacks the arrays {sorted(missing)}")
     mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
                       arrays.get("vertex_colors"))
+    # The worker's face count: selections sent back to it need one value per worker face, and
+    # Blender may hold fewer (degenerate faces dropped, parts separated).
+    mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
     props = context.scene.dff
     obj = props.mesh_object
     if obj is None or context.scene.objects.get(obj.name) != obj:

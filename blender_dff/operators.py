@@ -5,16 +5,26 @@ and `selection`, called from the handlers built here."""
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import bmesh
 import bpy
-from bpy.props import StringProperty
+import numpy as np
+from bpy.props import FloatVectorProperty, StringProperty
+from bpy_extras import view3d_utils
+from mathutils import Vector
 
 from . import cameras, mesh_import, selection, worker_session
 from .client import Reply
 
 WORKSPACE_DEFAULT = "dff_workspace"
+# Custom property of the DFF mesh: the number of faces of the worker's mesh. A selection is
+# sent as one flag per worker face, and the Blender mesh may lack some of them (degenerate
+# faces dropped on import, parts separated since).
+SIMILAR_QUERY = "similar"
+CLICK_STATUS = "Click on the object to select (Esc to cancel)"
 
 Apply = Callable[[bpy.types.Context, Reply], str]
 
@@ -62,9 +72,11 @@ def _scene_context(scene: bpy.types.Scene) -> Iterator[bpy.types.Context]:
         yield bpy.context
 
 
-def _reply_handler(scene: bpy.types.Scene, apply: Apply, *,
-                   ends_training: bool = False) -> Callable[[Reply], None]:
-    """The on_done callback of a request: apply the reply to `scene` or show its error."""
+def _reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_training: bool = False,
+                   notices: Collection[str] = ()) -> Callable[[Reply], None]:
+    """The on_done callback of a request: apply the reply to `scene` or show its error.
+    Errors whose code is in `notices` are outcomes rather than failures (a click beside
+    the mesh): they show as a plain message."""
     uid = scene.session_uid
 
     def on_done(reply: Reply) -> None:
@@ -75,7 +87,11 @@ def _reply_handler(scene: bpy.types.Scene, apply: Apply, *,
         if ends_training:
             props.running = False
         if not reply.ok:
-            props.show_error(reply.error or {"code": "unknown", "message": "request failed"})
+            error = reply.error or {"code": "unknown", "message": "request failed"}
+            if error.get("code") in notices:
+                props.show_message(str(error.get("message", "")))
+            else:
+                props.show_error(error)
             _tag_redraw()
             return
         try:
@@ -252,6 +268,179 @@ class DFF_OT_select_text(_WorkerOperator, bpy.types.Operator):
         return {'FINISHED'}
 
 
+def _dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+    """Poll of the operators that work on the DFF mesh; greyed out, they say what is missing."""
+    try:
+        selection.check_dff_mesh(context.scene.dff.mesh_object)
+    except ValueError as exc:
+        cls.poll_message_set(str(exc))
+        return False
+    return True
+
+
+def click_ray(region: bpy.types.Region, rv3d: bpy.types.RegionView3D,
+              coord: tuple[float, float]) -> tuple[Vector, Vector]:
+    """The world-frame ray (origin, unit direction) under `coord`, in pixels from the
+    region's lower-left corner, for perspective, orthographic and camera views alike."""
+    return (view3d_utils.region_2d_to_origin_3d(region, rv3d, coord),
+            view3d_utils.region_2d_to_vector_3d(region, rv3d, coord))
+
+
+def _contains(rect: bpy.types.Area | bpy.types.Region, x: int, y: int) -> bool:
+    return rect.x <= x < rect.x + rect.width and rect.y <= y < rect.y + rect.height
+
+
+def viewport_at(screen: bpy.types.Screen, x: int,
+                y: int) -> tuple[bpy.types.Region, tuple[int, int]] | None:
+    """The 3D viewport region at window coordinates (x, y) and the point in the region's
+    coordinates; None elsewhere, including on the toolbar, sidebar and headers drawn over
+    a viewport."""
+    for area in screen.areas:
+        if area.type != 'VIEW_3D' or not _contains(area, x, y):
+            continue
+        regions = [region for region in area.regions if _contains(region, x, y)]
+        if not regions or any(region.type != 'WINDOW' for region in regions):
+            return None
+        # Quad view splits the area into four WINDOW regions, each with its own view.
+        region = regions[0]
+        return region, (x - region.x, y - region.y)
+    return None
+
+
+def _local_ray(obj: bpy.types.Object, origin: Vector,
+               direction: Vector) -> tuple[list[float], list[float]]:
+    """A world-frame ray in `obj`'s frame, where the worker's mesh lies (the DFF mesh is
+    imported at the identity; the user may have moved it since)."""
+    if direction.length == 0.0:
+        raise UserError("the click ray has no direction: give a non-zero 'direction'")
+    try:
+        to_local = obj.matrix_world.inverted()
+    except ValueError:
+        raise UserError(f"'{obj.name}' is scaled to zero: reset its scale "
+                        "(Object > Clear > Scale)") from None
+    local_direction = (to_local.to_3x3() @ direction).normalized()
+    return list(to_local @ origin), list(local_direction)
+
+
+class DFF_OT_click_select(_WorkerOperator, bpy.types.Operator):
+    """Click to select: click on the mesh in the 3D viewport; Esc cancels"""
+
+    bl_idname = "dff.click_select"
+    bl_label = "Click Select"
+    # No undo step here: the selection changes when the reply arrives, which pushes its own.
+    bl_options = {'REGISTER'}
+
+    origin: FloatVectorProperty(
+        name="Origin", description="Start of the ray through the click, world frame",
+        size=3, subtype='TRANSLATION', options={'SKIP_SAVE'})
+    direction: FloatVectorProperty(
+        name="Direction", description="Direction of the ray through the click, world frame",
+        size=3, subtype='XYZ', options={'SKIP_SAVE'})
+
+    poll = classmethod(_dff_mesh_poll)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.properties.is_property_set("direction"):
+            return self.execute(context)
+        if context.window is None:
+            self.report({'ERROR'}, "clicking needs a 3D viewport: give 'origin' and "
+                                   "'direction' instead")
+            return {'CANCELLED'}
+        context.window_manager.modal_handler_add(self)
+        context.window.cursor_modal_set('EYEDROPPER')
+        context.workspace.status_text_set(CLICK_STATUS)
+        return {'RUNNING_MODAL'}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type in {'ESC', 'RIGHTMOUSE'} and event.value == 'PRESS':
+            self.cancel(context)
+            return {'CANCELLED'}
+        if event.type != 'LEFTMOUSE' or event.value != 'PRESS':
+            return {'PASS_THROUGH'}  # the view can still be orbited, panned and zoomed
+        under_mouse = viewport_at(context.window.screen, event.mouse_x, event.mouse_y)
+        if under_mouse is None:
+            return {'PASS_THROUGH'}  # a click on a panel or another editor does its job
+        region, coord = under_mouse
+        self.origin, self.direction = click_ray(region, region.data, coord)
+        self.cancel(context)  # ends the modal state; the request goes on
+        return self.execute(context)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        context.window.cursor_modal_restore()
+        context.workspace.status_text_set(None)
+
+    def send(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        obj = selection.check_dff_mesh(props.mesh_object)
+        origin, direction = _local_ray(obj, Vector(self.origin), Vector(self.direction))
+        params = {"workspace": workspace(props), "origin": origin, "direction": direction}
+        worker_session.session().submit(
+            context, "query_click", params,
+            on_done=_reply_handler(context.scene, _apply_click, notices={"no_hit"}))
+        props.show_message("Finding what was clicked...")
+        return {'FINISHED'}
+
+
+def _apply_click(context: bpy.types.Context, reply: Reply) -> str:
+    query = selection.check_query(str(reply.result.get("query", "")))
+    return selection.apply_query(context, query, reply)
+
+
+def _selected_worker_faces(obj: bpy.types.Object) -> np.ndarray:
+    """The worker's indices of the selected faces of `obj`."""
+    mesh = obj.data
+    if obj.mode == 'EDIT':  # the edit mesh holds the selection; mesh data is stale there
+        bm = bmesh.from_edit_mesh(mesh)
+        layer = bm.faces.layers.int[mesh_import.FACE_INDEX_ATTR]
+        return np.array([face[layer] for face in bm.faces if face.select], dtype=np.int64)
+    selected = np.empty(len(mesh.polygons), dtype=bool)
+    mesh.polygons.foreach_get("select", selected)
+    face_index = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.attributes[mesh_import.FACE_INDEX_ATTR].data.foreach_get("value", face_index)
+    return face_index[selected]
+
+
+def worker_selection(obj: bpy.types.Object) -> np.ndarray:
+    """The selected faces of the DFF mesh `obj` (edit mode or not) as one flag per face of
+    the worker's mesh, in its order."""
+    n_faces = obj.data.get(mesh_import.WORKER_FACES_PROP)
+    if n_faces is None:
+        raise UserError(f"'{obj.name}' does not record the faces of the worker's mesh: "
+                        "Load Mesh again")
+    indices = _selected_worker_faces(obj)
+    if indices.size and indices.max() >= n_faces:
+        raise UserError(f"'{obj.name}' has more faces than the worker's mesh: Load Mesh again")
+    selected = np.zeros(int(n_faces), dtype=bool)
+    selected[indices] = True
+    return selected
+
+
+class DFF_OT_select_similar(_WorkerOperator, bpy.types.Operator):
+    """Select the faces whose features resemble those of the selected faces"""
+
+    bl_idname = "dff.select_similar"
+    bl_label = "Select Similar"
+    bl_options = {'REGISTER'}
+
+    poll = classmethod(_dff_mesh_poll)
+
+    def send(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        selected = worker_selection(selection.check_dff_mesh(props.mesh_object))
+        if not selected.any():
+            raise UserError("select some faces first: run a query, click, or select faces "
+                            "in edit mode")
+
+        def apply(ctx: bpy.types.Context, reply: Reply) -> str:
+            return selection.apply_query(ctx, SIMILAR_QUERY, reply)
+
+        worker_session.session().submit(
+            context, "query_similar", {"workspace": workspace(props)},
+            arrays={"selected": selected}, on_done=_reply_handler(context.scene, apply))
+        props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
+        return {'FINISHED'}
+
+
 class DFF_OT_separate(bpy.types.Operator):
     """Move the selected faces of the DFF mesh into a new object named after the query"""
 
@@ -276,6 +465,6 @@ class DFF_OT_separate(bpy.types.Operator):
 
 
 _CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel,
-            DFF_OT_select_text, DFF_OT_separate)
+            DFF_OT_select_text, DFF_OT_click_select, DFF_OT_select_similar, DFF_OT_separate)
 
 register, unregister = bpy.utils.register_classes_factory(_CLASSES)

@@ -91,7 +91,7 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
 
 
 class DFF_PT_select(_DFFPanel, bpy.types.Panel):
-    """Text query, threshold and separate."""
+    """Text query, click, similar, threshold and separate."""
 
     bl_label = "Select"
 
@@ -105,6 +105,9 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
             flow = layout.grid_flow(columns=3, even_columns=True, align=True)
             for label in props.labels:
                 flow.operator("dff.select_text", text=label.name).text = label.name
+        row = layout.row(align=True)
+        row.operator("dff.click_select", text="Click", icon='RESTRICT_SELECT_OFF')
+        row.operator("dff.select_similar", text="Similar", icon='SELECT_EXTEND')
         layout.prop(props, "threshold", slider=True)
         layout.operator("dff.separate", icon='MOD_EXPLODE')
 

@@ -70,6 +70,7 @@ class WorkerSession:
         params: dict,
         on_done: Callable[[Reply], None],
         on_progress: Callable[[dict], None] | None = None,
+        arrays: dict | None = None,
     ) -> int:
         """Send a request; `on_done` (and `on_progress`) later run on the main thread from
         `pump()`. Raises WorkerUnavailable when the worker cannot be started."""
@@ -84,7 +85,7 @@ class WorkerSession:
         def progress(event: dict) -> None:
             _guarded(on_progress, event)
 
-        request_id = client.request(method, params, on_done=done,
+        request_id = client.request(method, params, arrays, on_done=done,
                                     on_progress=progress if on_progress else None)
         self.jobs[request_id] = Job(method, scene_uid)
         _ensure_timer()

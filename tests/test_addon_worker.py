@@ -193,3 +193,33 @@ def test_unknown_label_and_missing_label_maps_are_reported(addon, tiny_scene, tr
     pump_until(lambda: not props.running, seconds=120)
     assert props.error_code == "bad_dataset" and "label maps" in props.error
     assert not (tmp_path / "ws2" / "nerf.pt").exists()  # refused before any training
+
+
+def test_click_then_select_similar(addon, tiny_scene, trained_workspace, label_names, ground_truth, tmp_path):
+    props = addon
+    workspace = tmp_path / "ws"
+    shutil.copytree(trained_workspace, workspace)
+    import_and_train(props, tiny_scene, workspace, TRAINED)
+    camera = bpy.data.collections["DFF Cameras"].objects[0]
+    eye = np.array(camera.matrix_world.translation)
+    mesh_obj = props.mesh_object
+    # Aim at the object whose ground-truth centre is nearest the view axis, so it is in front.
+    centres = {label: ground_truth["vertices"][np.unique(ground_truth["faces"][ground_truth["face_labels"] == label])].mean(0)
+               for label in label_names}
+    forward = -np.array(camera.matrix_world.col[2][:3])
+    label = max(centres, key=lambda k: np.dot(forward, (centres[k] - eye) / np.linalg.norm(centres[k] - eye)))
+    bpy.ops.dff.click_select(origin=eye, direction=centres[label] - eye)
+    pump_until(lambda: props.active_query or props.error, seconds=120)
+    assert props.active_query == label_names[label], (props.error, props.message)
+    bpy.ops.object.mode_set(mode='OBJECT')
+    selected = np.array([p.select for p in mesh_obj.data.polygons])
+    tm = world_triangles(mesh_obj)
+    truth = nearest_ground_truth_labels(tm.triangles_center, ground_truth["vertices"], ground_truth["faces"],
+                                        ground_truth["face_labels"])
+    on_object = tm.area_faces[selected & (truth == label)].sum()
+    assert on_object > 0.9 * tm.area_faces[selected].sum()
+
+    bpy.ops.dff.select_similar()
+    pump_until(lambda: props.active_query == "similar" or props.error, seconds=120)
+    assert props.active_query == "similar", (props.error, props.message)
+    assert mesh_obj.vertex_groups.get("similar") is not None
