@@ -16,6 +16,7 @@ import trimesh
 import blender_dff
 from conftest import BREAKAGES, broken_copy
 from external_worker.evaluation import nearest_ground_truth_labels
+from external_worker.raycast import first_hit
 
 
 @pytest.fixture
@@ -203,11 +204,15 @@ def test_click_then_select_similar(addon, tiny_scene, trained_workspace, label_n
     camera = bpy.data.collections["DFF Cameras"].objects[0]
     eye = np.array(camera.matrix_world.translation)
     mesh_obj = props.mesh_object
-    # Aim at the object whose ground-truth centre is nearest the view axis, so it is in front.
+    # Aim at the centre of the biggest object that no other object hides from this camera.
+    gt_mesh = trimesh.Trimesh(ground_truth["vertices"], ground_truth["faces"], process=False)
+    area = {label: gt_mesh.area_faces[ground_truth["face_labels"] == label].sum() for label in label_names}
     centres = {label: ground_truth["vertices"][np.unique(ground_truth["faces"][ground_truth["face_labels"] == label])].mean(0)
                for label in label_names}
-    forward = -np.array(camera.matrix_world.col[2][:3])
-    label = max(centres, key=lambda k: np.dot(forward, (centres[k] - eye) / np.linalg.norm(centres[k] - eye)))
+    hits = {label: first_hit(ground_truth["vertices"], ground_truth["faces"], eye, centres[label] - eye)[0]
+            for label in label_names}
+    unhidden = [label for label, face in hits.items() if face >= 0 and ground_truth["face_labels"][face] == label]
+    label = max(unhidden, key=area.get)
     bpy.ops.dff.click_select(origin=eye, direction=centres[label] - eye)
     pump_until(lambda: props.active_query or props.error, seconds=120)
     assert props.active_query == label_names[label], (props.error, props.message)
