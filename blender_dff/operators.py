@@ -145,19 +145,21 @@ class _WorkerOperator:
         raise NotImplementedError
 
 
-class DFF_OT_import_dataset(_WorkerOperator, bpy.types.Operator):
+class _NotWhileTraining:
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if context.scene.dff.running:
+            cls.poll_message_set("Training is running: wait for it to finish or cancel it")
+            return False
+        return True
+
+
+class DFF_OT_import_dataset(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
     """Read the dataset's cameras and labels and create its cameras in the scene"""
 
     bl_idname = "dff.import_dataset"
     bl_label = "Import Dataset"
     bl_options = {'REGISTER', 'UNDO'}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if context.scene.dff.running:
-            cls.poll_message_set("Wait for training to finish or cancel it")
-            return False
-        return True
 
     def send(self, context: bpy.types.Context) -> set[str]:
         dataset, workspace_dir = resolve_paths(context.scene.dff)
@@ -168,20 +170,13 @@ class DFF_OT_import_dataset(_WorkerOperator, bpy.types.Operator):
         return {'FINISHED'}
 
 
-class DFF_OT_train(_WorkerOperator, bpy.types.Operator):
+class DFF_OT_train(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
     """Train the radiance field, extract the mesh and distil the feature field (resumes
     from the workspace's checkpoints)"""
 
     bl_idname = "dff.train"
     bl_label = "Train"
     bl_options = {'REGISTER', 'UNDO'}
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        if context.scene.dff.running:
-            cls.poll_message_set("Training is running")
-            return False
-        return True
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
