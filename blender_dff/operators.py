@@ -187,6 +187,8 @@ class DFF_OT_train(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
             "mesh_resolution": props.mesh_resolution,
             "teacher": props.teacher,
         }
+        if props.teacher == 'sam':
+            params["sam_checkpoint"] = bpy.path.abspath(props.sam_checkpoint)
         worker_session.session().submit(
             context, "train", params,
             on_done=_reply_handler(context.scene, _apply_training, ends_training=True),
@@ -257,7 +259,7 @@ class DFF_OT_select_text(_WorkerOperator, bpy.types.Operator):
             return selection.apply_query(ctx, query, reply)
 
         worker_session.session().submit(
-            context, "query_text", {"workspace": workspace(props), "text": query},
+            context, "query_text", {"workspace": workspace(props), "text": query, "teacher": props.teacher},
             on_done=_reply_handler(context.scene, apply))
         props.show_message(f"Querying '{query}'...")
         return {'FINISHED'}
@@ -368,7 +370,8 @@ class DFF_OT_click_select(_WorkerOperator, bpy.types.Operator):
         props = context.scene.dff
         obj = selection.check_dff_mesh(props.mesh_object)
         origin, direction = _local_ray(obj, Vector(self.origin), Vector(self.direction))
-        params = {"workspace": workspace(props), "origin": origin, "direction": direction}
+        params = {"workspace": workspace(props), "origin": origin, "direction": direction,
+                  "teacher": props.teacher}
         worker_session.session().submit(
             context, "query_click", params,
             on_done=_reply_handler(context.scene, _apply_click, notices={"no_hit"}))
@@ -430,7 +433,7 @@ class DFF_OT_select_similar(_WorkerOperator, bpy.types.Operator):
             return selection.apply_query(ctx, SIMILAR_QUERY, reply)
 
         worker_session.session().submit(
-            context, "query_similar", {"workspace": workspace(props)},
+            context, "query_similar", {"workspace": workspace(props), "teacher": props.teacher},
             arrays={"selected": selected}, on_done=_reply_handler(context.scene, apply))
         props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
         return {'FINISHED'}

@@ -72,6 +72,8 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         settings = layout.column()
         settings.enabled = not props.running
         settings.prop(props, "teacher")
+        if props.teacher == 'sam':
+            settings.prop(props, "sam_checkpoint")
         settings.prop(props, "nerf_steps")
         settings.prop(props, "feature_steps")
         settings.prop(props, "mesh_resolution")

@@ -57,8 +57,15 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     teacher: EnumProperty(
         name="Teacher",
         description="2D model whose features the 3D feature field imitates",
-        items=[('labels', "Labels", "Per-image label maps shipped with the dataset")],
+        items=[('labels', "Labels", "Per-image label maps shipped with the dataset"),
+               ('sam', "SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)")],
         default='labels',
+    )
+    sam_checkpoint: StringProperty(
+        name="SAM Checkpoint",
+        description="segment-anything checkpoint file (vit_h, vit_l or vit_b; the type is read "
+                    "from the file)",
+        subtype='FILE_PATH',
     )
     nerf_steps: IntProperty(
         name="NeRF Steps", description="Training steps of the radiance field",

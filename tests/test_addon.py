@@ -395,6 +395,21 @@ def test_reply_lands_in_the_scene_that_asked(worker, tmp_path):
     assert asking.objects.get("DFF Mesh") and not other.objects
 
 
+def test_sam_teacher_sends_its_checkpoint_and_queries_name_the_teacher(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.workspace_path = str(tmp_path)
+    props.teacher = 'sam'
+    props.sam_checkpoint = str(tmp_path / "sam_vit_b.pth")
+    bpy.ops.dff.train()
+    sent = worker.sent[-1]
+    assert sent.params["teacher"] == "sam" and sent.params["sam_checkpoint"] == str(tmp_path / "sam_vit_b.pth")
+    props.running = False
+    make_mesh(bpy.context)
+    props.workspace_path = str(tmp_path)
+    bpy.ops.dff.select_text(text="mug")
+    assert worker.sent[-1].method == "query_text" and worker.sent[-1].params["teacher"] == "sam"
+
+
 def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     props = bpy.context.scene.dff
     props.workspace_path = str(tmp_path)

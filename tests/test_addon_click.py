@@ -88,7 +88,7 @@ def test_click_sends_the_ray_and_selects_the_label_under_it(worker):
     sent = worker.sent[-1]
     assert sent.method == "query_click"
     assert sent.params == {"workspace": WORKSPACE, "origin": pytest.approx([0.1, 0.2, 5.0]),
-                           "direction": [0.0, 0.0, -1.0]}
+                           "direction": [0.0, 0.0, -1.0], "teacher": "labels"}
     assert all(type(value) is float for value in sent.params["origin"] + sent.params["direction"])
 
     probability = np.random.default_rng(3).uniform(0.0, 1.0, n_faces)
@@ -166,7 +166,7 @@ def test_select_similar_sends_the_selection_in_worker_order(worker, mode):
 
     assert bpy.ops.dff.select_similar() == {'FINISHED'}
     sent = worker.sent[-1]
-    assert (sent.method, sent.params) == ("query_similar", {"workspace": WORKSPACE})
+    assert (sent.method, sent.params) == ("query_similar", {"workspace": WORKSPACE, "teacher": "labels"})
     selected = worker.arrays[sent.id]["selected"]
     expected = np.zeros(n_faces, dtype=bool)
     expected[permutation[chosen]] = True
