@@ -12,9 +12,7 @@ from typing import Callable, Iterator
 import bmesh
 import bpy
 import numpy as np
-from bpy.props import FloatVectorProperty, StringProperty
-from bpy_extras import view3d_utils
-from mathutils import Vector
+from bpy.props import StringProperty
 
 from . import cameras, mesh_import, selection, worker_session
 from .client import Reply
@@ -24,7 +22,6 @@ WORKSPACE_DEFAULT = "dff_workspace"
 # sent as one flag per worker face, and the Blender mesh may lack some of them (degenerate
 # faces dropped on import, parts separated since).
 SIMILAR_QUERY = "similar"
-CLICK_STATUS = "Click on the object to select (Esc to cancel)"
 
 Apply = Callable[[bpy.types.Context, Reply], str]
 
@@ -72,7 +69,7 @@ def _scene_context(scene: bpy.types.Scene) -> Iterator[bpy.types.Context]:
         yield bpy.context
 
 
-def _reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_training: bool = False,
+def reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_training: bool = False,
                    notices: Collection[str] = ()) -> Callable[[Reply], None]:
     """The on_done callback of a request: apply the reply to `scene` or show its error.
     Errors whose code is in `notices` are outcomes rather than failures (a click beside
@@ -130,7 +127,7 @@ def _tag_redraw() -> None:
                 area.tag_redraw()
 
 
-class _WorkerOperator:
+class WorkerOperator:
     """Runs `send` (which sends a request and returns), turning user errors and an
     unreachable worker into reports."""
 
@@ -154,7 +151,7 @@ class _NotWhileTraining:
         return True
 
 
-class DFF_OT_import_dataset(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
+class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
     """Read the dataset's cameras and labels and create its cameras in the scene"""
 
     bl_idname = "dff.import_dataset"
@@ -165,12 +162,12 @@ class DFF_OT_import_dataset(_NotWhileTraining, _WorkerOperator, bpy.types.Operat
         dataset, workspace_dir = resolve_paths(context.scene.dff)
         worker_session.session().submit(
             context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir},
-            on_done=_reply_handler(context.scene, cameras.apply_import))
+            on_done=reply_handler(context.scene, cameras.apply_import))
         context.scene.dff.show_message(f"Importing '{dataset}'...")
         return {'FINISHED'}
 
 
-class DFF_OT_train(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
+class DFF_OT_train(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
     """Train the radiance field, extract the mesh and distil the feature field (resumes
     from the workspace's checkpoints)"""
 
@@ -191,7 +188,7 @@ class DFF_OT_train(_NotWhileTraining, _WorkerOperator, bpy.types.Operator):
             params["sam_checkpoint"] = bpy.path.abspath(props.sam_checkpoint)
         worker_session.session().submit(
             context, "train", params,
-            on_done=_reply_handler(context.scene, _apply_training, ends_training=True),
+            on_done=reply_handler(context.scene, _apply_training, ends_training=True),
             on_progress=_progress_handler(context.scene))
         props.start_progress()
         props.show_message("Training started")
@@ -204,7 +201,7 @@ def _apply_training(context: bpy.types.Context, reply: Reply) -> str:
     return f"Trained (PSNR {psnr:.2f} dB). {summary}" if psnr is not None else summary
 
 
-class DFF_OT_load_mesh(_WorkerOperator, bpy.types.Operator):
+class DFF_OT_load_mesh(WorkerOperator, bpy.types.Operator):
     """Bring in the mesh of an already trained workspace"""
 
     bl_idname = "dff.load_mesh"
@@ -214,7 +211,7 @@ class DFF_OT_load_mesh(_WorkerOperator, bpy.types.Operator):
     def send(self, context: bpy.types.Context) -> set[str]:
         worker_session.session().submit(
             context, "get_mesh", {"workspace": workspace(context.scene.dff)},
-            on_done=_reply_handler(context.scene, mesh_import.apply_mesh))
+            on_done=reply_handler(context.scene, mesh_import.apply_mesh))
         return {'FINISHED'}
 
 
@@ -237,7 +234,7 @@ class DFF_OT_cancel(bpy.types.Operator):
         return {'FINISHED'}
 
 
-class DFF_OT_select_text(_WorkerOperator, bpy.types.Operator):
+class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
     """Select the faces of the DFF mesh that match the text query"""
 
     bl_idname = "dff.select_text"
@@ -260,12 +257,12 @@ class DFF_OT_select_text(_WorkerOperator, bpy.types.Operator):
 
         worker_session.session().submit(
             context, "query_text", {"workspace": workspace(props), "text": query, "teacher": props.teacher},
-            on_done=_reply_handler(context.scene, apply))
+            on_done=reply_handler(context.scene, apply))
         props.show_message(f"Querying '{query}'...")
         return {'FINISHED'}
 
 
-def _dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+def dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
     """Poll of the operators that work on the DFF mesh; greyed out, they say what is missing."""
     try:
         selection.check_dff_mesh(context.scene.dff.mesh_object)
@@ -273,115 +270,6 @@ def _dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) ->
         cls.poll_message_set(str(exc))
         return False
     return True
-
-
-def click_ray(region: bpy.types.Region, rv3d: bpy.types.RegionView3D,
-              coord: tuple[float, float]) -> tuple[Vector, Vector]:
-    """The world-frame ray (origin, unit direction) under `coord`, in pixels from the
-    region's lower-left corner, for perspective, orthographic and camera views alike."""
-    return (view3d_utils.region_2d_to_origin_3d(region, rv3d, coord),
-            view3d_utils.region_2d_to_vector_3d(region, rv3d, coord))
-
-
-def _contains(rect: bpy.types.Area | bpy.types.Region, x: int, y: int) -> bool:
-    return rect.x <= x < rect.x + rect.width and rect.y <= y < rect.y + rect.height
-
-
-def viewport_at(screen: bpy.types.Screen, x: int,
-                y: int) -> tuple[bpy.types.Region, tuple[int, int]] | None:
-    """The 3D viewport region at window coordinates (x, y) and the point in the region's
-    coordinates; None elsewhere, including on the toolbar, sidebar and headers drawn over
-    a viewport."""
-    for area in screen.areas:
-        if area.type != 'VIEW_3D' or not _contains(area, x, y):
-            continue
-        regions = [region for region in area.regions if _contains(region, x, y)]
-        if not regions or any(region.type != 'WINDOW' for region in regions):
-            return None
-        # Quad view splits the area into four WINDOW regions, each with its own view.
-        region = regions[0]
-        return region, (x - region.x, y - region.y)
-    return None
-
-
-def _local_ray(obj: bpy.types.Object, origin: Vector,
-               direction: Vector) -> tuple[list[float], list[float]]:
-    """A world-frame ray in `obj`'s frame, where the worker's mesh lies (the DFF mesh is
-    imported at the identity; the user may have moved it since)."""
-    if direction.length == 0.0:
-        raise UserError("the click ray has no direction: give a non-zero 'direction'")
-    try:
-        to_local = obj.matrix_world.inverted()
-    except ValueError:
-        raise UserError(f"'{obj.name}' is scaled to zero: reset its scale "
-                        "(Object > Clear > Scale)") from None
-    local_direction = (to_local.to_3x3() @ direction).normalized()
-    return list(to_local @ origin), list(local_direction)
-
-
-class DFF_OT_click_select(_WorkerOperator, bpy.types.Operator):
-    """Click to select: click on the mesh in the 3D viewport; Esc cancels"""
-
-    bl_idname = "dff.click_select"
-    bl_label = "Click Select"
-    # No undo step here: the selection changes when the reply arrives, which pushes its own.
-    bl_options = {'REGISTER'}
-
-    origin: FloatVectorProperty(
-        name="Origin", description="Start of the ray through the click, world frame",
-        size=3, subtype='TRANSLATION', options={'SKIP_SAVE'})
-    direction: FloatVectorProperty(
-        name="Direction", description="Direction of the ray through the click, world frame",
-        size=3, subtype='XYZ', options={'SKIP_SAVE'})
-
-    poll = classmethod(_dff_mesh_poll)
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if self.properties.is_property_set("direction"):
-            return self.execute(context)
-        if context.window is None:
-            self.report({'ERROR'}, "clicking needs a 3D viewport: give 'origin' and "
-                                   "'direction' instead")
-            return {'CANCELLED'}
-        context.window_manager.modal_handler_add(self)
-        context.window.cursor_modal_set('EYEDROPPER')
-        context.workspace.status_text_set(CLICK_STATUS)
-        return {'RUNNING_MODAL'}
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        if event.type in {'ESC', 'RIGHTMOUSE'} and event.value == 'PRESS':
-            self.cancel(context)
-            return {'CANCELLED'}
-        if event.type != 'LEFTMOUSE' or event.value != 'PRESS':
-            return {'PASS_THROUGH'}  # the view can still be orbited, panned and zoomed
-        under_mouse = viewport_at(context.window.screen, event.mouse_x, event.mouse_y)
-        if under_mouse is None:
-            return {'PASS_THROUGH'}  # a click on a panel or another editor does its job
-        region, coord = under_mouse
-        self.origin, self.direction = click_ray(region, region.data, coord)
-        self.cancel(context)  # ends the modal state; the request goes on
-        return self.execute(context)
-
-    def cancel(self, context: bpy.types.Context) -> None:
-        context.window.cursor_modal_restore()
-        context.workspace.status_text_set(None)
-
-    def send(self, context: bpy.types.Context) -> set[str]:
-        props = context.scene.dff
-        obj = selection.check_dff_mesh(props.mesh_object)
-        origin, direction = _local_ray(obj, Vector(self.origin), Vector(self.direction))
-        params = {"workspace": workspace(props), "origin": origin, "direction": direction,
-                  "teacher": props.teacher}
-        worker_session.session().submit(
-            context, "query_click", params,
-            on_done=_reply_handler(context.scene, _apply_click, notices={"no_hit"}))
-        props.show_message("Finding what was clicked...")
-        return {'FINISHED'}
-
-
-def _apply_click(context: bpy.types.Context, reply: Reply) -> str:
-    query = selection.check_query(str(reply.result.get("query", "")))
-    return selection.apply_query(context, query, reply)
 
 
 def _selected_worker_faces(obj: bpy.types.Object) -> np.ndarray:
@@ -413,14 +301,14 @@ def worker_selection(obj: bpy.types.Object) -> np.ndarray:
     return selected
 
 
-class DFF_OT_select_similar(_WorkerOperator, bpy.types.Operator):
+class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
     """Select the faces whose features resemble those of the selected faces"""
 
     bl_idname = "dff.select_similar"
     bl_label = "Select Similar"
     bl_options = {'REGISTER'}
 
-    poll = classmethod(_dff_mesh_poll)
+    poll = classmethod(dff_mesh_poll)
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
@@ -434,7 +322,7 @@ class DFF_OT_select_similar(_WorkerOperator, bpy.types.Operator):
 
         worker_session.session().submit(
             context, "query_similar", {"workspace": workspace(props), "teacher": props.teacher},
-            arrays={"selected": selected}, on_done=_reply_handler(context.scene, apply))
+            arrays={"selected": selected}, on_done=reply_handler(context.scene, apply))
         props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
         return {'FINISHED'}
 
@@ -463,6 +351,6 @@ class DFF_OT_separate(bpy.types.Operator):
 
 
 _CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel,
-            DFF_OT_select_text, DFF_OT_click_select, DFF_OT_select_similar, DFF_OT_separate)
+            DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_separate)
 
 register, unregister = bpy.utils.register_classes_factory(_CLASSES)

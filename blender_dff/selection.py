@@ -171,6 +171,24 @@ def apply_query(context: bpy.types.Context, query: str, reply: Reply) -> str:
     return f"'{query}': selected {count} of {len(obj.data.polygons)} faces"
 
 
+def clear_query(context: bpy.types.Context, obj: bpy.types.Object, query: str) -> None:
+    """Take back what `query` left on `obj`: its mask attribute, its vertex group and the
+    face selection (other queries' attributes and groups stay)."""
+    set_mode(context, obj, 'OBJECT')
+    mesh = obj.data
+    for name in (mask_name(query), PROBABILITY_ATTR):
+        if name in mesh.attributes:
+            mesh.attributes.remove(mesh.attributes[name])
+    group = obj.vertex_groups.get(query)
+    if group is not None:
+        obj.vertex_groups.remove(group)
+    for elements in (mesh.polygons, mesh.edges, mesh.vertices):
+        elements.foreach_set("select", np.zeros(len(elements), dtype=bool))
+    mesh.update()
+    if context.scene.dff.active_query == query:
+        context.scene.dff.active_query = ""
+
+
 def separate_selection(context: bpy.types.Context, obj: bpy.types.Object,
                        name: str) -> bpy.types.Object:
     """Move the selected faces of `obj` into a new object called `name` (attributes, colours,

@@ -44,6 +44,8 @@ def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="labels", choices=["labels", "sam"], help="2D teacher to distil")
     p.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint for --teacher sam ('tiny': random weights)")
     p.add_argument("--feature-steps", type=int, default=None, help="feature field training steps")
+    p.add_argument("--augment", default=None, choices=["auto", "on", "off"],
+                   help="camera augmentation for feature training (auto: on with CUDA and the sam teacher)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,6 +94,8 @@ def settings_from(args: argparse.Namespace):
         s.mesh = replace(s.mesh, max_faces=args.max_faces)
     if getattr(args, "feature_steps", None):
         s.features = replace(s.features, steps=args.feature_steps)
+    if getattr(args, "augment", None):
+        s.features = replace(s.features, augment=args.augment)
     s.teacher = getattr(args, "teacher", s.teacher)
     s.sam_checkpoint = getattr(args, "sam_checkpoint", s.sam_checkpoint)
     return s

@@ -39,3 +39,45 @@ def chamfer(vertices: np.ndarray, faces: np.ndarray, gt_vertices: np.ndarray, gt
     distance = (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
     extent = float(np.linalg.norm(gt_vertices.max(0) - gt_vertices.min(0)))
     return float(distance), float(distance / extent)
+
+
+class LabelOracle:
+    """An ideal 2D segmenter in place of SAM's decoder, for measuring what the 3D part of a click
+    (rendering, carrying masks across views, voting) does with perfect masks.
+
+    It reads feature maps rendered from `labels` per-face features: a cell's object is its
+    argmax label, and cells holding exactly the `background` feature are empty. A prompt selects
+    the objects under its object clicks (or the most common one in its box), minus those under
+    background clicks. Same call as `SamTeacher.decode`."""
+
+    device = "cpu"
+
+    def __init__(self, background: np.ndarray) -> None:
+        self.background = np.asarray(background, np.float32)
+
+    def decode(self, features, image_size: tuple[int, int], points: np.ndarray | None = None,
+               point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
+               multimask: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        f = np.asarray(features, np.float32)
+        cells = f.shape[1]
+        objects = f.argmax(0)
+        objects[np.abs(f - self.background[:, None, None]).max(0) < 1e-6] = -1
+        scale = cells / np.asarray(image_size, np.float64)[::-1]  # (x, y) pixels -> cells
+
+        def under(xy: np.ndarray) -> int:
+            col, row = np.clip((np.asarray(xy) * scale).astype(int), 0, cells - 1)
+            return int(objects[row, col])
+
+        clicks = [] if points is None else list(zip(points, point_labels))
+        wanted = {under(xy) for xy, label in clicks if label == 1}
+        if box is not None:
+            x0, y0, x1, y1 = np.clip((np.asarray(box).reshape(2, 2) * scale).astype(int), 0, cells - 1).ravel()
+            inside = objects[y0:y1 + 1, x0:x1 + 1]
+            inside = inside[inside >= 0]
+            if inside.size:
+                wanted.add(int(np.bincount(inside).argmax()))
+        wanted -= {under(xy) for xy, label in clicks if label == 0} | {-1}
+        mask = np.isin(objects, sorted(wanted))
+        rows = np.minimum((np.arange(image_size[0]) * cells) // image_size[0], cells - 1)
+        cols = np.minimum((np.arange(image_size[1]) * cells) // image_size[1], cells - 1)
+        return mask[rows][:, cols][None], np.ones(1, np.float32)

@@ -14,8 +14,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import pipeline
+from .click import ClickPrompt
 from .errors import WorkerError
 from .workspace import Workspace
+
+MAX_CLICKS = 64       # clicks in one prompt
+MAX_CLICK_VIEWS = 32  # views a click may be carried to
 
 
 class Params:
@@ -44,6 +48,21 @@ class Params:
                 or not np.isfinite(value).all()):
             raise WorkerError("bad_request", f"parameter '{key}' must be a list of 3 finite numbers", f"Got {value!r}.")
         return np.asarray(value, dtype=np.float64)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.params.get(key, default)
+        if not isinstance(value, bool):
+            raise WorkerError("bad_request", f"parameter '{key}' must be true or false", f"Got {value!r}.")
+        return value
+
+    def records(self, key: str, max_count: int, required: bool = True) -> list["Params"]:
+        """A list of objects, each read with the same checks (a prompt's clicks, say)."""
+        value = self.params.get(key, [] if not required else None)
+        if (not isinstance(value, list) or not all(isinstance(v, dict) for v in value)
+                or len(value) > max_count or (required and not value)):
+            raise WorkerError("bad_request", f"parameter '{key}' must be a list of 1 to {max_count} objects",
+                              f"Got {type(value).__name__} of length {len(value) if isinstance(value, list) else '-'}.")
+        return [Params(v, self.root) for v in value]
 
     def path(self, key: str) -> Path:
         raw = self.text(key)
@@ -102,12 +121,16 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
 
     def query_click(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)
-        origin, direction = p.vector("origin"), p.vector("direction")
-        if not np.linalg.norm(direction) > 0:
-            raise WorkerError("bad_request", "parameter 'direction' must be a non-zero vector", f"Got {direction.tolist()}.")
-        name, face, probability = pipeline.query_click(Workspace(p.path("workspace")), origin, direction,
-                                                        p.text("teacher", "labels", 64))
-        return {"query": name, "hit_face": face, "n_faces": int(len(probability))}, {"face_probability": probability}
+        clicks = p.records("clicks", MAX_CLICKS, required="box" not in params)
+        box = p.records("box", 4, required=False) if "box" in params else None
+        prompt = ClickPrompt([c.vector("origin") for c in clicks], [c.vector("direction") for c in clicks],
+                             [int(c.flag("object", True)) for c in clicks],
+                             None if box is None else [c.vector("origin") for c in box],
+                             None if box is None else [c.vector("direction") for c in box])
+        result = pipeline.query_click(Workspace(p.path("workspace")), prompt, p.text("teacher", "labels", 64),
+                                      p.integer("views", pipeline.DEFAULT_CLICK_VIEWS, 0, MAX_CLICK_VIEWS))
+        return ({"query": result.query, "hit_face": result.hit_face, "views": result.views,
+                 "n_faces": int(len(result.probability))}, {"face_probability": result.probability})
 
     def query_similar(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)

@@ -158,13 +158,15 @@ def render_view(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor, intrin
 
 @torch.no_grad()
 def evaluate_psnr(field: NerfField, grid: OccupancyGrid, dataset: Dataset, frame: SceneFrame) -> float:
-    """Mean PSNR over the held-out views, RGBA ground truth composited on white."""
+    """Mean PSNR over the held-out views: RGBA ground truth composited on white; opaque photos
+    rendered on black, the background rays leaving the box learnt in training."""
     field.eval()
     data = SceneTensors(dataset, frame, "test", device())
-    white = torch.ones(3, device=data.rgb.device)
+    background = 1.0 if data.alpha is not None else 0.0
+    fill = torch.full((3,), background, device=data.rgb.device)
     scores = []
     for i in range(len(data)):
-        pred = render_view(field, grid, data.c2w[i], data.intrinsics[i], data.height, data.width)
-        gt = data.target(data.rgb[i], None if data.alpha is None else data.alpha[i], white)
+        pred = render_view(field, grid, data.c2w[i], data.intrinsics[i], data.height, data.width, background)
+        gt = data.target(data.rgb[i], None if data.alpha is None else data.alpha[i], fill)
         scores.append(-10 * math.log10(max(torch.mean((pred - gt) ** 2).item(), 1e-10)))
     return float(np.mean(scores))

@@ -14,19 +14,19 @@ import numpy as np
 
 from .datasets import Dataset, load_dataset
 from .errors import WorkerError
-from .click import sam_click
+from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
 from .features import (FeatureConfig, background_feature, face_features, face_features_name, load_features,
-                       train_features)
+                       train_features, use_augmentation)
 from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
-from .nerf_training import TrainConfig, load_field, train_nerf
+from .nerf_training import TrainConfig, device, load_field, train_nerf
 from .progress import Reporter
-from .raycast import first_hit
 from .rays import SceneFrame
 from .teachers import TEACHER_TYPES, SamFeatureTeacher, Teacher, make_teacher
-from .workspace import Workspace
+from .workspace import Workspace, cached
 
 MESH_FILE = "mesh.npz"
 MESH_EXPORT = "mesh.ply"
+DEFAULT_CLICK_VIEWS = 8  # training views a click is carried to (SAM teacher)
 
 
 @dataclass
@@ -162,50 +162,102 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     scene = open_scene(workspace)
     # A missing label map or checkpoint fails now, not after the NeRF.
     teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint)
+    use_augmentation(settings.features, teacher, device())
     nerf = run_nerf(scene, settings.nerf, reporter)
     mesh = run_mesh(scene, settings.mesh, reporter)
     run_features(scene, teacher, settings.features, reporter)
     return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}
 
 
-def _face_features(workspace: Workspace, teacher: str):
+@dataclass
+class FaceFeatures:
+    """One teacher's per-face features with the teacher that reads them."""
+
+    teacher: Teacher
+    features: np.ndarray
+    background: np.ndarray | None
+
+
+def load_face_features(workspace: Workspace, teacher: str) -> FaceFeatures:
     info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
-    features = np.load(workspace.path(face_features_name(teacher)), allow_pickle=False)
-    return TEACHER_TYPES[teacher].from_dict(info["teacher"]), features, info
+
+    def load(path: Path) -> FaceFeatures:
+        # Kept per process, so the teacher (a SAM model) is loaded once, not per click.
+        background = np.asarray(info["background"], np.float32) if "background" in info else None
+        return FaceFeatures(TEACHER_TYPES[teacher].from_dict(info["teacher"]), np.load(path, allow_pickle=False),
+                            background)
+
+    return cached(workspace.path(face_features_name(teacher)), load)
+
+
+def load_geometry(workspace: Workspace) -> Geometry:
+    workspace.require("mesh", "the mesh stage")
+    return cached(workspace.path(MESH_FILE), lambda path: Geometry.of(**{
+        k: v for k, v in workspace.load_npz(MESH_FILE).items() if k in ("vertices", "faces")}))
 
 
 def query_text(workspace: Workspace, text: str, teacher: str = "labels") -> np.ndarray:
     """Per-face probability (F,) float32 that a face belongs to `text`."""
-    teacher_obj, features, _ = _face_features(workspace, teacher)
-    return teacher_obj.query_text(text, features).astype(np.float32)
+    ff = load_face_features(workspace, teacher)
+    return ff.teacher.query_text(text, ff.features).astype(np.float32)
 
 
-def query_click(workspace: Workspace, origin: np.ndarray, direction: np.ndarray,
-                teacher: str = "labels") -> tuple[str, int, np.ndarray]:
-    """The object under a clicked ray (world frame): its name, the face hit, per-face probability."""
-    mesh = load_mesh(workspace)
-    teacher_obj, features, info = _face_features(workspace, teacher)
-    face, _ = first_hit(mesh.vertices, mesh.faces, origin, direction)
-    if face < 0:
+@dataclass
+class ClickResult:
+    query: str               # what the selection is called: a label name, or "click"
+    hit_face: int            # the face under the first click (-1 for a box alone)
+    probability: np.ndarray  # (F,) float32
+    views: int               # views that voted (1 without cross-view prompting)
+
+
+def query_click(workspace: Workspace, prompt: ClickPrompt, teacher: str = "labels",
+                views: int = DEFAULT_CLICK_VIEWS) -> ClickResult:
+    """The object under clicks and a box given as world-frame rays.
+
+    With `sam`, SAM's decoder runs on features rendered from the mesh, in the clicked view and
+    in `views` training views turned towards the object. With `labels`, the labels of the faces
+    hit by the object clicks (and most often inside the box) are selected, minus those of the
+    background clicks."""
+    g = load_geometry(workspace)
+    ff = load_face_features(workspace, teacher)
+    cast = [g.hit(o, d) for o, d in zip(prompt.origins, prompt.directions)]
+    hits, depths = [face for face, _ in cast], np.array([t for _, t in cast], np.float64)
+    main_hit = next((h for h, label in zip(hits, prompt.labels) if label == 1), -1)
+    tolerance = 3 * mesh_voxel(workspace)
+    if prompt.box_origins is not None:
+        in_box = faces_in_box(g, prompt, tolerance)
+        if not in_box.any():
+            raise WorkerError("no_hit", "the box holds nothing of the mesh", "Drag the box around part of the mesh.")
+    elif main_hit < 0:
         raise WorkerError("no_hit", "nothing of the mesh under the cursor", "Click on the mesh.")
-    if isinstance(teacher_obj, SamFeatureTeacher):
-        probability = sam_click(teacher_obj.model, features, np.asarray(info["background"]), mesh.vertices,
-                                mesh.faces, origin, direction, tolerance=3 * mesh_voxel(workspace))
-        return "click", face, probability
-    name, probability = teacher_obj.query_face(face, features)
-    return name, face, probability.astype(np.float32)
+    if isinstance(ff.teacher, SamFeatureTeacher):
+        renderer = ViewRenderer(g, ff.features, ff.background, tolerance)
+        cameras = workspace.load_npz("cameras.npz")
+        eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
+        probability, used = sam_click(ff.teacher.model, renderer, prompt, eyes, views, depths)
+        return ClickResult("click", main_hit, probability, used)
+    label_of = ff.teacher.face_labels(ff.features)
+    wanted = {int(label_of[h]) for h, label in zip(hits, prompt.labels) if label == 1 and h >= 0}
+    if prompt.box_origins is not None:
+        wanted.add(int(np.bincount(label_of[in_box]).argmax()))
+    wanted -= {int(label_of[h]) for h, label in zip(hits, prompt.labels) if label == 0 and h >= 0}
+    if not wanted:
+        raise WorkerError("empty_selection", "the background clicks removed every object that was clicked",
+                          "Click on the object without Ctrl, or on another object.")
+    name, probability = ff.teacher.query_labels(sorted(wanted), ff.features)
+    return ClickResult(name, main_hit, probability.astype(np.float32), 1)
 
 
 def query_similar(workspace: Workspace, selected: np.ndarray, teacher: str = "labels") -> np.ndarray:
     """DFF's patch query: cosine similarity (clipped to [0, 1]) of every face's feature with the
     mean feature of the selected faces."""
-    teacher_obj, features, _ = _face_features(workspace, teacher)
-    if selected.shape != (len(features),):
-        raise WorkerError("bad_request", f"'selected' has shape {selected.shape}, the mesh has {len(features)} faces",
-                          "Send one boolean per face of the workspace's mesh.")
+    ff = load_face_features(workspace, teacher)
+    if selected.shape != (len(ff.features),):
+        raise WorkerError("bad_request", f"'selected' has shape {selected.shape}, the mesh has {len(ff.features)} "
+                          "faces", "Send one boolean per face of the workspace's mesh.")
     if not selected.any():
         raise WorkerError("empty_selection", "no faces are selected", "Select some faces first.")
-    embedded = teacher_obj.embed(features)
+    embedded = ff.teacher.embed(ff.features)
     embedded /= np.linalg.norm(embedded, axis=1, keepdims=True).clip(1e-8)
     mean = embedded[selected].mean(0)
     mean /= max(np.linalg.norm(mean), 1e-8)

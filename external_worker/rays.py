@@ -48,8 +48,8 @@ def pixel_rays(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int, width: 
 
     Returns origins and unit directions, each (H * W, 3), rows top to bottom."""
     fx, fy, cx, cy = intrinsics.tolist()
-    j, i = torch.meshgrid(torch.arange(width, dtype=torch.float32) + 0.5,
-                          torch.arange(height, dtype=torch.float32) + 0.5, indexing="xy")
+    j, i = torch.meshgrid(torch.arange(width, dtype=torch.float32, device=c2w.device) + 0.5,
+                          torch.arange(height, dtype=torch.float32, device=c2w.device) + 0.5, indexing="xy")
     dirs = torch.stack([(j - cx) / fx, -(i - cy) / fy, -torch.ones_like(j)], -1).reshape(-1, 3)
     dirs = dirs @ c2w[:3, :3].T
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)

@@ -119,6 +119,13 @@ class SamTeacher:
     def __init__(self, sam: Sam) -> None:
         self.sam = sam.eval()
         self.transform = ResizeLongestSide(SAM_IMAGE_SIZE)
+        self._dense_pe: torch.Tensor | None = None  # the same for every view: computed once
+
+    def dense_pe(self) -> torch.Tensor:
+        if self._dense_pe is None:
+            with torch.no_grad():
+                self._dense_pe = self.sam.prompt_encoder.get_dense_pe()
+        return self._dense_pe
 
     @property
     def device(self) -> torch.device:
@@ -184,7 +191,7 @@ class SamTeacher:
         prompt_points, prompt_box = self._prompts(image_size, points, point_labels, box)
         sparse, dense = self.sam.prompt_encoder(points=prompt_points, boxes=prompt_box, masks=None)
         low_res, scores = self.sam.mask_decoder(
-            image_embeddings=feats[None], image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            image_embeddings=feats[None], image_pe=self.dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
         input_size = ResizeLongestSide.get_preprocess_shape(image_size[0], image_size[1], SAM_IMAGE_SIZE)
         logits = self.sam.postprocess_masks(low_res, input_size, image_size)[0]

@@ -2,6 +2,7 @@
 
 A teacher says how wide the rendered feature is, gives supervision for the training views, the
 loss between rendered and teacher features, and how a text query reads the per-face features.
+Teachers with an image model (`encodes_images`) also supervise new views rendered by the NeRF.
 `make_teacher(name, dataset)` picks one; `TEACHER_TYPES[name].from_dict()` restores one from a workspace.
 """
 
@@ -39,6 +40,7 @@ class LabelsTeacher:
     query is a label name and reads the softmax probability of that label."""
 
     name = "labels"
+    encodes_images = False  # label maps exist for the dataset's own views only
 
     def __init__(self, class_ids: list[int], class_names: list[str]) -> None:
         self.class_ids = class_ids
@@ -100,11 +102,15 @@ class LabelsTeacher:
                               f"Known labels: {', '.join(self.class_names)}.")
         return self.embed(face_features)[:, names.index(wanted)]
 
-    def query_face(self, face: int, face_features: np.ndarray) -> tuple[str, np.ndarray]:
-        """The label of the clicked face and every face's probability of that label."""
-        probability = self.embed(face_features)
-        label = int(probability[face].argmax())
-        return self.class_names[label], probability[:, label]
+    def face_labels(self, face_features: np.ndarray) -> np.ndarray:
+        """The most probable label (index into class_names) of every face."""
+        return face_features.argmax(1)
+
+    def query_labels(self, labels: list[int], face_features: np.ndarray) -> tuple[str, np.ndarray]:
+        """Several labels at once (indices into class_names): their names joined with '+', and each
+        face's probability of belonging to any of them (DFF: p(M|x) summed over the set)."""
+        probability = self.embed(face_features)[:, labels].sum(1)
+        return "+".join(self.class_names[i] for i in labels), np.minimum(probability, 1.0)
 
     def embed(self, face_features: np.ndarray) -> np.ndarray:
         """Features in the space where similarity is measured: label probabilities."""
@@ -119,6 +125,7 @@ class SamFeatureTeacher:
 
     name = "sam"
     feature_dim = 256
+    encodes_images = True  # any view, rendered ones included
 
     def __init__(self, checkpoint: str) -> None:
         self.checkpoint = checkpoint
@@ -149,17 +156,28 @@ class SamFeatureTeacher:
     def from_dict(cls, d: dict) -> "SamFeatureTeacher":
         return cls(d["checkpoint"])
 
-    def targets(self, dataset: "Dataset", views: np.ndarray) -> PixelTargets:
-        """One ray through the centre of each feature cell that covers the image (not SAM's padding)."""
-        rows, cols = self.model.valid_feature_region(dataset.height, dataset.width)
-        resized = max(dataset.height, dataset.width) / 1024 * 16  # image pixels per feature cell
+    def image_targets(self, image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """One ray through the centre of each feature cell that covers an (H, W, 3) image (not
+        SAM's padding): its pixel position (row, col), float32 (P,), and SAM's feature there,
+        (P, 256) on the model's device."""
+        height, width = image.shape[:2]
+        rows, cols = self.model.valid_feature_region(height, width)
+        resized = max(height, width) / 1024 * 16  # image pixels per feature cell
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         row = ((r.ravel() + 0.5) * resized - 0.5).astype(np.float32)
         col = ((c.ravel() + 0.5) * resized - 0.5).astype(np.float32)
-        features = [self.model.encode(dataset.images[v])[0, :, :rows, :cols].reshape(256, -1).T.cpu() for v in views]
-        n = len(row)
-        return PixelTargets(np.repeat(views, n), np.tile(row, len(views)), np.tile(col, len(views)),
-                            torch.cat(features))
+        return row, col, self.model.encode(image)[0, :, :rows, :cols].reshape(256, -1).T
+
+    def targets(self, dataset: "Dataset", views: np.ndarray) -> PixelTargets:
+        """`image_targets` of each of the given dataset views."""
+        rows, cols, values = [], [], []
+        for v in views:
+            row, col, value = self.image_targets(dataset.images[v])
+            rows.append(row)
+            cols.append(col)
+            values.append(value.cpu())  # on the host: device memory stays bounded by one view
+        return PixelTargets(np.repeat(views, [len(row) for row in rows]), np.concatenate(rows), np.concatenate(cols),
+                            torch.cat(values))
 
     def loss(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.mse_loss(rendered, target)

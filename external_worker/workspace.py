@@ -15,15 +15,39 @@ import io
 import json
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from .errors import WorkerError
 
 STATE_VERSION = 1
+CACHED_FILES = 4  # per process: the mesh and one teacher's face features, with room to switch
+
+T = TypeVar("T")
+_cache: OrderedDict[tuple, Any] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def cached(path: Path, load: Callable[[Path], T]) -> T:
+    """`load(path)`, kept in memory while the file is unchanged (same size and modification
+    time): queries would otherwise re-read a mesh and 100+ MB of face features per click."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    value = load(path)
+    with _cache_lock:
+        _cache[key] = value
+        while len(_cache) > CACHED_FILES:
+            _cache.popitem(last=False)
+    return value
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Click select and Select Similar in real Blender (the bpy module, headless), against a
-scripted worker. The modal part of the click needs real mouse events, so its two pieces,
-finding the viewport under the mouse and the ray through a pixel, are tested on their own."""
+scripted worker. The modal part of the click needs real mouse events, so its pieces (finding
+the viewport under the mouse, the ray through a pixel, presses and releases becoming clicks
+and boxes) are tested on their own."""
 
 from __future__ import annotations
 
@@ -80,16 +81,21 @@ def deliver(worker: ArrayClient, reply: Reply) -> None:
 # --- click ------------------------------------------------------------------------------
 
 
+def ray(origin, direction, on_object=True) -> dict:
+    """A click as the operator's `clicks` and `box` take it (Blender wants every key)."""
+    return {"name": "", "origin": origin, "direction": direction, "on_object": on_object}
+
+
 def test_click_sends_the_ray_and_selects_the_label_under_it(worker):
     obj, n_faces = load_mesh(worker)
     index = face_index(obj)
-    assert bpy.ops.dff.click_select(origin=(0.1, 0.2, 5.0), direction=(0.0, 0.0, -2.0)) == {
-        'FINISHED'}
+    assert bpy.ops.dff.click_select(clicks=[ray((0.1, 0.2, 5.0), (0.0, 0.0, -2.0))]) == {'FINISHED'}
     sent = worker.sent[-1]
     assert sent.method == "query_click"
-    assert sent.params == {"workspace": WORKSPACE, "origin": pytest.approx([0.1, 0.2, 5.0]),
-                           "direction": [0.0, 0.0, -1.0], "teacher": "labels"}
-    assert all(type(value) is float for value in sent.params["origin"] + sent.params["direction"])
+    assert sent.params == {"workspace": WORKSPACE, "teacher": "labels", "clicks": [
+        {"origin": pytest.approx([0.1, 0.2, 5.0]), "direction": [0.0, 0.0, -1.0], "object": True}]}
+    click = sent.params["clicks"][0]
+    assert all(type(value) is float for value in click["origin"] + click["direction"])
 
     probability = np.random.default_rng(3).uniform(0.0, 1.0, n_faces)
     deliver(worker, probability_reply(probability, query="mug", hit_face=4))
@@ -99,6 +105,26 @@ def test_click_sends_the_ray_and_selects_the_label_under_it(worker):
     assert props.active_query == "mug" and "'mug': selected" in props.message
 
 
+def test_clicks_to_leave_out_and_a_box_are_sent_together(worker):
+    load_mesh(worker)
+    corners = [ray((x, y, 5.0), (0.0, 0.0, -1.0)) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1)), ray((0.5, 0, 5), (0, 0, -1), False)],
+                                    box=corners) == {'FINISHED'}
+    params = worker.sent[-1].params
+    assert [click["object"] for click in params["clicks"]] == [True, False]
+    assert [corner["origin"] for corner in params["box"]] == [
+        pytest.approx([x, y, 5.0]) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    with pytest.raises(RuntimeError, match="4 corner rays"):
+        bpy.ops.dff.click_select(box=corners[:2])
+
+
+def test_multi_view_reply_says_how_many_views_voted(worker):
+    obj, n_faces = load_mesh(worker)
+    bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))])
+    deliver(worker, probability_reply(np.ones(n_faces), query="click", hit_face=0, views=7))
+    assert bpy.context.scene.dff.message.endswith("(7 views)")
+
+
 def test_click_ray_is_sent_in_the_frame_of_a_moved_mesh(worker):
     obj, _ = load_mesh(worker)
     obj.location = (1.0, -2.0, 0.5)
@@ -106,24 +132,24 @@ def test_click_ray_is_sent_in_the_frame_of_a_moved_mesh(worker):
     obj.scale = (2.0, 2.0, 2.0)
     bpy.context.view_layer.update()
     origin, direction = Vector((4.0, 1.0, 3.0)), Vector((-1.0, 0.5, -1.0))
-    assert bpy.ops.dff.click_select(origin=origin, direction=direction) == {'FINISHED'}
+    assert bpy.ops.dff.click_select(clicks=[ray(origin, direction)]) == {'FINISHED'}
 
     # Two world points of the ray, taken to the mesh's frame, lie on the ray sent.
     to_local = obj.matrix_world.inverted()
     start, further = to_local @ origin, to_local @ (origin + direction)
-    params = worker.sent[-1].params
-    assert params["origin"] == pytest.approx(list(start), abs=1e-5)
-    assert params["direction"] == pytest.approx(list((further - start).normalized()), abs=1e-5)
+    click = worker.sent[-1].params["clicks"][0]
+    assert click["origin"] == pytest.approx(list(start), abs=1e-5)
+    assert click["direction"] == pytest.approx(list((further - start).normalized()), abs=1e-5)
 
 
 def test_click_beside_the_mesh_leaves_the_selection(worker):
     obj, n_faces = load_mesh(worker)
     probability = np.linspace(0.0, 1.0, n_faces)
-    assert bpy.ops.dff.click_select(origin=(0, 0, 5), direction=(0, 0, -1)) == {'FINISHED'}
+    assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))]) == {'FINISHED'}
     deliver(worker, probability_reply(probability, query="mug", hit_face=0))
     before = edit_mode_selection(obj)
 
-    assert bpy.ops.dff.click_select(origin=(0, 0, 5), direction=(0, 0, 1)) == {'FINISHED'}
+    assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, 1))]) == {'FINISHED'}
     deliver(worker, Reply.failure("no_hit", "nothing of the mesh under the cursor",
                                   "Click on the mesh."))
     props = bpy.context.scene.dff
@@ -134,11 +160,57 @@ def test_click_beside_the_mesh_leaves_the_selection(worker):
 
 def test_click_reply_without_a_label_is_an_error(worker):
     obj, n_faces = load_mesh(worker)
-    assert bpy.ops.dff.click_select(origin=(0, 0, 5), direction=(0, 0, -1)) == {'FINISHED'}
+    assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))]) == {'FINISHED'}
     deliver(worker, probability_reply(np.ones(n_faces), query="  ", hit_face=0))
     props = bpy.context.scene.dff
     assert props.error_code == "apply_failed" and "query is empty" in props.error
     assert not props.active_query and not obj.vertex_groups
+
+
+def test_cancelling_takes_back_what_the_click_selected(worker):
+    from blender_dff.selection import clear_query
+
+    obj, n_faces = load_mesh(worker)
+    bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))])
+    deliver(worker, probability_reply(np.ones(n_faces), query="mug", hit_face=0))
+    assert edit_mode_selection(obj).all()
+    clear_query(bpy.context, obj, "mug")
+    props = bpy.context.scene.dff
+    assert not any(p.select for p in obj.data.polygons)
+    assert "mug" not in obj.vertex_groups and "dff_mug" not in obj.data.attributes
+    assert props.active_query == ""
+
+
+@pytest.mark.parametrize("events, clicks, box", [
+    ([((10, 10), (11, 12), {})], [((11, 12), True)], None),  # a click (a little jitter is no drag)
+    ([((10, 10), (10, 10), {}), ((30, 30), (30, 30), {"add": True})], [((10, 10), True), ((30, 30), True)], None),
+    ([((10, 10), (10, 10), {}), ((30, 30), (30, 30), {"leave_out": True})],
+     [((10, 10), True), ((30, 30), False)], None),
+    ([((10, 10), (10, 10), {}), ((30, 30), (30, 30), {})], [((30, 30), True)], None),  # a new click starts over
+    ([((10, 10), (10, 10), {}), ((5, 5), (60, 40), {})], [], ((5, 5), (60, 40))),  # a drag replaces the clicks
+    ([((10, 10), (10, 10), {}), ((5, 5), (60, 40), {"add": True})], [((10, 10), True)], ((5, 5), (60, 40))),
+])
+def test_presses_and_releases_become_clicks_and_boxes(addon, events, clicks, box):
+    from blender_dff.click_tool import PromptBuilder
+
+    prompt = PromptBuilder()
+    for start, end, modifiers in events:
+        prompt.press(start)
+        assert prompt.release(end, add=modifiers.get("add", False), leave_out=modifiers.get("leave_out", False))
+    assert prompt.clicks == clicks and prompt.box == box
+    assert not prompt.release((0, 0), add=False, leave_out=False)  # a release without a press
+    if box:
+        assert prompt.box_corners() == [(5, 5), (60, 5), (60, 40), (5, 40)]
+
+
+def test_only_clicks_to_leave_out_are_no_prompt(addon):
+    from blender_dff.click_tool import PromptBuilder
+
+    prompt = PromptBuilder(clicks=[((3, 3), False)])
+    assert not prompt.has_object()
+    prompt.press((4, 4))
+    prompt.release((4, 4), add=True, leave_out=False)
+    assert prompt.has_object()
 
 
 # --- select similar ---------------------------------------------------------------------
@@ -188,7 +260,7 @@ def test_select_similar_needs_a_selection(worker):
 
 
 @pytest.mark.parametrize("call, expected", [
-    (lambda: bpy.ops.dff.click_select(origin=(0, 0, 1), direction=(0, 0, -1)), "no DFF mesh yet"),
+    (lambda: bpy.ops.dff.click_select(clicks=[ray((0, 0, 1), (0, 0, -1))]), "no DFF mesh yet"),
     (lambda: bpy.ops.dff.select_similar(), "no DFF mesh yet"),
 ])
 def test_operators_need_the_dff_mesh(worker, call, expected):
@@ -200,7 +272,7 @@ def test_operators_need_the_dff_mesh(worker, call, expected):
 def test_click_without_direction_is_refused(worker):
     load_mesh(worker)
     with pytest.raises(RuntimeError, match="no direction"):
-        bpy.ops.dff.click_select(origin=(0, 0, 1), direction=(0, 0, 0))
+        bpy.ops.dff.click_select(clicks=[ray((0, 0, 1), (0, 0, 0))])
     assert [sent.method for sent in worker.sent] == ["get_mesh"]
 
 
@@ -213,7 +285,7 @@ def viewport(screen: bpy.types.Screen) -> tuple[bpy.types.Area, bpy.types.Region
 
 
 def test_viewport_under_the_mouse(addon):
-    from blender_dff.operators import viewport_at
+    from blender_dff.click_tool import viewport_at
 
     screen = bpy.context.window.screen
     area, window = viewport(screen)
@@ -239,7 +311,7 @@ def orthographic_view(region: bpy.types.Region) -> SimpleNamespace:
 
 @pytest.mark.parametrize("projection", ["perspective", "orthographic"])
 def test_click_ray_passes_through_the_clicked_point(addon, projection):
-    from blender_dff.operators import click_ray
+    from blender_dff.click_tool import click_ray
 
     area, region = viewport(bpy.context.window.screen)
     rv3d = area.spaces.active.region_3d  # the startup file's perspective view

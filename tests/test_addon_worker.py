@@ -213,7 +213,7 @@ def test_click_then_select_similar(addon, tiny_scene, trained_workspace, label_n
             for label in label_names}
     unhidden = [label for label, face in hits.items() if face >= 0 and ground_truth["face_labels"][face] == label]
     label = max(unhidden, key=area.get)
-    bpy.ops.dff.click_select(origin=eye, direction=centres[label] - eye)
+    bpy.ops.dff.click_select(clicks=[{"name": "", "origin": eye, "direction": centres[label] - eye, "on_object": True}])
     pump_until(lambda: props.active_query or props.error, seconds=120)
     assert props.active_query == label_names[label], (props.error, props.message)
     bpy.ops.object.mode_set(mode='OBJECT')

@@ -1,4 +1,5 @@
-"""Queries on a trained workspace: click (the object under a ray) and select similar (DFF patch query)."""
+"""Queries on a trained workspace: clicks and boxes (the object under them, carried across views)
+and select similar (DFF patch query)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import trimesh
 
 from external_worker import pipeline
+from external_worker.click import ClickPrompt, ViewRenderer, sam_click
 from external_worker.errors import WorkerError
-from external_worker.evaluation import nearest_ground_truth_labels
+from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels
 from external_worker.handlers import make_handlers
 from external_worker.raycast import first_hit
 from external_worker.workspace import Workspace
@@ -39,31 +41,115 @@ def scene_parts(trained_workspace, tiny_scene, ground_truth):
     return ws, tm, truth, camera[:3, 3]
 
 
-def test_click_selects_the_object_under_the_cursor(scene_parts, label_names, ground_truth):
+def visible_objects(tm: trimesh.Trimesh, truth: np.ndarray, eye: np.ndarray) -> dict[int, np.ndarray]:
+    """For each object whose centre the camera at `eye` sees unhidden: the point to click at."""
+    targets = {}
+    for label in np.unique(truth):
+        centre = tm.triangles_center[truth == label].mean(0)
+        face, _ = first_hit(tm.vertices, tm.faces, eye, centre - eye)
+        if face >= 0 and truth[face] == label:
+            targets[int(label)] = centre
+    return targets
+
+
+def click(eye: np.ndarray, target: np.ndarray, on_object: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    return eye, target - eye, int(on_object)
+
+
+def prompt(*clicks, box=None) -> ClickPrompt:
+    origins, directions, labels = zip(*clicks) if clicks else ((), (), ())
+    return ClickPrompt(np.array(origins).reshape(-1, 3), np.array(directions).reshape(-1, 3), np.array(labels),
+                       *(box if box is not None else (None, None)))
+
+
+def test_click_selects_the_object_under_the_cursor(scene_parts, label_names):
     ws, tm, truth, eye = scene_parts
-    checked = 0
-    for label, name in label_names.items():
-        target = ground_truth["vertices"][np.unique(ground_truth["faces"][ground_truth["face_labels"] == label])].mean(0)
-        try:
-            query, face, probability = pipeline.query_click(ws, eye, target - eye)
-        except WorkerError as error:  # a thin part the coarse test mesh lacks (the cone's tip)
-            assert error.code == "no_hit"
-            continue
-        if truth[face] != label:  # another object hides this one from the first camera
-            continue
-        assert query == name
-        chosen = probability > 0.5
+    targets = visible_objects(tm, truth, eye)
+    assert targets
+    for label, target in targets.items():
+        result = pipeline.query_click(ws, prompt(click(eye, target)))
+        assert result.query == label_names[label] and truth[result.hit_face] == label
+        chosen = result.probability > 0.5
         assert tm.area_faces[chosen & (truth == label)].sum() > 0.9 * tm.area_faces[chosen].sum()
         assert tm.area_faces[chosen & (truth == label)].sum() > 0.9 * tm.area_faces[truth == label].sum()
-        checked += 1
-    assert checked >= 1
+
+
+def test_more_clicks_add_objects_and_background_clicks_remove_them(scene_parts, label_names):
+    ws, tm, truth, eye = scene_parts
+    targets = visible_objects(tm, truth, eye)
+    if len(targets) < 2:
+        pytest.skip("the first camera sees fewer than two objects unhidden")
+    (a, at), (b, bt) = list(targets.items())[:2]
+    both = pipeline.query_click(ws, prompt(click(eye, at), click(eye, bt)))
+    assert both.query == "+".join(sorted([label_names[a], label_names[b]], key=list(label_names.values()).index))
+    chosen = both.probability > 0.5
+    assert tm.area_faces[chosen & ((truth == a) | (truth == b))].sum() > 0.9 * tm.area_faces[chosen].sum()
+    assert (chosen & (truth == a)).any() and (chosen & (truth == b)).any()
+    only_a = pipeline.query_click(ws, prompt(click(eye, at), click(eye, bt, on_object=False)))
+    assert only_a.query == label_names[a]
+    with pytest.raises(WorkerError) as error:
+        pipeline.query_click(ws, prompt(click(eye, at), click(eye, at, on_object=False)))
+    assert error.value.code == "empty_selection"
+
+
+def test_a_box_selects_the_object_filling_it(scene_parts, label_names):
+    ws, tm, truth, eye = scene_parts
+    label, target = next(iter(visible_objects(tm, truth, eye).items()))
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    right = np.cross(forward, [0, 0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    half = 0.02 * np.linalg.norm(target - eye)  # a small box around the object's centre
+    corners = [target + half * (sx * right + sy * up) for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    box = (np.repeat(eye[None], 4, 0), np.array(corners) - eye)
+    assert pipeline.query_click(ws, prompt(box=box)).query == label_names[label]
+    away = (np.repeat(eye[None], 4, 0), -(np.array(corners) - eye))
+    with pytest.raises(WorkerError) as error:
+        pipeline.query_click(ws, prompt(box=away))
+    assert error.value.code == "no_hit"
 
 
 def test_click_on_empty_space_says_so(scene_parts):
     ws, _, _, eye = scene_parts
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(ws, eye, eye)  # looking away from the scene
+        pipeline.query_click(ws, prompt(click(eye, 2 * eye)))  # looking away from the scene
     assert error.value.code == "no_hit"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ClickPrompt(np.zeros((1, 3)), np.zeros((1, 3)), np.array([1])), "no direction"),
+    (lambda: ClickPrompt(np.zeros((1, 3)), np.ones((1, 3)), np.array([0])), "only background clicks"),
+    (lambda: ClickPrompt(np.zeros((1, 3)), np.ones((1, 3)), np.array([2])), "must be 1 .object. or 0"),
+    (lambda: ClickPrompt(np.zeros((2, 3)), np.ones((1, 3)), np.array([1, 1])), "2 click origins, 1 directions"),
+    (lambda: ClickPrompt(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros((2, 3)), np.ones((2, 3))),
+     "needs 4 corner rays"),
+])
+def test_bad_prompts_are_refused(make, message):
+    with pytest.raises(WorkerError, match=message) as error:
+        make()
+    assert error.value.code == "bad_prompt"
+
+
+def test_carrying_a_click_to_other_views_selects_the_back_side(scene_parts):
+    """With an ideal 2D segmenter in place of SAM's decoder, one view sees only the front of an
+    object; voting over views turned towards it selects nearly all of it."""
+    ws, tm, truth, eye = scene_parts
+    ff = pipeline.load_face_features(ws, "labels")
+    renderer = ViewRenderer(pipeline.load_geometry(ws), ff.features, ff.background, 3 * pipeline.mesh_voxel(ws))
+    cameras = ws.load_npz("cameras.npz")
+    eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
+    oracle = LabelOracle(ff.background)
+    for label, target in visible_objects(tm, truth, eye).items():
+        obj = truth == label
+
+        def iou(views: int) -> tuple[float, int]:
+            probability, used = sam_click(oracle, renderer, prompt(click(eye, target)), eyes, views)
+            chosen = probability > 0.5
+            return tm.area_faces[chosen & obj].sum() / tm.area_faces[chosen | obj].sum(), used
+
+        (single, one), (multi, used) = iou(0), iou(8)
+        assert one == 1 and used > 4
+        assert single < 0.75 and multi > 0.85 and multi > single + 0.2, (label, single, multi)
 
 
 def test_select_similar_grows_to_the_whole_object(scene_parts, label_names):
@@ -81,11 +167,34 @@ def test_select_similar_grows_to_the_whole_object(scene_parts, label_names):
 
 def test_wire_methods_check_their_inputs(trained_workspace):
     handlers = make_handlers()
+    ws = str(trained_workspace)
+    good = {"origin": [0, 0, 5], "direction": [0, 0, -1]}
     with pytest.raises(WorkerError, match="3 finite numbers"):
-        handlers["query_click"]({"workspace": str(trained_workspace), "origin": [0, 0], "direction": [0, 0, 1]}, {}, None)
-    with pytest.raises(WorkerError, match="non-zero"):
-        handlers["query_click"]({"workspace": str(trained_workspace), "origin": [0, 0, 0], "direction": [0, 0, 0]}, {}, None)
+        handlers["query_click"]({"workspace": ws, "clicks": [{"origin": [0, 0], "direction": [0, 0, 1]}]}, {}, None)
+    with pytest.raises(WorkerError, match="no direction"):
+        handlers["query_click"]({"workspace": ws, "clicks": [{"origin": [0, 0, 0], "direction": [0, 0, 0]}]}, {}, None)
+    with pytest.raises(WorkerError, match="list of 1 to 64"):
+        handlers["query_click"]({"workspace": ws, "clicks": []}, {}, None)
+    with pytest.raises(WorkerError, match="list of 1 to 64"):
+        handlers["query_click"]({"workspace": ws, "clicks": [good] * 65}, {}, None)
+    with pytest.raises(WorkerError, match="true or false"):
+        handlers["query_click"]({"workspace": ws, "clicks": [{**good, "object": 1}]}, {}, None)
+    with pytest.raises(WorkerError, match="'views' must be an integer"):
+        handlers["query_click"]({"workspace": ws, "clicks": [good], "views": 99}, {}, None)
     with pytest.raises(WorkerError, match="1-D bool"):
-        handlers["query_similar"]({"workspace": str(trained_workspace)}, {"selected": np.zeros(3, np.float32)}, None)
+        handlers["query_similar"]({"workspace": ws}, {"selected": np.zeros(3, np.float32)}, None)
     with pytest.raises(WorkerError, match="the mesh has"):
-        handlers["query_similar"]({"workspace": str(trained_workspace)}, {"selected": np.ones(3, bool)}, None)
+        handlers["query_similar"]({"workspace": ws}, {"selected": np.ones(3, bool)}, None)
+
+
+def test_a_new_mesh_is_read_again_not_served_from_memory(trained_workspace, tmp_path):
+    import shutil
+
+    ws = Workspace(shutil.copytree(trained_workspace, tmp_path / "ws"))
+    before = pipeline.load_geometry(ws)
+    assert pipeline.load_geometry(ws) is before  # unchanged file: kept in memory
+    arrays = ws.load_npz(pipeline.MESH_FILE)
+    arrays["vertices"] = arrays["vertices"] + 1.0
+    ws.save_npz(pipeline.MESH_FILE, **arrays)
+    after = pipeline.load_geometry(ws)
+    assert np.allclose(after.vertices, before.vertices + 1.0)

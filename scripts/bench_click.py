@@ -1,0 +1,218 @@
+"""Benchmark clicks on a trained workspace of a generated scene (make_scene.py, exact ground truth).
+
+Prints:
+  1. `labels` teacher: one click per object from a held-out camera -> per-face IoU of the whole
+     object against ground truth (area-weighted), and the click latency.
+  2. The 3D part of a SAM click with an ideal 2D segmenter (masks read off the label features):
+     per-object IoU from the clicked view alone and carried to --views training views.
+  3. SAM click latency (click -> per-face probability), single view and multi-view, with SAM's
+     real-size decoder (the checkpoint's, or vit_b's architecture with random weights).
+  4. Feature map for a new view: mesh splatting (SAN eq. 7, what clicks use) and volume
+     rendering (eq. 6) against SAM's image encoder on one image (SAN reports 52x on a V100).
+  5. SAN's mask protocol: a 5 x 5 grid of clicks on every held-out view, SAM's decoder on the
+     rendered features vs on the encoder's features, mean mask IoU (SAN: 0.822). Meaningful
+     only with --sam-checkpoint; without one the tiny random model runs and the figure is
+     wiring only.
+
+The workspace needs the labels teacher trained (bench_pipeline.py leaves one). The `sam`
+feature field is distilled into it first when missing (--sam-checkpoint, or the tiny model).
+
+    python scripts/bench_click.py --scene SCENE --workspace WS [--sam-checkpoint sam_vit_h.pth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from external_worker import pipeline  # noqa: E402
+from external_worker.click import ClickPrompt, ViewRenderer, sam_click  # noqa: E402
+from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels  # noqa: E402
+from external_worker.features import FeatureConfig, load_features, quadrature_samples  # noqa: E402
+from external_worker.nerf_training import device, load_field  # noqa: E402
+from external_worker.progress import SilentReporter, TqdmReporter  # noqa: E402
+from external_worker.raycast import first_hit  # noqa: E402
+from external_worker.sam_teacher import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402
+from external_worker.workspace import Workspace  # noqa: E402
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls after one warm-up, and the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def object_clicks(geometry, truth: np.ndarray, eyes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each object, a click (origin, direction) at the point of its surface nearest to its
+    centre (a torus' centre is empty space), from the first held-out camera that sees it."""
+    clicks = {}
+    for label in np.unique(truth):
+        on_object = geometry.centroids[truth == label]
+        centre = on_object[np.argmin(np.linalg.norm(on_object - on_object.mean(0), axis=1))]
+        for eye in eyes:
+            face, _ = first_hit(geometry.vertices, geometry.faces, eye, centre - eye)
+            if face >= 0 and truth[face] == label:
+                clicks[int(label)] = (eye, centre - eye)
+                break
+    return clicks
+
+
+def iou(selected: np.ndarray, truth: np.ndarray, area: np.ndarray) -> float:
+    return float(area[selected & truth].sum() / max(area[selected | truth].sum(), 1e-12))
+
+
+def real_size_decoder(checkpoint: str) -> tuple[SamTeacher, str]:
+    """SAM with the checkpoint's weights, else vit_b's architecture with random weights: the
+    decoder is the same size for every model type, so its timing holds."""
+    from segment_anything import sam_model_registry
+
+    from external_worker.sam_teacher import load_sam
+
+    if checkpoint and checkpoint != "tiny":
+        return SamTeacher(load_sam(Path(checkpoint)).to(device())), checkpoint
+    return SamTeacher(sam_model_registry["vit_b"]().to(device())), "vit_b architecture, random weights"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", type=Path, required=True, help="make_scene.py output (ground truth)")
+    parser.add_argument("--workspace", type=Path, required=True, help="workspace trained on it (labels teacher)")
+    parser.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint (default: tiny model)")
+    parser.add_argument("--views", type=int, default=pipeline.DEFAULT_CLICK_VIEWS, help="views a click is carried to")
+    parser.add_argument("--sam-steps", type=int, default=600, help="distillation steps when the sam field is missing")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per latency figure")
+    parser.add_argument("--encoders", default="vit_b,vit_h", help="SAM encoders to time without a checkpoint")
+    args = parser.parse_args()
+
+    ws = Workspace(args.workspace)
+    geometry = pipeline.load_geometry(ws)
+    area = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False).area_faces
+    with np.load(args.scene / "ground_truth.npz") as gt:
+        truth = nearest_ground_truth_labels(geometry.centroids, gt["vertices"], gt["faces"], gt["face_labels"])
+    cameras = ws.load_npz("cameras.npz")
+    train_eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
+    test_eyes = cameras["c2w"][cameras["split"] == "test"][:, :3, 3]
+    clicks = object_clicks(geometry, truth, test_eyes)
+    labels = pipeline.load_face_features(ws, "labels")
+    names = dict(zip(labels.teacher.class_ids, labels.teacher.class_names))
+    print(f"device: {device()}  mesh: {len(geometry.faces):,} faces  objects clicked: {len(clicks)} of {len(names)}")
+
+    # 1. labels teacher: one click selects the object
+    print("\n1. labels teacher, one click per object from a held-out view: per-face IoU")
+    ious, seconds = [], []
+    for label, (eye, direction) in clicks.items():
+        t, result = timed(lambda: pipeline.query_click(ws, ClickPrompt.single(eye, direction), "labels"), args.repeats)
+        ious.append(iou(result.probability > 0.5, truth == label, area))
+        seconds.append(t)
+        print(f"  {names[label]:>10}: IoU {ious[-1]:.4f}  ({t * 1000:.0f} ms)")
+    print(f"  mIoU {np.mean(ious):.4f}   click latency median {np.median(seconds) * 1000:.0f} ms")
+
+    # 2. the 3D part of a SAM click, with perfect 2D masks
+    print(f"\n2. ideal 2D segmenter: IoU of the clicked view alone vs carried to {args.views} views")
+    renderer = ViewRenderer(geometry, labels.features, labels.background, 3 * pipeline.mesh_voxel(ws))
+    oracle = LabelOracle(labels.background)
+    single, multi = [], []
+    for label, (eye, direction) in clicks.items():
+        prompt = ClickPrompt.single(eye, direction)
+        one = sam_click(oracle, renderer, prompt, train_eyes, 0)[0]
+        many, used = sam_click(oracle, renderer, prompt, train_eyes, args.views)
+        single.append(iou(one > 0.5, truth == label, area))
+        multi.append(iou(many > 0.5, truth == label, area))
+        print(f"  {names[label]:>10}: one view {single[-1]:.4f}   {used} views {multi[-1]:.4f}")
+    print(f"  mIoU one view {np.mean(single):.4f}   multi-view {np.mean(multi):.4f}")
+
+    # 3. SAM click latency
+    if not ws.stage("face_features_sam").get("done"):
+        print(f"\n(distilling the sam teacher into {ws.root}: {args.sam_checkpoint or 'tiny'}, {args.sam_steps} steps)")
+        scene = pipeline.open_scene(ws)
+        teacher = pipeline.make_teacher("sam", scene.dataset, args.sam_checkpoint or "tiny")
+        pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=args.sam_steps), TqdmReporter())
+    sam = pipeline.load_face_features(ws, "sam")
+    decoder, decoder_name = real_size_decoder(args.sam_checkpoint)
+    sam_renderer = ViewRenderer(geometry, sam.features, sam.background, 3 * pipeline.mesh_voxel(ws))
+    print(f"\n3. SAM click latency (decoder: {decoder_name}), median of {args.repeats} x {len(clicks)} clicks")
+    for views in (0, args.views):
+        times = []
+        for eye, direction in clicks.values():
+            t, (_, used) = timed(lambda: sam_click(decoder, sam_renderer, ClickPrompt.single(eye, direction),
+                                                   train_eyes, views), args.repeats)
+            times.append(t)
+        label = "single view" if views == 0 else f"carried to {views} views"
+        print(f"  {label:>22}: {np.median(times) * 1000:.0f} ms")
+
+    # 4. rendering a feature map vs running the image encoder
+    print("\n4. one 64 x 64 feature map: rendering vs SAM's image encoder")
+    field, grid = load_field(ws)
+    model, _ = load_features(ws, "sam")
+    scene = pipeline.open_scene(ws)
+    c2w_world = cameras["c2w"][cameras["split"] == "test"][0]
+    k = cameras["intrinsics"][cameras["split"] == "test"][0]
+    height, width = scene.dataset.height, scene.dataset.width
+    cell = max(height, width) / SAM_FEATURE_SIZE  # image pixels per feature cell
+    rows, cols = int(np.ceil(height / cell)), int(np.ceil(width / cell))
+    splat_time, _ = timed(lambda: sam_renderer.feature_map(c2w_world, k / cell, rows, cols), args.repeats)
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    dev = device()
+    c2w_norm = torch.from_numpy(scene.frame.normalise_poses(c2w_world[None])).to(dev)
+    k_t = torch.from_numpy(k[None].astype(np.float32)).to(dev)
+    view = torch.zeros(rows * cols, dtype=torch.long, device=dev)
+    row_t = torch.from_numpy(((r.ravel() + 0.5) * cell - 0.5).astype(np.float32)).to(dev)
+    col_t = torch.from_numpy(((c.ravel() + 0.5) * cell - 0.5).astype(np.float32)).to(dev)
+
+    @torch.no_grad()
+    def volume() -> torch.Tensor:
+        points, weights = quadrature_samples(field, grid, c2w_norm, k_t, view, row_t, col_t, 4, SilentReporter())
+        return model.render(points, weights)
+
+    volume_time, _ = timed(volume, args.repeats)
+    image = torch.rand(1024, 1024, 3, device=dev)
+    encoders = [(decoder_name, decoder)] if args.sam_checkpoint and args.sam_checkpoint != "tiny" else []
+    if not encoders:
+        from segment_anything import sam_model_registry
+
+        encoders = [(f"{t} (random weights)", SamTeacher(sam_model_registry[t]().to(dev))) for t in args.encoders.split(",")]
+    print(f"  mesh splatting (eq. 7): {splat_time * 1000:.1f} ms   volume rendering (eq. 6): {volume_time * 1000:.1f} ms")
+    for name, teacher in encoders:
+        encoder_time, _ = timed(lambda: teacher.encode(image), max(1, args.repeats // 2))
+        print(f"  encoder {name}: {encoder_time * 1000:.0f} ms   -> splatting is {encoder_time / splat_time:.0f}x "
+              f"faster, volume rendering {encoder_time / volume_time:.0f}x")
+        del teacher
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+    # 5. SAN's protocol: decoder on rendered vs teacher features, 5 x 5 clicks per held-out view
+    teacher = sam.teacher.model
+    what = "" if args.sam_checkpoint and args.sam_checkpoint != "tiny" else " [tiny random model: wiring only]"
+    test_views = np.flatnonzero(scene.dataset.split == "test")
+    scores = []
+    for v in tqdm(test_views, desc="mask IoU vs teacher", leave=False):
+        encoded = teacher.encode(scene.dataset.images[v])[0]
+        rendered = sam_renderer.feature_map(scene.dataset.c2w[v], scene.dataset.intrinsics[v] / cell, rows, cols)
+        for y in (np.arange(5) + 0.5) * height / 5:
+            for x in (np.arange(5) + 0.5) * width / 5:
+                point = np.array([[x, y]])
+                a = teacher.decode(encoded, (height, width), point, np.array([1]))[0][0]
+                b = teacher.decode(rendered.to(teacher.device), (height, width), point, np.array([1]))[0][0]
+                scores.append((a & b).sum() / max((a | b).sum(), 1))
+    print(f"\n5. mask IoU, decoder on rendered vs teacher features (5 x 5 clicks x {len(test_views)} held-out "
+          f"views): {np.mean(scores):.3f}{what}")
+
+
+if __name__ == "__main__":
+    main()
