@@ -38,22 +38,33 @@ MIN_AGREEMENT = 0.5      # IoU with the faces earlier views decided, under which
 
 @dataclass
 class Geometry:
-    """A mesh as the click code needs it: triangles' centroids and unit normals."""
+    """A mesh as the click code needs it: triangles' centroids, unit normals and bounding radii."""
 
     vertices: np.ndarray
     faces: np.ndarray
     centroids: np.ndarray
     normals: np.ndarray
+    radii: np.ndarray  # farthest vertex from the centroid, per face
 
     @classmethod
     def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "Geometry":
         tri = vertices[faces]
+        centroids = tri.mean(1)
         normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
-        return cls(vertices, faces, tri.mean(1), normals)
+        radii = np.linalg.norm(tri - centroids[:, None], axis=2).max(1)
+        return cls(vertices, faces, centroids, normals, radii)
 
     def hit(self, origin: np.ndarray, direction: np.ndarray) -> tuple[int, float]:
-        return first_hit(self.vertices, self.faces, origin, direction)
+        """First face the ray hits and its distance ((-1, inf) for none). Only faces whose bounding
+        sphere the ray's line passes through are tested, a few hundred of a mesh's 100k+."""
+        direction = _unit(np.asarray(direction, np.float64)[None], "click")[0]
+        to_centroid = self.centroids - np.asarray(origin, np.float64)
+        along = to_centroid @ direction
+        off_line = np.einsum("ij,ij->i", to_centroid, to_centroid) - along ** 2
+        near = np.flatnonzero(off_line <= self.radii ** 2 * 1.0001)
+        face, distance = first_hit(self.vertices, self.faces[near], origin, direction)
+        return (int(near[face]), distance) if face >= 0 else (-1, distance)
 
 
 @dataclass
@@ -162,12 +173,14 @@ class ViewRenderer:
         cells = SAM_FEATURE_SIZE
         g = self.geometry
         visible, pixel = visible_faces(g.centroids, g.normals, c2w, cell_intrinsics, rows, cols, self.tolerance)
-        out = np.tile(self.background, (cells, cells, 1))
         faces = np.flatnonzero(visible)
         depth = np.linalg.norm(g.centroids[faces] - c2w[:3, 3], axis=1)
-        nearest_last = faces[np.argsort(-depth)]  # later writes win: the nearest face per cell
-        out[pixel[nearest_last] // cols, pixel[nearest_last] % cols] = self.face_features[nearest_last]
-        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+        by_depth = faces[np.argsort(depth)]
+        cell, first = np.unique(pixel[by_depth], return_index=True)  # the nearest face of each cell
+        out = np.empty((self.background.shape[0], cells, cells), np.float32)
+        out[:] = self.background[:, None, None]
+        out[:, cell // cols, cell % cols] = self.face_features[by_depth[first]].T
+        return torch.from_numpy(out)
 
     def mask_faces(self, teacher: SamTeacher, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],
                    points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
