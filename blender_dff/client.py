@@ -74,6 +74,7 @@ class WorkerClient:
         token: str | None = None,
         command: list[str] | None = None,
         startup_timeout: float = 120.0,
+        offline: bool = False,
     ) -> None:
         self._local = host is None
         if not self._local and (port is None or not token):
@@ -85,6 +86,7 @@ class WorkerClient:
         self._token = token if token else secrets.token_urlsafe(32)
         self._command = command
         self._startup_timeout = startup_timeout
+        self._offline = offline
 
         self._lock = threading.Lock()
         self._state = "idle"
@@ -264,6 +266,8 @@ class WorkerClient:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (self._worker_path, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        if self._offline:  # the user has not allowed online access: no model downloads
+            env["HF_HUB_OFFLINE"] = "1"
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
         with self._lock:
             if self._state != "starting":

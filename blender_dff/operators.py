@@ -186,6 +186,11 @@ class DFF_OT_train(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
         }
         if props.teacher == 'sam':
             params["sam_checkpoint"] = bpy.path.abspath(props.sam_checkpoint)
+        if props.teacher == 'clip':
+            params["clip_model"] = props.clip_model.strip()
+            pretrained = props.clip_pretrained.strip()
+            is_file = pretrained.startswith("//") or any(sep in pretrained for sep in "/\\")
+            params["clip_pretrained"] = bpy.path.abspath(pretrained) if is_file else pretrained
         worker_session.session().submit(
             context, "train", params,
             on_done=reply_handler(context.scene, _apply_training, ends_training=True),
@@ -255,9 +260,16 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
         def apply(ctx: bpy.types.Context, reply: Reply) -> str:
             return selection.apply_query(ctx, query, reply)
 
-        worker_session.session().submit(
-            context, "query_text", {"workspace": workspace(props), "text": query, "teacher": props.teacher},
-            on_done=reply_handler(context.scene, apply))
+        params = {"workspace": workspace(props), "text": query, "teacher": props.teacher}
+        if props.text_mode == 'LABEL_SET':
+            if not props.label_set.strip():
+                raise UserError("the label set is empty: type the scene's labels, e.g. "
+                                "'chair, table, floor, wall', or compare with negatives")
+            params["label_set"] = props.label_set
+        else:
+            params["negatives"] = props.negatives
+        worker_session.session().submit(context, "query_text", params,
+                                        on_done=reply_handler(context.scene, apply))
         props.show_message(f"Querying '{query}'...")
         return {'FINISHED'}
 
@@ -327,6 +339,26 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
         return {'FINISHED'}
 
 
+class DFF_OT_show_heat_map(bpy.types.Operator):
+    """Show the latest query's heat map: Solid shading coloured by the active colour attribute
+    (click again for the usual shading)"""
+
+    bl_idname = "dff.show_heat_map"
+    bl_label = "Show Heat Map"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == 'VIEW_3D'
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        shading = context.space_data.shading
+        if shading.type == 'SOLID' and shading.color_type == 'ATTRIBUTE':
+            shading.color_type = 'MATERIAL'
+        else:
+            shading.type, shading.color_type = 'SOLID', 'ATTRIBUTE'
+        return {'FINISHED'}
+
+
 class DFF_OT_separate(bpy.types.Operator):
     """Move the selected faces of the DFF mesh into a new object named after the query"""
 
@@ -350,7 +382,7 @@ class DFF_OT_separate(bpy.types.Operator):
         return {'FINISHED'}
 
 
-_CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel,
+_CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel, DFF_OT_show_heat_map,
             DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_separate)
 
 register, unregister = bpy.utils.register_classes_factory(_CLASSES)

@@ -74,6 +74,9 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         settings.prop(props, "teacher")
         if props.teacher == 'sam':
             settings.prop(props, "sam_checkpoint")
+        elif props.teacher == 'clip':
+            settings.prop(props, "clip_model")
+            settings.prop(props, "clip_pretrained")
         settings.prop(props, "nerf_steps")
         settings.prop(props, "feature_steps")
         settings.prop(props, "mesh_resolution")
@@ -103,6 +106,9 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(props, "query_text", text="")
         row.operator("dff.select_text", icon='VIEWZOOM')
+        if props.teacher == 'clip':
+            layout.prop(props, "text_mode", expand=True)
+            layout.prop(props, "label_set" if props.text_mode == 'LABEL_SET' else "negatives", text="")
         if props.labels:
             flow = layout.grid_flow(columns=3, even_columns=True, align=True)
             for label in props.labels:
@@ -110,7 +116,9 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("dff.click_select", text="Click", icon='RESTRICT_SELECT_OFF')
         row.operator("dff.select_similar", text="Similar", icon='SELECT_EXTEND')
-        layout.prop(props, "threshold", slider=True)
+        row = layout.row(align=True)
+        row.prop(props, "threshold", slider=True)
+        row.operator("dff.show_heat_map", text="", icon='COLOR')
         layout.operator("dff.separate", icon='MOD_EXPLODE')
 
 

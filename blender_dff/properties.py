@@ -17,7 +17,8 @@ from . import selection
 
 
 def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:
-    # Re-thresholds the stored probabilities only: moving a slider must not ask the worker.
+    # Re-thresholds the stored probabilities and recolours the heat map only: moving a slider
+    # must not ask the worker.
     obj = self.mesh_object
     if obj is None or not self.active_query:
         return
@@ -58,8 +59,21 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         name="Teacher",
         description="2D model whose features the 3D feature field imitates",
         items=[('labels', "Labels", "Per-image label maps shipped with the dataset"),
-               ('sam', "SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)")],
+               ('sam', "SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)"),
+               ('clip', "CLIP", "open_clip's dense features, for text queries (MaskCLIP)")],
         default='labels',
+    )
+    clip_model: StringProperty(
+        name="CLIP Model",
+        description="open_clip model name (a ViT, e.g. ViT-B-16, ViT-L-14, or a multilingual one "
+                    "such as xlm-roberta-base-ViT-B-32 for non-English queries)",
+        default="ViT-B-16",
+    )
+    clip_pretrained: StringProperty(
+        name="Pretrained",
+        description="open_clip pretrained tag (downloaded once, needs Allow Online Access) or "
+                    "the path of a checkpoint file",
+        default="laion2b_s34b_b88k",
     )
     sam_checkpoint: StringProperty(
         name="SAM Checkpoint",
@@ -95,7 +109,22 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         name="Mesh", description="The mesh extracted by the worker", type=bpy.types.Object,
         poll=_is_mesh)
     query_text: StringProperty(
-        name="Query", description="What to select, e.g. a label name of the dataset")
+        name="Query", description="What to select, e.g. 'chair' or 'cup, saucer' (their union)")
+    text_mode: EnumProperty(
+        name="Compare",
+        description="What a text query is weighed against (CLIP teacher)",
+        items=[('NEGATIVES', "Negatives", "Relevancy against generic words (LERF): selected "
+                "where the query beats every one of them"),
+               ('LABEL_SET', "Label Set", "Softmax over a list of labels (DFF): selected where "
+                "the query wins")],
+        default='NEGATIVES',
+    )
+    negatives: StringProperty(
+        name="Negatives", description="Comma-separated phrases a query must beat",
+        default="object, things, stuff, texture")
+    label_set: StringProperty(
+        name="Labels", description="Comma-separated labels of the scene, e.g. 'chair, table, "
+                                   "floor, wall' (the query joins them)")
     active_query: StringProperty(
         name="Active Query", description="Query whose probabilities the mesh holds")
     threshold: FloatProperty(

@@ -3,9 +3,12 @@ and separating the selected faces into their own object.
 
 What a query leaves on the mesh:
 - float face attribute `dff_probability`: the latest query's probabilities;
-- boolean face attribute `dff_<query>`: probability > threshold;
-- vertex group `<query>`: per vertex, the largest probability of its faces;
+- colour attribute `dff_heat` (face corners, the active colour: Solid mode > Attribute shows
+  it): the probabilities as a heat map, dimmed below the threshold;
+- boolean face attribute `dff_<name>`: probability > threshold;
+- vertex group `<name>`: per vertex, the largest probability of its faces;
 - the edit-mode face selection, equal to the boolean attribute.
+<name> is the query, cut to fit Blender's 63-byte names.
 """
 
 from __future__ import annotations
@@ -19,26 +22,56 @@ from .mesh_import import FACE_INDEX_ATTR
 from .modes import set_mode
 
 PROBABILITY_ATTR = "dff_probability"
+HEAT_ATTR = "dff_heat"
 MASK_PREFIX = "dff_"
-MAX_QUERY_LENGTH = 63 - len(MASK_PREFIX)  # Blender names hold 63 bytes
+MAX_NAME_BYTES = 63 - len(MASK_PREFIX)  # Blender names hold 63 bytes
+MAX_QUERY_LENGTH = 1000  # characters sent to the worker (which checks the text encoder's limit)
+# Heat map: probability -> colour (dark blue, blue, green, yellow, red); dimmed where unselected.
+HEAT_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+HEAT_COLOURS = np.array([[0.05, 0.03, 0.25], [0.05, 0.3, 0.9], [0.1, 0.75, 0.3], [0.95, 0.8, 0.1],
+                         [0.85, 0.08, 0.03]])
+UNSELECTED_DIMMING = 0.3
+
+
+def object_name(query: str) -> str:
+    """`query` as it names vertex groups and objects: cut (on a character boundary) to fit."""
+    return query.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore").strip()
 
 
 def mask_name(query: str) -> str:
     """Name of the boolean face attribute holding the selection of `query`."""
-    return MASK_PREFIX + query
+    return MASK_PREFIX + object_name(query)
 
 
 def check_query(text: str) -> str:
-    """The query as it names attributes, groups and objects; ValueError when unusable."""
+    """The query, stripped; ValueError when unusable."""
     query = text.strip()
     if not query:
         raise ValueError("the query is empty: type what to select, e.g. a label name")
-    if len(query.encode("utf-8")) > MAX_QUERY_LENGTH:
-        raise ValueError(f"the query '{query}' is longer than {MAX_QUERY_LENGTH} bytes")
-    if mask_name(query) in (PROBABILITY_ATTR, FACE_INDEX_ATTR):
+    if len(query) > MAX_QUERY_LENGTH:
+        raise ValueError(f"the query is {len(query)} characters long, more than {MAX_QUERY_LENGTH}")
+    if mask_name(query) in (PROBABILITY_ATTR, HEAT_ATTR, FACE_INDEX_ATTR):
         raise ValueError(f"'{query}' cannot be a query: it would overwrite the attribute "
                          f"'{mask_name(query)}'")
     return query
+
+
+def heat_colours(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """(F, 4) RGBA heat-map colours of face probabilities."""
+    rgb = np.stack([np.interp(probability, HEAT_STOPS, HEAT_COLOURS[:, c]) for c in range(3)], axis=1)
+    rgb[probability <= threshold] *= UNSELECTED_DIMMING
+    return np.concatenate([rgb, np.ones((len(rgb), 1))], axis=1).astype(np.float32)
+
+
+def _write_heat_map(mesh: bpy.types.Mesh, probability: np.ndarray, threshold: float) -> None:
+    """Object mode: the heat map as the mesh's active colour attribute."""
+    attribute = mesh.color_attributes.get(HEAT_ATTR)
+    if attribute is not None and (attribute.data_type, attribute.domain) != ('FLOAT_COLOR', 'CORNER'):
+        mesh.color_attributes.remove(attribute)
+        attribute = None
+    attribute = attribute or mesh.color_attributes.new(HEAT_ATTR, 'FLOAT_COLOR', 'CORNER')
+    attribute.data.foreach_set("color", heat_colours(probability, threshold)[_loop_faces(mesh)].ravel())
+    mesh.color_attributes.active_color_name = HEAT_ATTR
 
 
 def check_dff_mesh(obj: bpy.types.Object | None) -> bpy.types.Object:
@@ -109,17 +142,20 @@ def _select_faces_edit_mode(mesh: bpy.types.Mesh, query: str, threshold: float) 
         raise ValueError(f"'{mesh.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
     name = mask_name(query)
     mask = bm.faces.layers.bool.get(name) or bm.faces.layers.bool.new(name)
+    heat = bm.loops.layers.float_color.get(HEAT_ATTR)
+    values = np.array([face[probability] for face in bm.faces], dtype=np.float32)
+    colours = heat_colours(values, threshold).tolist()
     for face in bm.faces:  # deselects its edges and vertices too
         face.select_set(False)
-    count = 0
-    for face in bm.faces:
-        chosen = face[probability] > threshold
+    for face, chosen, colour in zip(bm.faces, (values > threshold).tolist(), colours):
         face[mask] = chosen
+        if heat is not None:
+            for loop in face.loops:
+                loop[heat] = colour
         if chosen:
             face.select_set(True)
-            count += 1
     bmesh.update_edit_mesh(mesh, loop_triangles=False, destructive=False)
-    return count
+    return int((values > threshold).sum())
 
 
 def apply_threshold(obj: bpy.types.Object, query: str, threshold: float) -> int:
@@ -132,6 +168,7 @@ def apply_threshold(obj: bpy.types.Object, query: str, threshold: float) -> int:
     if attribute is None:
         raise ValueError(f"'{obj.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
     probability = _read(attribute.data, "value", np.float32)
+    _write_heat_map(mesh, probability, threshold)
     return _select_faces(mesh, query, probability > threshold)
 
 
@@ -153,7 +190,8 @@ def write_query(context: bpy.types.Context, obj: bpy.types.Object, query: str,
     probability = np.clip(worker_probability[face_index], 0.0, 1.0)
 
     _face_attribute(mesh, PROBABILITY_ATTR, 'FLOAT').data.foreach_set("value", probability)
-    _write_vertex_group(obj, query, vertex_weights(mesh, probability))
+    _write_heat_map(mesh, probability, threshold)
+    _write_vertex_group(obj, object_name(query), vertex_weights(mesh, probability))
     count = _select_faces(mesh, query, probability > threshold)
     context.tool_settings.mesh_select_mode = (False, False, True)  # faces, not vertices
     set_mode(context, obj, 'EDIT')
@@ -176,10 +214,10 @@ def clear_query(context: bpy.types.Context, obj: bpy.types.Object, query: str) -
     face selection (other queries' attributes and groups stay)."""
     set_mode(context, obj, 'OBJECT')
     mesh = obj.data
-    for name in (mask_name(query), PROBABILITY_ATTR):
+    for name in (mask_name(query), PROBABILITY_ATTR, HEAT_ATTR):
         if name in mesh.attributes:
             mesh.attributes.remove(mesh.attributes[name])
-    group = obj.vertex_groups.get(query)
+    group = obj.vertex_groups.get(object_name(query))
     if group is not None:
         obj.vertex_groups.remove(group)
     for elements in (mesh.polygons, mesh.edges, mesh.vertices):
@@ -204,7 +242,6 @@ def separate_selection(context: bpy.types.Context, obj: bpy.types.Object,
         bpy.ops.mesh.separate(type='SELECTED')
     set_mode(context, obj, 'OBJECT')
     part = next(o for o in bpy.data.objects if o not in before)
-    part.name = name
-    part.data.name = name
+    part.name = part.data.name = object_name(name)
     set_mode(context, part, 'OBJECT')
     return part

@@ -145,7 +145,8 @@ def make_client(settings: WorkerSettings) -> WorkerClient:
         raise WorkerUnavailable(
             f"Python interpreter not found: '{settings.python}'. Set one with torch "
             "installed in Preferences > Add-ons > DFF")
-    return WorkerClient(python=settings.python, worker_path=worker_pythonpath())
+    return WorkerClient(python=settings.python, worker_path=worker_pythonpath(),
+                        offline=not bpy.app.online_access)
 
 
 def _guarded(callback: Callable | None, argument: object) -> None:

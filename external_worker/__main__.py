@@ -41,8 +41,10 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
 
 
 def _add_distill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="labels", choices=["labels", "sam"], help="2D teacher to distil")
+    p.add_argument("--teacher", default="labels", choices=["labels", "sam", "clip"], help="2D teacher to distil")
     p.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint for --teacher sam ('tiny': random weights)")
+    p.add_argument("--clip-model", default="ViT-B-16", help="open_clip model for --teacher clip ('tiny': random weights)")
+    p.add_argument("--clip-pretrained", default="", help="its pretrained tag (e.g. laion2b_s34b_b88k) or checkpoint file")
     p.add_argument("--feature-steps", type=int, default=None, help="feature field training steps")
     p.add_argument("--augment", default=None, choices=["auto", "on", "off"],
                    help="camera augmentation for feature training (auto: on with CUDA and the sam teacher)")
@@ -72,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     _add_common(query)
     query.add_argument("--text", required=True)
     query.add_argument("--teacher", default="labels")
+    query.add_argument("--negatives", default=None, help="comma-separated negatives (default: object, things, stuff, texture)")
+    query.add_argument("--label-set", default="", help="comma-separated labels: softmax over them instead of negatives")
     query.add_argument("--out", type=Path, help="write float32 per-face values (.npy, mesh face order)")
     serve = sub.add_parser("serve", help="serve the add-on over TCP (token in DFF_WORKER_TOKEN)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
@@ -98,6 +102,8 @@ def settings_from(args: argparse.Namespace):
         s.features = replace(s.features, augment=args.augment)
     s.teacher = getattr(args, "teacher", s.teacher)
     s.sam_checkpoint = getattr(args, "sam_checkpoint", s.sam_checkpoint)
+    s.clip_model = getattr(args, "clip_model", s.clip_model)
+    s.clip_pretrained = getattr(args, "clip_pretrained", s.clip_pretrained)
     return s
 
 
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from . import pipeline
         from .progress import TqdmReporter
+        from .relevancy import split_terms
         from .workspace import Workspace, atomic_path
 
         ws = Workspace(args.workspace)
@@ -148,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                     with atomic_path(args.out.resolve()) as tmp:
                         shutil.copyfile(ws.path(pipeline.MESH_EXPORT), tmp)
             elif args.command == "distill":
-                teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint)
+                teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint,
+                                                settings.clip_model, settings.clip_pretrained)
                 pipeline.run_features(scene, teacher, settings.features, reporter)
                 print(f"feature field '{settings.teacher}' ready")
             elif args.command == "query":
-                probability = pipeline.query_text(ws, args.text, args.teacher)
+                negatives = None if args.negatives is None else split_terms(args.negatives, "list of negatives")
+                label_set = split_terms(args.label_set, "label set") if args.label_set else None
+                probability = pipeline.query_text(ws, args.text, args.teacher, negatives, label_set)
                 print(f"{int((probability > 0.5).sum())} of {len(probability)} faces match '{args.text}'")
                 if args.out:
                     with atomic_path(args.out.resolve()) as tmp:

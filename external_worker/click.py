@@ -24,6 +24,7 @@ import torch
 from scipy import ndimage
 
 from .errors import WorkerError
+from .face_codes import FaceCodes
 from .raycast import first_hit
 from .sam_teacher import SAM_FEATURE_SIZE, SamTeacher
 from .visibility import visible_faces
@@ -153,7 +154,7 @@ def _fov_holding(c2w: np.ndarray, points: np.ndarray, margin: float = 1.3) -> fl
 class ViewRenderer:
     """Feature maps and face visibility of square virtual views of one mesh."""
 
-    def __init__(self, geometry: Geometry, face_features: np.ndarray, background: np.ndarray,
+    def __init__(self, geometry: Geometry, face_features: FaceCodes, background: np.ndarray,
                  tolerance: float) -> None:
         self.geometry = geometry
         self.face_features = face_features
@@ -179,7 +180,7 @@ class ViewRenderer:
         cell, first = np.unique(pixel[by_depth], return_index=True)  # the nearest face of each cell
         out = np.empty((self.background.shape[0], cells, cells), np.float32)
         out[:] = self.background[:, None, None]
-        out[:, cell // cols, cell % cols] = self.face_features[by_depth[first]].T
+        out[:, cell // cols, cell % cols] = self.face_features.rows(by_depth[first]).T
         return torch.from_numpy(out)
 
     def mask_faces(self, teacher: SamTeacher, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],

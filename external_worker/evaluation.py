@@ -81,3 +81,27 @@ class LabelOracle:
         rows = np.minimum((np.arange(image_size[0]) * cells) // image_size[0], cells - 1)
         cols = np.minimum((np.arange(image_size[1]) * cells) // image_size[1], cells - 1)
         return mask[rows][:, cols][None], np.ones(1, np.float32)
+
+
+class LabelTextOracle:
+    """An ideal text-aligned 2D teacher in place of CLIP's image features, for measuring what
+    the 3D part of a text query (distillation, per-face codes, relevancy) does with perfect
+    features: each labelled pixel's target is the text embedding of its label's name (of
+    "background" for unlabelled pixels), from the clip teacher's own text encoder. It replaces
+    the teacher's `targets`; the field, the codes and the queries stay the real ones."""
+
+    def __init__(self, teacher, names: dict[int, str]) -> None:
+        self.teacher, self.names = teacher, names
+
+    def targets(self, dataset, views: np.ndarray):
+        from .teachers import PixelTargets
+
+        ids = sorted(self.names)
+        table = self.teacher.encoder.encode_text(["background"] + [self.names[i] for i in ids]).cpu()
+        lookup = np.zeros(max(max(ids), int(dataset.labels.max())) + 1, np.int64)
+        lookup[ids] = np.arange(1, len(ids) + 1)
+        chosen = [v for v in views if dataset.has_labels[v]]
+        labels = np.stack([dataset.labels[v] for v in chosen]).reshape(len(chosen), -1)
+        pixel = np.tile(np.arange(labels.shape[1]), len(chosen))
+        return PixelTargets(np.repeat(chosen, labels.shape[1]), (pixel // dataset.width).astype(np.float32),
+                            (pixel % dataset.width).astype(np.float32), table[lookup[labels.ravel()]])

@@ -4,7 +4,7 @@ Training renders F(r) = MLP(sum_i w_i E(x_i)) with the radiance field's weights 
 Because the density is frozen, the weights of every training ray are computed once up front and
 only the few samples that carry the mass (top-k by weight) are kept: each training step then
 touches the feature grid alone, which is what makes distillation cheap on a CPU.
-Per-face features are MLP(E(x)) at the face centroids (eq. 7).
+Per-face features are MLP(E(x)) at the face centroids (eq. 7), stored as codes (`FaceCodes`).
 
 Camera augmentation (SAN 4.3): a teacher with an image model also supervises views between the
 training cameras, rendered by the NeRF and encoded on the fly. A FIFO cache keeps the latest
@@ -24,6 +24,7 @@ from torch import nn
 
 from .encoding import HashGrid, mlp
 from .errors import Cancelled, WorkerError
+from .face_codes import FaceCodes
 from .nerf import NerfField, OccupancyGrid, render_rays
 from .nerf_training import device, render_view
 from .progress import Reporter
@@ -82,7 +83,7 @@ def checkpoint_name(teacher: str) -> str:
 
 
 def face_features_name(teacher: str) -> str:
-    return f"face_features_{teacher}.npy"
+    return f"face_features_{teacher}.npz"
 
 
 @torch.no_grad()
@@ -297,12 +298,15 @@ def load_features(workspace: Workspace, teacher_name: str) -> tuple[FeatureField
 
 
 @torch.no_grad()
-def face_features(model: FeatureField, centroids: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Per-face features MLP(E(x)) at face centroids in the normalised frame (SAN eq. 7), fp16."""
+def face_codes(model: FeatureField, centroids: np.ndarray, chunk: int = 1 << 16) -> FaceCodes:
+    """The per-face features MLP(E(x)) at face centroids in the normalised frame, as codes."""
     dev = next(model.parameters()).device
-    out = [model.at_points(torch.from_numpy(centroids[i:i + chunk]).float().to(dev)).cpu().numpy()
-           for i in range(0, len(centroids), chunk)]
-    return np.concatenate(out).astype(np.float16) if out else np.zeros((0, 0), np.float16)
+    body, last = model.head[:-1], model.head[-1]
+    codes = [body(model.embed(torch.from_numpy(centroids[i:i + chunk]).float().to(dev))).cpu().numpy()
+             for i in range(0, len(centroids), chunk)]
+    code = np.concatenate(codes) if codes else np.zeros((0, last.in_features), np.float32)
+    return FaceCodes(code.astype(np.float16), last.weight.detach().cpu().numpy().astype(np.float32),
+                     last.bias.detach().cpu().numpy().astype(np.float32))
 
 
 @torch.no_grad()

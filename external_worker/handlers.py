@@ -16,6 +16,7 @@ import numpy as np
 from . import pipeline
 from .click import ClickPrompt
 from .errors import WorkerError
+from .relevancy import split_terms
 from .workspace import Workspace
 
 MAX_CLICKS = 64       # clicks in one prompt
@@ -101,6 +102,14 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
             teacher=p.text("teacher", "labels", 64))
         checkpoint = p.text("sam_checkpoint", "")
         settings.sam_checkpoint = checkpoint if checkpoint in ("", "tiny") else str(p.path("sam_checkpoint"))
+        settings.clip_model = p.text("clip_model", defaults.clip_model, 200)
+        if settings.clip_model.startswith("local-dir:"):  # open_clip would read a folder outside the root check
+            raise WorkerError("bad_request", f"clip_model '{settings.clip_model}' names a folder",
+                              "Give a model name and put a local checkpoint file in clip_pretrained.")
+        pretrained = p.text("clip_pretrained", "", 1000)
+        # a tag names weights open_clip downloads; anything path-like is a file, checked as paths are
+        is_file = any(sep in pretrained for sep in ("/", "\\")) or pretrained.startswith("~")
+        settings.clip_pretrained = str(p.path("clip_pretrained")) if is_file else pretrained
         if not training.acquire(blocking=False):
             raise WorkerError("busy", "the worker is already training", "Wait for it to finish or cancel it.")
         try:
@@ -116,7 +125,10 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
     def query_text(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)
         text = p.text("text", max_len=1000)
-        probability = pipeline.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64))
+        negatives = split_terms(p.text("negatives"), "list of negatives") if "negatives" in params else None
+        label_set = split_terms(p.text("label_set"), "label set") if p.text("label_set", "") else None
+        probability = pipeline.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64),
+                                          negatives, label_set)
         return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
 
     def query_click(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:

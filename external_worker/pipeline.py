@@ -15,13 +15,15 @@ import numpy as np
 from .datasets import Dataset, load_dataset
 from .errors import WorkerError
 from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
-from .features import (FeatureConfig, background_feature, face_features, face_features_name, load_features,
+from .face_codes import FaceCodes
+from .features import (FeatureConfig, background_feature, face_codes, face_features_name, load_features,
                        train_features, use_augmentation)
 from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
 from .nerf_training import TrainConfig, device, load_field, train_nerf
 from .progress import Reporter
 from .rays import SceneFrame
-from .teachers import TEACHER_TYPES, SamFeatureTeacher, Teacher, make_teacher
+from .relevancy import split_terms
+from .teachers import TEACHER_TYPES, LabelsTeacher, SamFeatureTeacher, Teacher, make_teacher
 from .workspace import Workspace, cached
 
 MESH_FILE = "mesh.npz"
@@ -52,6 +54,8 @@ class TrainSettings:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     teacher: str = "labels"
     sam_checkpoint: str = ""  # for the sam teacher: a checkpoint path, or "tiny" (random, for tests)
+    clip_model: str = "ViT-B-16"  # for the clip teacher: an open_clip model name, or "tiny" (random)
+    clip_pretrained: str = ""     # its pretrained tag or checkpoint file
 
 
 def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = 1,
@@ -151,7 +155,7 @@ def run_features(scene: Scene, teacher: Teacher, config: FeatureConfig, reporter
         model, teacher = load_features(ws, teacher_name)
         mesh = load_mesh(ws)
         centroids = scene.frame.normalise_points(mesh.vertices[mesh.faces].mean(1))
-        ws.save_npy(face_features_name(teacher_name), face_features(model, centroids))
+        ws.save_npz(face_features_name(teacher_name), **face_codes(model, centroids).to_arrays())
         ws.update_stage(f"face_features_{teacher_name}", done=True, n_faces=int(len(mesh.faces)),
                         teacher=teacher.to_dict(), background=background_feature(model).tolist())
     return info
@@ -161,7 +165,8 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     """NeRF, mesh and feature field, each resumed or skipped when already done."""
     scene = open_scene(workspace)
     # A missing label map or checkpoint fails now, not after the NeRF.
-    teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint)
+    teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint, settings.clip_model,
+                           settings.clip_pretrained)
     use_augmentation(settings.features, teacher, device())
     nerf = run_nerf(scene, settings.nerf, reporter)
     mesh = run_mesh(scene, settings.mesh, reporter)
@@ -174,7 +179,7 @@ class FaceFeatures:
     """One teacher's per-face features with the teacher that reads them."""
 
     teacher: Teacher
-    features: np.ndarray
+    features: FaceCodes
     background: np.ndarray | None
 
 
@@ -184,8 +189,9 @@ def load_face_features(workspace: Workspace, teacher: str) -> FaceFeatures:
     def load(path: Path) -> FaceFeatures:
         # Kept per process, so the teacher (a SAM model) is loaded once, not per click.
         background = np.asarray(info["background"], np.float32) if "background" in info else None
-        return FaceFeatures(TEACHER_TYPES[teacher].from_dict(info["teacher"]), np.load(path, allow_pickle=False),
-                            background)
+        with np.load(path, allow_pickle=False) as arrays:
+            codes = FaceCodes(**{k: arrays[k] for k in ("code", "weight", "bias")})
+        return FaceFeatures(TEACHER_TYPES[teacher].from_dict(info["teacher"]), codes, background)
 
     return cached(workspace.path(face_features_name(teacher)), load)
 
@@ -196,10 +202,13 @@ def load_geometry(workspace: Workspace) -> Geometry:
         k: v for k, v in workspace.load_npz(MESH_FILE).items() if k in ("vertices", "faces")}))
 
 
-def query_text(workspace: Workspace, text: str, teacher: str = "labels") -> np.ndarray:
-    """Per-face probability (F,) float32 that a face belongs to `text`."""
+def query_text(workspace: Workspace, text: str, teacher: str = "labels", negatives: list[str] | None = None,
+               label_set: list[str] | None = None) -> np.ndarray:
+    """Per-face relevancy (F,) float32 of `text` (comma-separated phrases select their union),
+    against `negatives` or within `label_set` (see relevancy); above 0.5 the query wins."""
+    terms = split_terms(text)
     ff = load_face_features(workspace, teacher)
-    return ff.teacher.query_text(text, ff.features).astype(np.float32)
+    return ff.teacher.query_text(terms, ff.features, negatives, label_set).astype(np.float32)
 
 
 @dataclass
@@ -220,6 +229,9 @@ def query_click(workspace: Workspace, prompt: ClickPrompt, teacher: str = "label
     background clicks."""
     g = load_geometry(workspace)
     ff = load_face_features(workspace, teacher)
+    if not isinstance(ff.teacher, (LabelsTeacher, SamFeatureTeacher)):
+        raise WorkerError("unsupported_query", f"the {teacher} teacher answers text, not clicks",
+                          "Train the sam teacher (or labels) for the Click tool, or type a query.")
     cast = [g.hit(o, d) for o, d in zip(prompt.origins, prompt.directions)]
     hits, depths = [face for face, _ in cast], np.array([t for _, t in cast], np.float64)
     main_hit = next((h for h, label in zip(hits, prompt.labels) if label == 1), -1)
@@ -257,8 +269,7 @@ def query_similar(workspace: Workspace, selected: np.ndarray, teacher: str = "la
                           "faces", "Send one boolean per face of the workspace's mesh.")
     if not selected.any():
         raise WorkerError("empty_selection", "no faces are selected", "Select some faces first.")
-    embedded = ff.teacher.embed(ff.features)
-    embedded /= np.linalg.norm(embedded, axis=1, keepdims=True).clip(1e-8)
-    mean = embedded[selected].mean(0)
+    embedded = ff.teacher.embed(ff.features.rows(np.flatnonzero(selected)))
+    mean = (embedded / np.linalg.norm(embedded, axis=1, keepdims=True).clip(1e-8)).mean(0)
     mean /= max(np.linalg.norm(mean), 1e-8)
-    return np.clip(embedded @ mean, 0, 1).astype(np.float32)
+    return np.clip(ff.teacher.similarity(ff.features, mean), 0, 1).astype(np.float32)

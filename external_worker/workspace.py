@@ -6,7 +6,8 @@ Layout:
     nerf.pt                 radiance field + occupancy grid + optimiser (resumable)
     mesh.npz / mesh.ply     extracted mesh (world frame) with vertex colours
     features_<teacher>.pt   feature field of one teacher (resumable)
-    face_features_<teacher>.npy   per-face features (fp16), one row per mesh face
+    face_features_<teacher>.npz   per-face features as fp16 codes of the field's last layer
+                            (`features.FaceCodes`), one row per mesh face
 """
 
 from __future__ import annotations
@@ -118,11 +119,6 @@ class Workspace:
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path(name), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-
-    def save_npy(self, name: str, array: np.ndarray) -> Path:
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        return self.write_bytes(name, buffer.getvalue())
 
     def save_torch(self, name: str, obj: Any) -> Path:
         import torch

@@ -472,6 +472,89 @@ def test_missing_interpreter_is_reported_before_starting(addon):
         make_client(WorkerSettings(python=sys.executable, host="gpu.example"))
 
 
+def test_clip_teacher_sends_its_model_and_queries_their_comparison(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.workspace_path = str(tmp_path)
+    props.teacher = 'clip'
+    props.clip_model, props.clip_pretrained = "ViT-L-14", str(tmp_path / "clip.bin")
+    bpy.ops.dff.train()
+    sent = worker.sent[-1]
+    assert (sent.params["teacher"], sent.params["clip_model"]) == ("clip", "ViT-L-14")
+    assert sent.params["clip_pretrained"] == str(tmp_path / "clip.bin")
+    props.clip_pretrained = "laion2b_s34b_b88k"  # a tag goes as it is
+    props.running = False
+    bpy.ops.dff.train()
+    assert worker.sent[-1].params["clip_pretrained"] == "laion2b_s34b_b88k"
+    props.running = False
+    make_mesh(bpy.context)
+    props.workspace_path = str(tmp_path)
+    bpy.ops.dff.select_text(text="mug")
+    params = worker.sent[-1].params
+    assert params["negatives"] == "object, things, stuff, texture" and "label_set" not in params
+    props.text_mode = 'LABEL_SET'
+    with pytest.raises(RuntimeError, match="label set is empty"):
+        bpy.ops.dff.select_text(text="mug")
+    props.label_set = "mug, table, floor"
+    bpy.ops.dff.select_text(text="mug")
+    params = worker.sent[-1].params
+    assert params["label_set"] == "mug, table, floor" and "negatives" not in params
+
+
+def heat_map(obj) -> np.ndarray:
+    """The heat map's colour of each face (its first corner), object mode."""
+    from blender_dff.selection import HEAT_ATTR
+
+    colours = read(obj.data.color_attributes[HEAT_ATTR].data, "color", np.float32, 4)
+    first_loop = read(obj.data.polygons, "loop_start", np.int32)
+    return colours[first_loop]
+
+
+def test_heat_map_shows_relevancy_and_follows_the_threshold(worker):
+    from blender_dff.selection import HEAT_ATTR
+
+    obj, (_, faces, _) = make_mesh(worker)
+    probability = np.linspace(0.0, 1.0, len(faces), dtype=np.float32)
+    bpy.ops.dff.select_text(text="mug")
+    worker.reply(worker.sent[-1], query_reply(probability))
+    blender_dff.worker_session.pump()
+    bpy.ops.object.mode_set(mode='OBJECT')
+    assert obj.data.color_attributes.active_color_name == HEAT_ATTR
+    before = heat_map(obj)
+    brightness = before[:, :3].sum(1)
+    assert brightness[probability > 0.5].min() > brightness[probability <= 0.5].max()  # dimmed below
+    assert not np.allclose(before[probability > 0.5][0], before[probability > 0.5][-1])  # a ramp, not a flat colour
+
+    bpy.context.scene.dff.threshold = 0.2  # object mode
+    after = heat_map(obj)
+    newly = (probability > 0.2) & (probability <= 0.5)
+    assert (after[newly, :3].sum(1) > before[newly, :3].sum(1)).all()
+    assert np.allclose(after[probability > 0.5], before[probability > 0.5])
+    bpy.ops.object.mode_set(mode='EDIT')
+    bpy.context.scene.dff.threshold = 0.9  # edit mode
+    bpy.ops.object.mode_set(mode='OBJECT')
+    dimmed = (probability > 0.2) & (probability <= 0.9)
+    assert (heat_map(obj)[dimmed, :3].sum(1) < after[dimmed, :3].sum(1)).all()
+    assert len(worker.sent) == 1
+
+
+def test_long_queries_are_sent_whole_and_name_things_within_blenders_limit(worker):
+    from blender_dff.selection import MASK_PREFIX
+
+    obj, (_, faces, _) = make_mesh(worker)
+    query = "the small red ceramic mug with a chipped handle on the kitchen table " * 2
+    bpy.ops.dff.select_text(text=query)
+    assert worker.sent[-1].params["text"] == query.strip()
+    worker.reply(worker.sent[-1], query_reply(np.ones(len(faces), np.float32)))
+    blender_dff.worker_session.pump()
+    (group,) = obj.vertex_groups
+    assert query.startswith(group.name) and len(group.name.encode()) <= 63 - len(MASK_PREFIX)
+    bpy.ops.dff.select_text(text="chair " * 80)
+    worker.reply(worker.sent[-1], Reply.failure("query_too_long", "the query is longer than the 77 tokens",
+                                                "Use a shorter phrase."))
+    blender_dff.worker_session.pump()
+    assert bpy.context.scene.dff.error_code == "query_too_long"
+
+
 # --- bad input ------------------------------------------------------------------------
 
 

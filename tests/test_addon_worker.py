@@ -228,3 +228,47 @@ def test_click_then_select_similar(addon, tiny_scene, trained_workspace, label_n
     pump_until(lambda: props.active_query == "similar" or props.error, seconds=120)
     assert props.active_query == "similar", (props.error, props.message)
     assert mesh_obj.vertex_groups.get("similar") is not None
+
+
+def test_text_query_with_the_clip_teacher(addon, tiny_scene, trained_workspace, label_names, tmp_path):
+    """Train the clip teacher (tiny random open_clip) beside the labels one through the panel's
+    settings, then type queries: relevancy, heat map, both comparisons, and the worker's
+    refusal of a query longer than CLIP's context."""
+    from blender_dff.selection import HEAT_ATTR, PROBABILITY_ATTR
+
+    props = addon
+    workspace = tmp_path / "ws"
+    shutil.copytree(trained_workspace, workspace)
+    import_and_train(props, tiny_scene, workspace, {**TRAINED, "teacher": 'clip', "clip_model": "tiny",
+                                                    "clip_pretrained": ""})
+    assert not props.error, (props.error, props.error_hint)
+    stages = json.loads((workspace / "state.json").read_text())["stages"]
+    assert stages["face_features_clip"]["done"] and stages["face_features_labels"]["done"]  # one field each
+    mesh_obj = props.mesh_object
+    name = next(iter(label_names.values()))
+
+    def query(text: str) -> np.ndarray:
+        props.active_query = ""
+        bpy.ops.dff.select_text(text=text)
+        pump_until(lambda: props.active_query or props.error, seconds=120)
+        assert props.active_query == text.strip(), (props.error, props.error_hint)
+        bpy.ops.object.mode_set(mode='OBJECT')
+        values = np.empty(len(mesh_obj.data.polygons), np.float32)
+        mesh_obj.data.attributes[PROBABILITY_ATTR].data.foreach_get("value", values)
+        return values
+
+    against_negatives = query(name)
+    assert mesh_obj.data.color_attributes.active_color_name == HEAT_ATTR
+    props.text_mode = 'LABEL_SET'
+    props.label_set = ", ".join(label_names.values())
+    in_label_set = query(name)
+    assert not np.allclose(against_negatives, in_label_set)
+    props.teacher = 'labels'  # switch fields: the labels one answers by its own label names
+    by_label = query(name)
+    assert not np.allclose(by_label, in_label_set)
+
+    props.teacher = 'clip'
+    props.active_query = ""
+    bpy.ops.dff.select_text(text="the chair " * 40)
+    pump_until(lambda: props.error or props.active_query, seconds=120)
+    assert props.error_code == "query_too_long", (props.error, props.message)

@@ -59,9 +59,10 @@ def test_feature_imitation_learns_and_writes_256_wide_face_features(sam_workspac
     ws, _, _, recorder = sam_workspace
     assert len(recorder.losses) >= 50
     assert np.mean(recorder.losses[-10:]) < 0.8 * np.mean(recorder.losses[:5])
-    features = np.load(ws.path(face_features_name("sam")))
-    assert features.dtype == np.float16 and features.shape == (ws.stage("mesh")["n_faces"], 256)
-    assert np.isfinite(features.astype(np.float32)).all()
+    with np.load(ws.path(face_features_name("sam"))) as stored:
+        code, weight = stored["code"], stored["weight"]
+    assert code.dtype == np.float16 and code.shape == (ws.stage("mesh")["n_faces"], 64) and weight.shape == (256, 64)
+    assert np.isfinite(code.astype(np.float32)).all()
 
 
 def test_select_similar_works_with_sam_features_and_text_is_refused(sam_workspace):

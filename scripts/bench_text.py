@@ -1,0 +1,188 @@
+"""Benchmark text queries through a CLIP feature field (DFF).
+
+Prints:
+  1. Text query latency over --faces faces, after the text embedding (goal <= 50 ms for 1M faces
+     on two CPU cores): against the canonical negatives and within a 10-label set. Faces hold
+     64-wide codes of the field's last layer (features.FaceCodes), as the workspace stores them.
+  2. The CLIP teacher's time per image (MaskCLIP, --sizes scales) against rendering the same
+     feature map from the feature field (quadrature samples given, SAN eq. 6) and against
+     computing every face's code (eq. 7, done once per mesh). Random weights unless
+     --pretrained: the speed does not depend on them.
+  3. 3D mIoU in label-set mode (the DFF protocol: every face takes the most relevant label of
+     labels.json; area-weighted IoU against the exact ground truth of a generated scene):
+     a. with an ideal text-aligned teacher (each pixel's target is the text embedding of its
+        label): what distillation, face codes and relevancy lose with perfect features;
+     b. with the real CLIP teacher, when --pretrained is given (open_clip weights, a tag or a
+        file); without weights this is skipped, as random weights would only measure chance.
+
+The workspace needs a NeRF and a mesh (bench_pipeline.py leaves one); it is copied, not changed.
+
+    python scripts/bench_text.py --scene SCENE --workspace WS [--clip-model ViT-B-16 --pretrained TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from external_worker import pipeline  # noqa: E402
+from external_worker.clip_teacher import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
+from external_worker.evaluation import LabelTextOracle, face_miou  # noqa: E402
+from external_worker.face_codes import FaceCodes  # noqa: E402
+from external_worker.features import FeatureConfig, FeatureField, face_codes  # noqa: E402
+from external_worker.nerf_training import device  # noqa: E402
+from external_worker.progress import TqdmReporter  # noqa: E402
+from external_worker.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
+from external_worker.workspace import Workspace  # noqa: E402
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median seconds of `repeats` calls after one warm-up, and the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+def query_latency(n_faces: int, dim: int, repeats: int) -> None:
+    rng = np.random.default_rng(0)
+    codes = FaceCodes(rng.random((n_faces, 64), np.float32).astype(np.float16),
+                      rng.normal(size=(dim, 64)).astype(np.float32), rng.normal(size=dim).astype(np.float32))
+    texts = rng.normal(size=(15, dim)).astype(np.float32)  # stand-ins for text embeddings
+    start = time.perf_counter()
+    codes.norms()
+    first = time.perf_counter() - start
+    negatives, _ = timed(lambda: against_negatives(codes.cosine(texts[:1]), codes.cosine(texts[1:5]), 100.0), repeats)
+    wanted = np.zeros(10, bool)
+    wanted[0] = True
+    label_set, _ = timed(lambda: in_label_set(codes.cosine(texts[5:15]), wanted, 100.0), repeats)
+    print(f"  {n_faces:,} faces, {dim}-wide features as 64-wide fp16 codes ({codes.code.nbytes / 2**20:.0f} MiB; "
+          f"fp16 features would take {n_faces * dim * 2 / 2**20:.0f} MiB)")
+    print(f"  per-face norms, once per loaded workspace: {first * 1000:.0f} ms")
+    print(f"  query vs {len(CANONICAL_NEGATIVES)} negatives: {negatives * 1000:.1f} ms   "
+          f"query in a 10-label set: {label_set * 1000:.1f} ms   (median of {repeats})")
+
+
+def teacher_vs_field(encoder: ClipEncoder, height: int, width: int, n_faces: int, repeats: int) -> None:
+    image = np.random.default_rng(1).random((height, width, 3)).astype(np.float32)
+    teacher_time, dense = timed(lambda: encoder.encode_image(image), repeats)
+    rows, cols = dense.shape[1:]
+    dev = encoder.device
+    field = FeatureField(encoder.dim, FeatureConfig()).to(dev).eval()
+    k = FeatureConfig().samples_per_ray
+    points = torch.rand(rows * cols, k, 3, device=dev) * 2 - 1
+    weights = torch.rand(rows * cols, k, device=dev) / k
+    with torch.no_grad():
+        render_time, _ = timed(lambda: field.render(points, weights), repeats)
+    centroids = np.random.default_rng(2).uniform(-1, 1, (n_faces, 3)).astype(np.float32)
+    codes_time, _ = timed(lambda: face_codes(field, centroids), 1)
+    print(f"  image {width}x{height}, scales {encoder.sizes} -> {cols}x{rows} cells of {encoder.dim} features")
+    print(f"  CLIP teacher (MaskCLIP): {teacher_time * 1000:.0f} ms per image")
+    print(f"  feature field, same map ({k} samples per cell): {render_time * 1000:.1f} ms "
+          f"({teacher_time / render_time:.0f}x faster)")
+    print(f"  per-face codes of {n_faces:,} faces (once per mesh): {codes_time * 1000:.0f} ms")
+
+
+def label_set_miou(ws: Workspace, scene_dir: Path, names: dict[int, str]) -> tuple[float, dict[int, float]]:
+    """Every face takes the label of labels.json it is most relevant to; mIoU against ground truth."""
+    label_ids = sorted(names)
+    ff = pipeline.load_face_features(ws, "clip")
+    encoder = ff.teacher.encoder
+    similarity = ff.features.cosine(encoder.encode_text([names[i] for i in label_ids]).cpu().numpy())
+    predicted = np.asarray(label_ids)[similarity.argmax(1)]
+    mesh = pipeline.load_mesh(ws)
+    with np.load(scene_dir / "ground_truth.npz") as gt:
+        return face_miou(mesh.vertices, mesh.faces, predicted, gt["vertices"], gt["faces"], gt["face_labels"],
+                         label_ids)
+
+
+def drop_features(ws: Workspace) -> None:
+    """Forget every feature field of the workspace, so the next one is trained from scratch."""
+    for path in ws.root.glob("*features_*"):
+        path.unlink()
+    state = ws.load_state()
+    state["stages"] = {k: v for k, v in state["stages"].items() if "features_" not in k}
+    ws.save_state(state)
+
+
+def distil(ws: Workspace, teacher, steps: int, oracle_names: dict[int, str] | None) -> float:
+    scene = pipeline.open_scene(ws)
+    if oracle_names is not None:
+        teacher.targets = LabelTextOracle(teacher, oracle_names).targets
+    start = time.perf_counter()
+    pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=steps), TqdmReporter())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", type=Path, required=True, help="generated scene (labels.json, ground_truth.npz)")
+    parser.add_argument("--workspace", type=Path, required=True, help="workspace with a NeRF and a mesh of the scene")
+    parser.add_argument("--clip-model", default="ViT-B-16")
+    parser.add_argument("--pretrained", default="", help="open_clip tag or checkpoint file (for section 3b)")
+    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="MaskCLIP scales (longer side)")
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--image-size", default="504x378", help="WxH of the image for the teacher timing")
+    parser.add_argument("--steps", type=int, default=600, help="feature field steps for section 3")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    names = {int(k): v for k, v in json.loads((args.scene / "labels.json").read_text()).items()}
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    width, height = (int(v) for v in args.image_size.split("x"))
+    torch.set_grad_enabled(False)
+
+    model, tokenizer = load_clip(args.clip_model, args.pretrained or None)
+    encoder = ClipEncoder(model, tokenizer, args.clip_model, sizes, device())
+    weights = args.pretrained or "random weights"
+    print(f"device: {device()}  CLIP: {args.clip_model} ({weights}), {encoder.dim}-wide features  "
+          f"threads: {torch.get_num_threads()}")
+
+    print("\n1. text query latency, after the text embedding")
+    query_latency(args.faces, encoder.dim, args.repeats)
+
+    print("\n2. teacher time per image vs feature-field render")
+    teacher_vs_field(encoder, height, width, args.faces, max(1, args.repeats // 2))
+
+    torch.set_grad_enabled(True)
+    print("\n3. 3D mIoU in label-set mode (DFF protocol), labels: " + ", ".join(names.values()))
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(Path(tmp) / "ws")
+        shutil.copytree(args.workspace, ws.root, ignore=shutil.ignore_patterns("*features_*"))
+        drop_features(ws)
+        print(f"  a. ideal text-aligned teacher (tiny CLIP's text embeddings), {args.steps} steps")
+        seconds = distil(ws, pipeline.make_teacher("clip", pipeline.open_scene(ws).dataset, clip_model="tiny"),
+                         args.steps, names)
+        miou, per_object = label_set_miou(ws, args.scene, names)
+        print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
+        print(f"     mIoU {miou:.4f}   (distillation {seconds:.0f} s, {len(pipeline.load_mesh(ws).faces):,} faces)")
+        if not args.pretrained:
+            print("  b. CLIP teacher: skipped, needs --pretrained (random weights would measure chance)")
+            return
+        drop_features(ws)
+        teacher = pipeline.make_teacher("clip", pipeline.open_scene(ws).dataset, clip_model=args.clip_model,
+                                        clip_pretrained=args.pretrained)
+        print(f"  b. CLIP teacher {args.clip_model} ({args.pretrained}), {args.steps} steps")
+        seconds = distil(ws, teacher, args.steps, None)
+        miou, per_object = label_set_miou(ws, args.scene, names)
+        print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
+        print(f"     mIoU {miou:.4f}   (teacher + distillation {seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
