@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+
+ROW_CACHE_BYTES = 1 << 28  # similarity rows kept per table (a row is 4 bytes per face)
 
 
 @dataclass
@@ -17,43 +20,56 @@ class FaceCodes:
     code: np.ndarray    # (F, hidden) float16
     weight: np.ndarray  # (C, hidden) float32
     bias: np.ndarray    # (C,) float32
+    norm: np.ndarray    # (F,) float32, |feature| of each face
 
     def __post_init__(self) -> None:
-        self._code32: np.ndarray | None = None
-        self._norms: np.ndarray | None = None
+        self._with_one: np.ndarray | None = None
+        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.code)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"code": self.code, "weight": self.weight, "bias": self.bias}
+        return {"code": self.code, "weight": self.weight, "bias": self.bias, "norm": self.norm}
 
     @property
-    def code32(self) -> np.ndarray:
-        if self._code32 is None:  # kept: every query would otherwise convert the whole table
-            self._code32 = self.code.astype(np.float32)
-        return self._code32
+    def code_with_one(self) -> np.ndarray:
+        """(F, hidden + 1) float32: the codes and a column of ones, so that a dot product with
+        a feature-space vector is one matrix product, its bias term included. Made once:
+        every query would otherwise convert the whole table."""
+        if self._with_one is None:
+            self._with_one = np.ones((len(self.code), self.code.shape[1] + 1), np.float32)
+            self._with_one[:, :-1] = self.code
+        return self._with_one
 
     def rows(self, index: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The features (n, C) float32 of the faces `index` (all by default)."""
-        return self.code32[index] @ self.weight.T + self.bias
+        return self.code[index].astype(np.float32) @ self.weight.T + self.bias
 
     def dot(self, vectors: np.ndarray) -> np.ndarray:
-        """Every face's feature dotted with each of `vectors` (K, C): (F, K) float32."""
+        """Each of `vectors` (K, C) dotted with every face's feature: (K, F) float32, one row per
+        vector (rows keep the per-vector reductions of a query contiguous)."""
         vectors = np.asarray(vectors, np.float32)
-        return self.code32 @ (self.weight.T @ vectors.T) + self.bias @ vectors.T
-
-    def norms(self) -> np.ndarray:
-        """|feature| of every face, from the code's Gram form (computed once)."""
-        if self._norms is None:
-            gram = self.weight.T @ self.weight
-            squared = np.einsum("ij,ij->i", self.code32 @ gram, self.code32)
-            squared += 2 * self.code32 @ (self.weight.T @ self.bias) + self.bias @ self.bias
-            self._norms = np.sqrt(np.maximum(squared, 0))
-        return self._norms
+        return np.concatenate([vectors @ self.weight, (vectors @ self.bias)[:, None]], 1) @ self.code_with_one.T
 
     def cosine(self, vectors: np.ndarray) -> np.ndarray:
-        """Cosine similarity (F, K) of every face's feature with each of `vectors` (K, C)."""
+        """Cosine similarity (K, F) of each of `vectors` (K, C) with every face's feature."""
         vectors = np.asarray(vectors, np.float32)
-        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-        return self.dot(unit) / self.norms()[:, None].clip(1e-12)
+        out = self.dot(vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12))
+        out /= self.norm.clip(1e-12)
+        return out
+
+    def cosine_named(self, names: list[str], vectors: np.ndarray) -> np.ndarray:
+        """`cosine` of vectors that have names (a query's phrases, with their text embeddings),
+        each row kept under its name while memory allows: negatives and label sets repeat from
+        query to query, so a new phrase costs one row instead of all of them."""
+        missing = [i for i, name in enumerate(names) if name not in self._rows]
+        if missing:
+            for i, row in zip(missing, self.cosine(np.asarray(vectors)[missing])):
+                self._rows[names[i]] = row
+        for name in names:
+            self._rows.move_to_end(name)
+        capacity = max(len(names), ROW_CACHE_BYTES // max(4 * len(self), 1))
+        while len(self._rows) > capacity:
+            self._rows.popitem(last=False)
+        return np.stack([self._rows[name] for name in names])

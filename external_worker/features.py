@@ -302,11 +302,16 @@ def face_codes(model: FeatureField, centroids: np.ndarray, chunk: int = 1 << 16)
     """The per-face features MLP(E(x)) at face centroids in the normalised frame, as codes."""
     dev = next(model.parameters()).device
     body, last = model.head[:-1], model.head[-1]
-    codes = [body(model.embed(torch.from_numpy(centroids[i:i + chunk]).float().to(dev))).cpu().numpy()
-             for i in range(0, len(centroids), chunk)]
-    code = np.concatenate(codes) if codes else np.zeros((0, last.in_features), np.float32)
-    return FaceCodes(code.astype(np.float16), last.weight.detach().cpu().numpy().astype(np.float32),
-                     last.bias.detach().cpu().numpy().astype(np.float32))
+    codes, norms = [], []
+    for i in range(0, len(centroids), chunk):
+        code = body(model.embed(torch.from_numpy(centroids[i:i + chunk]).float().to(dev)))
+        codes.append(code.cpu().numpy())
+        norms.append(last(code).norm(dim=1).cpu().numpy())
+    empty = np.zeros((0, last.in_features), np.float32)
+    return FaceCodes(np.concatenate(codes).astype(np.float16) if codes else empty.astype(np.float16),
+                     last.weight.detach().cpu().numpy().astype(np.float32),
+                     last.bias.detach().cpu().numpy().astype(np.float32),
+                     np.concatenate(norms).astype(np.float32) if norms else np.zeros(0, np.float32))
 
 
 @torch.no_grad()

@@ -190,7 +190,7 @@ def load_face_features(workspace: Workspace, teacher: str) -> FaceFeatures:
         # Kept per process, so the teacher (a SAM model) is loaded once, not per click.
         background = np.asarray(info["background"], np.float32) if "background" in info else None
         with np.load(path, allow_pickle=False) as arrays:
-            codes = FaceCodes(**{k: arrays[k] for k in ("code", "weight", "bias")})
+            codes = FaceCodes(**{k: arrays[k] for k in ("code", "weight", "bias", "norm")})
         return FaceFeatures(TEACHER_TYPES[teacher].from_dict(info["teacher"]), codes, background)
 
     return cached(workspace.path(face_features_name(teacher)), load)

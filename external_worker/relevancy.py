@@ -31,26 +31,37 @@ def split_terms(text: str, what: str = "query") -> list[str]:
     return terms
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+def _logistic(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)), in place (the arrays are a value per face)."""
+    np.clip(x, -80, 80, out=x)
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1
+    return np.reciprocal(x, out=x)
 
 
 def against_negatives(query: np.ndarray, negatives: np.ndarray, scale: float) -> np.ndarray:
-    """query (F, Q) and negatives (F, N) cosine similarities -> (F,) relevancy of the union."""
-    if negatives.shape[1] == 0:
+    """Cosine similarities of the query's phrases (Q, F) and of the negatives (N, F) with every
+    face -> (F,) relevancy of the union."""
+    if len(negatives) == 0:
         raise WorkerError("bad_request", "no negatives given", f"Use e.g. {', '.join(CANONICAL_NEGATIVES)}.")
     # The softmax of a pair is the logistic of the difference, which grows with it: the min over
     # negatives is reached at the closest negative and the max over phrases at the closest phrase.
-    margin = query.max(1) - negatives.max(1)
-    return 1 / (1 + np.exp(-scale * margin))
+    margin = query.max(0)
+    margin -= negatives.max(0)
+    margin *= scale
+    return _logistic(margin)
 
 
 def in_label_set(similarity: np.ndarray, wanted: np.ndarray, scale: float) -> np.ndarray:
-    """similarity (F, L) to every label, wanted (L,) bool marking the query's phrases -> (F,)."""
-    probability = _softmax(scale * similarity)
-    chosen = probability[:, wanted].sum(1)
+    """Cosine similarities (L, F) of every label with every face, and wanted (L,) bool marking
+    the query's phrases -> (F,). With p the softmax over the set, p_query / (p_query + p_other)
+    is the logistic of logsumexp(scale * query similarities) - scale * other similarity: the
+    softmax's normaliser cancels, so it is never computed."""
     if wanted.all():
-        return np.ones(len(similarity), np.float32)
-    strongest_other = probability[:, ~wanted].max(1)
-    return chosen / (chosen + strongest_other)
+        return np.ones(similarity.shape[1], np.float32)
+    query = scale * similarity[wanted]
+    top = query.max(0)
+    margin = top + np.log(np.exp(query - top).sum(0)) if len(query) > 1 else top
+    margin -= scale * similarity[~wanted].max(0)
+    return _logistic(margin)

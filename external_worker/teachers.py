@@ -152,7 +152,7 @@ class ImageTeacher:
         return features.astype(np.float32)
 
     def similarity(self, codes: FaceCodes, direction: np.ndarray) -> np.ndarray:
-        return codes.cosine(direction[None])[:, 0]
+        return codes.cosine(direction[None])[0]
 
 
 def cell_centres(height: int, width: int, rows: int, cols: int, cell_height: float,
@@ -281,12 +281,14 @@ class ClipFeatureTeacher(ImageTeacher):
         encoder = self.encoder
         if label_set:
             labels = list(dict.fromkeys([*label_set, *terms]))
-            similarity = codes.cosine(encoder.encode_text(labels).cpu().numpy())
+            similarity = codes.cosine_named(labels, encoder.encode_text(labels).cpu().numpy())
             wanted = np.isin(labels, terms)
             return in_label_set(similarity, wanted, encoder.logit_scale)
         negatives = list(CANONICAL_NEGATIVES if negatives is None else negatives)
-        similarity = codes.cosine(encoder.encode_text([*terms, *negatives]).cpu().numpy())
-        return against_negatives(similarity[:, :len(terms)], similarity[:, len(terms):], encoder.logit_scale)
+        phrases = list(dict.fromkeys([*terms, *negatives]))
+        similarity = codes.cosine_named(phrases, encoder.encode_text(phrases).cpu().numpy())
+        is_term = np.isin(phrases, terms)
+        return against_negatives(similarity[is_term], similarity[np.isin(phrases, negatives)], encoder.logit_scale)
 
 
 Teacher = LabelsTeacher | SamFeatureTeacher | ClipFeatureTeacher
