@@ -1,6 +1,6 @@
 """Operators of the DFF panels. Those that need the worker send a request and return at once;
-the reply is applied later on the main thread by the functions of `cameras`, `mesh_import`
-and `selection`, called from the handlers built here."""
+the reply is applied later on the main thread by the functions of `cameras`, `mesh_import`,
+`selection` and `texture`, called from the handlers built here."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 from bpy.props import StringProperty
 
-from . import cameras, mesh_import, selection, worker_session
+from . import cameras, mesh_import, selection, texture, worker_session
 from .client import Reply
 
 WORKSPACE_DEFAULT = "dff_workspace"
@@ -221,7 +221,7 @@ class DFF_OT_load_mesh(WorkerOperator, bpy.types.Operator):
 
 
 class DFF_OT_cancel(bpy.types.Operator):
-    """Stop training; the workspace keeps the last checkpoint, so Train resumes from it"""
+    """Stop training (the workspace keeps the last checkpoint, so Train resumes from it) or a bake"""
 
     bl_idname = "dff.cancel"
     bl_label = "Cancel"
@@ -229,7 +229,7 @@ class DFF_OT_cancel(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         session = worker_session.session()
-        request_id = session.find(context.scene, "train")
+        request_id = session.find(context.scene, "train") or session.find(context.scene, "bake")
         if request_id is None:
             context.scene.dff.running = False  # a stale flag, e.g. from a crashed worker
             self.report({'WARNING'}, "No training is running")
@@ -339,6 +339,26 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
         return {'FINISHED'}
 
 
+class DFF_OT_bake_texture(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
+    """UV-unwrap the DFF mesh and bake the radiance field's colour into an image texture that
+    Blender renders and Texture Paint edits (also on parts separated from the mesh)"""
+
+    bl_idname = "dff.bake_texture"
+    bl_label = "Bake Texture"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def send(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        selection.check_dff_mesh(props.mesh_object)
+        worker_session.session().submit(
+            context, "bake", {"workspace": workspace(props), "size": int(props.texture_size)},
+            on_done=reply_handler(context.scene, texture.apply_bake, ends_training=True),
+            on_progress=_progress_handler(context.scene))
+        props.start_progress()
+        props.show_message(f"Baking a {props.texture_size} texture...")
+        return {'FINISHED'}
+
+
 class DFF_OT_show_heat_map(bpy.types.Operator):
     """Show the latest query's heat map: Solid shading coloured by the active colour attribute
     (click again for the usual shading)"""
@@ -383,6 +403,7 @@ class DFF_OT_separate(bpy.types.Operator):
 
 
 _CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel, DFF_OT_show_heat_map,
+            DFF_OT_bake_texture,
             DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_separate)
 
 register, unregister = bpy.utils.register_classes_factory(_CLASSES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field"}
+STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
 
 
 def _duration(seconds: float) -> str:
@@ -120,6 +120,9 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row.prop(props, "threshold", slider=True)
         row.operator("dff.show_heat_map", text="", icon='COLOR')
         layout.operator("dff.separate", icon='MOD_EXPLODE')
+        row = layout.row(align=True)
+        row.prop(props, "texture_size", text="")
+        row.operator("dff.bake_texture", icon='TEXTURE')
 
 
 _CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)

@@ -91,6 +91,12 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         name="Mesh Resolution", description="Marching-cubes grid size per axis",
         default=256, min=16, max=1024)
 
+    texture_size: EnumProperty(
+        name="Texture Size", description="Width and height of the baked texture",
+        items=[('1024', "1K", "1024 x 1024"), ('2048', "2K", "2048 x 2048"), ('4096', "4K", "4096 x 4096")],
+        default='2048',
+    )
+
     running: BoolProperty(name="Running", description="Training is in progress")
     stage: StringProperty(name="Stage")
     step: IntProperty(name="Step", min=0)

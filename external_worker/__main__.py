@@ -6,6 +6,7 @@
     python -m external_worker mesh --workspace WS [--resolution R] [--out mesh.ply]
     python -m external_worker distill --workspace WS [--teacher labels] [--steps N]
     python -m external_worker query --workspace WS --text mug [--out mug.npy]
+    python -m external_worker bake --workspace WS [--size 2048] [--out texture.png]
     python -m external_worker serve [--host 127.0.0.1] [--port 0] [--root DIR]
 """
 
@@ -77,6 +78,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     query.add_argument("--negatives", default=None, help="comma-separated negatives (default: object, things, stuff, texture)")
     query.add_argument("--label-set", default="", help="comma-separated labels: softmax over them instead of negatives")
     query.add_argument("--out", type=Path, help="write float32 per-face values (.npy, mesh face order)")
+    bake = sub.add_parser("bake", help="UV-unwrap the mesh and bake the radiance field into a texture")
+    _add_common(bake)
+    bake.add_argument("--size", type=int, default=2048, help="texture width and height (512, 1024, 2048, 4096)")
+    bake.add_argument("--out", type=Path, help="also copy the texture (.png) here")
     serve = sub.add_parser("serve", help="serve the add-on over TCP (token in DFF_WORKER_TOKEN)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     serve.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             mesh, summary = pipeline.train_all(ws, settings, reporter)
             print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(pipeline.MESH_EXPORT)}")
         elif args.command != "import":
-            scene = pipeline.open_scene(ws) if args.command != "query" else None
+            scene = pipeline.open_scene(ws) if args.command not in ("query", "bake") else None
             if args.command == "train":
                 info = pipeline.run_nerf(scene, settings.nerf, reporter)
                 print(f"NeRF: {info.get('step', info.get('steps'))} steps, held-out PSNR {info.get('psnr')}")
@@ -159,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                                                 settings.clip_model, settings.clip_pretrained)
                 pipeline.run_features(scene, teacher, settings.features, reporter)
                 print(f"feature field '{settings.teacher}' ready")
+            elif args.command == "bake":
+                pipeline.run_bake(ws, args.size, reporter)
+                print(f"texture: {ws.path(pipeline.texture_name(args.size))} (UVs in {pipeline.bake_name(args.size)})")
+                if args.out:
+                    with atomic_path(args.out.resolve()) as tmp:
+                        shutil.copyfile(ws.path(pipeline.texture_name(args.size)), tmp)
             elif args.command == "query":
                 negatives = None if args.negatives is None else split_terms(args.negatives, "list of negatives")
                 label_set = split_terms(args.label_set, "label set") if args.label_set else None

@@ -81,7 +81,7 @@ Handler = Callable[[dict, dict[str, np.ndarray], Any], tuple[dict, dict[str, np.
 
 def make_handlers(root: Path | None = None) -> dict[str, Handler]:
     root = root.resolve() if root else None
-    training = threading.Lock()  # one training job at a time: they would fight over the workspace
+    training = threading.Lock()  # one training or bake job at a time: they would fight over the workspace
 
     def import_dataset(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)
@@ -118,6 +118,18 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
             training.release()
         return summary, mesh.to_arrays()
 
+    def bake(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(params, root)
+        ws = Workspace(p.path("workspace"))
+        size = p.integer("size", 2048, 1, 1 << 16)
+        if not training.acquire(blocking=False):
+            raise WorkerError("busy", "the worker is training", "Wait for it to finish or cancel it.")
+        try:
+            result = pipeline.run_bake(ws, size, ctx)
+        finally:
+            training.release()
+        return {"size": size, "texture_path": str(ws.path(pipeline.texture_name(size)))}, result.to_arrays()
+
     def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         mesh = pipeline.load_mesh(Workspace(Params(params, root).path("workspace")))
         return {"n_faces": int(len(mesh.faces))}, mesh.to_arrays()
@@ -153,4 +165,4 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         probability = pipeline.query_similar(Workspace(p.path("workspace")), selected, p.text("teacher", "labels", 64))
         return {"n_faces": int(len(probability))}, {"face_probability": probability}
 
-    return {"query_click": query_click, "query_similar": query_similar, "import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}
+    return {"bake": bake, "query_click": query_click, "query_similar": query_similar, "import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}

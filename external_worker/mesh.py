@@ -56,12 +56,13 @@ def density_grid(field: NerfField, grid: OccupancyGrid, resolution: int, reporte
 
 
 @torch.no_grad()
-def vertex_colors(field: NerfField, vertices: np.ndarray, normals: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Radiance leaving each vertex along its normal (the view of a camera facing the surface)."""
+def surface_colours(field: NerfField, points: np.ndarray, normals: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Radiance (N, 3) in [0, 1] leaving surface points along their outward normals (the view of
+    a camera facing the surface), normalised frame."""
     dev = next(field.parameters()).device
     out = []
-    for i in range(0, len(vertices), chunk):
-        x = torch.from_numpy(vertices[i:i + chunk]).float().to(dev)
+    for i in range(0, len(points), chunk):
+        x = torch.from_numpy(points[i:i + chunk]).float().to(dev)
         d = -torch.from_numpy(normals[i:i + chunk]).float().to(dev)
         out.append(field(x, d / d.norm(dim=-1, keepdim=True).clamp_min(1e-8))[1].cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
@@ -140,6 +141,6 @@ def extract_mesh(field: NerfField, grid: OccupancyGrid, frame: SceneFrame, camer
     if config.max_faces and len(faces) > config.max_faces:
         vertices, faces = decimate(vertices, faces, config.max_faces)
         mesh = trimesh.Trimesh(vertices, faces, process=False)
-    colors = vertex_colors(field, np.asarray(mesh.vertices, np.float32), np.asarray(mesh.vertex_normals, np.float32))
+    colors = surface_colours(field, np.asarray(mesh.vertices, np.float32), np.asarray(mesh.vertex_normals, np.float32))
     return Mesh(vertices=frame.to_world(np.asarray(mesh.vertices)), faces=np.asarray(mesh.faces, np.int32),
                 vertex_colors=colors.astype(np.float32))

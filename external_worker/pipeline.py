@@ -7,11 +7,13 @@ Used by the command line (`__main__`) and by the server's handlers alike.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .bake import TEXTURE_SIZES, Bake, bake_texture
 from .datasets import Dataset, load_dataset
 from .errors import WorkerError
 from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
@@ -132,6 +134,41 @@ def mesh_voxel(ws: Workspace) -> float:
     """Edge of a marching-cubes cell of the workspace's mesh, in world units."""
     frame = SceneFrame.from_dict(ws.load_state()["frame"])
     return 2 * frame.scale / ws.stage("mesh")["settings"]["resolution"]
+
+
+def bake_name(size: int) -> str:
+    return f"bake_{size}.npz"
+
+
+def texture_name(size: int) -> str:
+    return f"texture_{size}.png"
+
+
+def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
+    """UV atlas and texture of the workspace's mesh (kept until the mesh changes); also writes
+    the texture as a PNG (top row first) in the workspace."""
+    if size not in TEXTURE_SIZES:
+        raise WorkerError("bad_request", f"texture size {size} is not one of {TEXTURE_SIZES}",
+                          "Pick 1024, 2048 or 4096 (512 for a quick look).")
+    mesh = load_mesh(workspace)
+    stage, mesh_settings = f"bake_{size}", workspace.stage("mesh").get("settings")
+    info = workspace.stage(stage)
+    if info.get("done") and info.get("mesh") == mesh_settings and workspace.path(bake_name(size)).exists():
+        return Bake(**workspace.load_npz(bake_name(size)))
+    import trimesh
+    from PIL import Image
+
+    frame = SceneFrame.from_dict(workspace.load_state()["frame"])
+    field, _ = load_field(workspace)
+    vertices = frame.normalise_points(mesh.vertices).astype(np.float32)
+    normals = trimesh.Trimesh(vertices, mesh.faces, process=False).vertex_normals
+    bake = bake_texture(field, vertices, mesh.faces, np.asarray(normals, np.float32), size, reporter)
+    workspace.save_npz(bake_name(size), **bake.to_arrays())
+    png = io.BytesIO()
+    Image.fromarray(bake.texture[::-1]).save(png, format="PNG")
+    workspace.write_bytes(texture_name(size), png.getvalue())
+    workspace.update_stage(stage, done=True, mesh=mesh_settings)
+    return bake
 
 
 def load_mesh(ws: Workspace) -> Mesh:

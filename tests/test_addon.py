@@ -366,6 +366,62 @@ def test_separate_moves_the_selection_into_an_object(worker):
     assert np.array_equal(edit_mode_selection(obj), 1.0 - probability[face_index] > 0.5)
 
 
+def bake_reply(faces: np.ndarray, size: int = 16) -> Reply:
+    """UVs that encode the face and corner (u = face / F, v = corner / 3) and a texture whose
+    pixels encode their row and column."""
+    n = len(faces)
+    uv = np.stack([np.repeat(np.arange(n)[:, None] / n, 3, 1), np.tile(np.arange(3) / 3, (n, 1))], -1)
+    texture = np.zeros((size, size, 3), np.uint8)
+    texture[..., 0] = np.arange(size)[:, None] * 10
+    texture[..., 1] = np.arange(size)[None, :] * 10
+    return Reply(ok=True, result={"size": size}, arrays={"uv": uv.astype(np.float32), "texture": texture})
+
+
+def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(worker):
+    from blender_dff.selection import apply_query
+    from blender_dff.texture import IMAGE_NAME, UV_NAME
+
+    obj, (_, faces, _) = make_mesh(worker)
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'}
+    sent = worker.sent[-1]
+    assert (sent.method, sent.params["size"]) == ("bake", 2048) and bpy.context.scene.dff.running
+    reply = bake_reply(faces)
+    worker.reply(sent, reply)
+    blender_dff.worker_session.pump()
+    props = bpy.context.scene.dff
+    assert not props.running and not props.error, props.error
+    face_index = read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
+    uv = read(obj.data.uv_layers[UV_NAME].data, "uv", np.float32, 2).reshape(-1, 3, 2)
+    assert np.allclose(uv, reply.arrays["uv"][face_index])
+    image = bpy.data.images[IMAGE_NAME]
+    pixels = np.array(image.pixels[:], np.float32).reshape(16, 16, 4)
+    assert np.allclose(pixels[..., :3] * 255, reply.arrays["texture"], atol=0.5)  # bottom row first, as sent
+    assert image.packed_file is not None
+    material = obj.data.materials[0]
+    node = material.node_tree.nodes.active
+    assert node.type == 'TEX_IMAGE' and node.image == image  # what Texture Paint paints on
+    assert any(link.to_node.type == 'BSDF_PRINCIPLED' for link in node.outputs["Color"].links)
+
+    apply_query(bpy.context, "mug", query_reply(np.linspace(0, 1, len(faces), dtype=np.float32)))
+    bpy.ops.dff.separate()
+    part = bpy.data.objects["mug"]
+    part_index = read(part.data.attributes["dff_face_index"].data, "value", np.int32)
+    part_uv = read(part.data.uv_layers[UV_NAME].data, "uv", np.float32, 2).reshape(-1, 3, 2)
+    assert np.allclose(part_uv, reply.arrays["uv"][part_index]) and part.data.materials[0] == material
+
+
+def test_bad_bake_replies_are_refused(worker):
+    obj, (_, faces, _) = make_mesh(worker)
+    bpy.ops.dff.bake_texture()
+    good = bake_reply(faces)
+    worker.reply(worker.sent[-1], Reply(ok=True, result={}, arrays={"uv": good.arrays["uv"][:-1],
+                                                                    "texture": good.arrays["texture"]}))
+    blender_dff.worker_session.pump()
+    props = bpy.context.scene.dff
+    assert props.error_code == "apply_failed" and "faces the texture was baked for" in props.error
+    assert "DFF Texture" not in bpy.data.images and not obj.data.uv_layers
+
+
 # --- operators through the scripted worker ----------------------------------------------
 
 

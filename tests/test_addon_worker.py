@@ -127,6 +127,19 @@ def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_w
     assert "Col" in part.data.color_attributes
     assert area_on_label(part, label, ground_truth) > 0.8
 
+    # Bake: both the rest and the separated part get the atlas and the texture.
+    props.texture_size = '1024'
+    bpy.ops.dff.bake_texture()
+    pump_until(lambda: not props.running)
+    assert not props.error, (props.error, props.error_hint)
+    image = bpy.data.images["DFF Texture"]
+    assert tuple(image.size) == (1024, 1024) and (workspace / "texture_1024.png").exists()
+    for obj in (mesh_obj, part):
+        uv = np.empty(len(obj.data.loops) * 2, np.float32)
+        obj.data.uv_layers["DFF UV"].data.foreach_get("uv", uv)
+        assert uv.min() >= 0 and uv.max() <= 1 and np.ptp(uv) > 0.5
+        assert obj.data.materials[0].node_tree.nodes.active.image == image
+
 
 def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     props = addon

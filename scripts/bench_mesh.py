@@ -1,0 +1,106 @@
+"""Benchmark the mesh an artist gets: import into Blender, and the texture bake.
+
+Prints:
+  1. Seconds to bring a mesh of --faces faces (an icosphere, with vertex colours) into Blender
+     through the add-on's importer (goal <= 2 s for 1M faces).
+  2. With --workspace: the bake of its mesh at --size (seconds, share of the texture the
+     charts cover), and how much the bake loses on the surface: PSNR of the texture, read
+     bilinearly at each face's centroid, against the radiance field's colour there.
+
+    python scripts/bench_mesh.py [--faces 1000000] [--workspace WS --size 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bpy  # noqa: E402
+
+from blender_dff.client import Reply  # noqa: E402
+from blender_dff.mesh_import import apply_mesh  # noqa: E402
+
+
+def import_time(n_faces: int) -> None:
+    subdivisions = int(np.ceil(np.log(n_faces / 20) / np.log(4)))
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    vertices, faces = np.asarray(sphere.vertices, np.float32), np.asarray(sphere.faces, np.int32)
+    colors = (vertices + 1) / 2
+    bpy.ops.wm.read_homefile(use_empty=True)
+    import blender_dff
+
+    blender_dff.register()
+    reply = Reply(ok=True, result={}, arrays={"vertices": vertices, "faces": faces, "vertex_colors": colors})
+    start = time.perf_counter()
+    apply_mesh(bpy.context, reply)
+    seconds = time.perf_counter() - start
+    print(f"  {len(faces):,} faces, {len(vertices):,} vertices with colours: {seconds:.2f} s")
+    blender_dff.unregister()
+
+
+def bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Texture (bottom row first) read at uv (N, 2) like a renderer with linear filtering."""
+    size = texture.shape[0]
+    x, y = uv[:, 0] * size - 0.5, uv[:, 1] * size - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    at = lambda r, c: texture[np.clip(r, 0, size - 1), np.clip(c, 0, size - 1)].astype(np.float32)  # noqa: E731
+    return ((at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx) * (1 - fy)
+            + (at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx) * fy) / 255
+
+
+def bake_figures(workspace: Path, size: int) -> None:
+    from external_worker import pipeline
+    from external_worker.bake import covered_texels
+    from external_worker.mesh import surface_colours
+    from external_worker.nerf_training import load_field
+    from external_worker.progress import TqdmReporter
+    from external_worker.rays import SceneFrame
+    from external_worker.workspace import Workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Workspace(Path(tmp) / "ws")
+        shutil.copytree(workspace, ws.root, ignore=shutil.ignore_patterns("bake_*", "texture_*", "*features_*"))
+        state = ws.load_state()
+        state["stages"] = {k: v for k, v in state["stages"].items() if not k.startswith("bake_")}
+        ws.save_state(state)
+        mesh = pipeline.load_mesh(ws)
+        start = time.perf_counter()
+        bake = pipeline.run_bake(ws, size, TqdmReporter())
+        seconds = time.perf_counter() - start
+        covered = len(np.unique(covered_texels(bake.uv, size)[2])) / size**2
+        frame = SceneFrame.from_dict(ws.load_state()["frame"])
+        vertices = frame.normalise_points(mesh.vertices).astype(np.float32)
+        tm = trimesh.Trimesh(vertices, mesh.faces, process=False)
+        field, _ = load_field(ws)
+        truth = surface_colours(field, tm.triangles_center.astype(np.float32), tm.face_normals.astype(np.float32))
+        baked = bilinear(bake.texture, bake.uv.mean(1))
+        psnr = -10 * np.log10(np.mean((baked - truth) ** 2))
+    print(f"  {len(mesh.faces):,} faces, {size} x {size}: {seconds:.1f} s, charts cover {covered:.0%} of the texture")
+    print(f"  texture vs the field's colour at face centroids: PSNR {psnr:.1f} dB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--workspace", type=Path, help="a trained workspace (NeRF and mesh)")
+    parser.add_argument("--size", type=int, default=2048)
+    args = parser.parse_args()
+    print("1. mesh into Blender (the add-on's importer)")
+    import_time(args.faces)
+    if args.workspace:
+        print("\n2. texture bake")
+        bake_figures(args.workspace, args.size)
+
+
+if __name__ == "__main__":
+    main()
