@@ -182,6 +182,7 @@ class DFF_OT_train(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
             "nerf_steps": props.nerf_steps,
             "feature_steps": props.feature_steps,
             "mesh_resolution": props.mesh_resolution,
+            "max_faces": props.max_faces,
             "teacher": props.teacher,
         }
         if props.teacher == 'sam':

@@ -80,6 +80,7 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         settings.prop(props, "nerf_steps")
         settings.prop(props, "feature_steps")
         settings.prop(props, "mesh_resolution")
+        settings.prop(props, "max_faces")
         row = layout.row(align=True)
         row.operator("dff.train", icon='PLAY')
         row.operator("dff.load_mesh", icon='MESH_DATA')

@@ -90,6 +90,10 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     mesh_resolution: IntProperty(
         name="Mesh Resolution", description="Marching-cubes grid size per axis",
         default=256, min=16, max=1024)
+    max_faces: IntProperty(
+        name="Face Budget", description="Decimate the mesh to at most this many faces (0 keeps "
+                                        "every face marching cubes makes)",
+        default=0, min=0, soft_max=2_000_000)
 
     texture_size: EnumProperty(
         name="Texture Size", description="Width and height of the baked texture",

@@ -97,7 +97,8 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         defaults = pipeline.TrainSettings()
         settings = pipeline.TrainSettings(
             nerf=replace(defaults.nerf, steps=p.integer("nerf_steps", defaults.nerf.steps, 1, 1_000_000)),
-            mesh=replace(defaults.mesh, resolution=p.integer("mesh_resolution", defaults.mesh.resolution, 16, 1024)),
+            mesh=replace(defaults.mesh, resolution=p.integer("mesh_resolution", defaults.mesh.resolution, 16, 1024),
+                         max_faces=p.integer("max_faces", defaults.mesh.max_faces, 0, 100_000_000)),
             features=replace(defaults.features, steps=p.integer("feature_steps", defaults.features.steps, 1, 1_000_000)),
             teacher=p.text("teacher", "labels", 64))
         checkpoint = p.text("sam_checkpoint", "")

@@ -469,9 +469,10 @@ def test_sam_teacher_sends_its_checkpoint_and_queries_name_the_teacher(worker, t
 def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     props = bpy.context.scene.dff
     props.workspace_path = str(tmp_path)
+    props.max_faces = 50_000
     assert bpy.ops.dff.train() == {'FINISHED'}
     (sent,) = worker.sent
-    assert sent.method == "train" and sent.params["teacher"] == "labels"
+    assert sent.method == "train" and sent.params["teacher"] == "labels" and sent.params["max_faces"] == 50_000
     assert props.running and not bpy.ops.dff.train.poll()
 
     worker.progress(sent, {"stage": "nerf", "step": 50, "total": 200,

@@ -11,7 +11,7 @@ import trimesh
 
 from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker import pipeline
-from external_worker.evaluation import face_miou
+from external_worker.evaluation import chamfer, face_miou
 from external_worker.nerf_training import TrainConfig
 from external_worker.workspace import Workspace
 
@@ -72,6 +72,23 @@ def test_second_run_resumes_instead_of_restarting(trained_workspace, tmp_path):
     steps = [step for stage, step, _ in reporter.events if stage == "nerf"]
     assert steps == [done_steps + 1, done_steps + 2, done_steps + 3]
     assert ws.stage("nerf")["step"] == done_steps + 3
+
+
+def test_face_budget_decimates_the_mesh_and_invalidates_face_features(trained_workspace, tmp_path):
+    ws_dir = tmp_path / "ws"
+    shutil.copytree(trained_workspace, ws_dir)
+    ws = Workspace(ws_dir)
+    full = pipeline.load_mesh(ws)
+    settings = ws.stage("mesh")["settings"]
+    budget = len(full.faces) // 4
+    scene = pipeline.open_scene(ws)
+    config = pipeline.MeshConfig(resolution=settings["resolution"], max_faces=budget)
+    small = pipeline.run_mesh(scene, config, RecordingReporter())
+    assert budget * 0.9 <= len(small.faces) <= budget
+    assert "face_features_labels" not in ws.load_state()["stages"]  # they described the old faces
+    # The decimated surface stays on the full one: mean distance under a marching-cubes voxel.
+    distance, _ = chamfer(small.vertices, small.faces, full.vertices, full.faces)
+    assert distance < pipeline.mesh_voxel(ws)
 
 
 def test_labels_teacher_without_label_maps_fails_before_training(tiny_scene, tmp_path):
