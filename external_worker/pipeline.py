@@ -188,7 +188,9 @@ def run_features(scene: Scene, teacher: Teacher, config: FeatureConfig, reporter
             ws.update_stage(stage, done=False)
         info = train_features(scene.dataset, scene.frame, ws, load_field(ws), teacher, config, reporter)
         ws.update_stage(f"face_features_{teacher_name}", done=False)
-    if not ws.stage(f"face_features_{teacher_name}").get("done"):
+    # A missing file (a workspace from an older version, or deleted by hand) is rebuilt too.
+    stored = ws.path(face_features_name(teacher_name)).exists()
+    if not (ws.stage(f"face_features_{teacher_name}").get("done") and stored):
         model, teacher = load_features(ws, teacher_name)
         mesh = load_mesh(ws)
         centroids = scene.frame.normalise_points(mesh.vertices[mesh.faces].mean(1))
@@ -222,6 +224,9 @@ class FaceFeatures:
 
 def load_face_features(workspace: Workspace, teacher: str) -> FaceFeatures:
     info = workspace.require(f"face_features_{teacher}", f"feature training with the '{teacher}' teacher")
+    if not workspace.path(face_features_name(teacher)).exists():
+        raise WorkerError("stage_missing", f"the per-face features of the '{teacher}' teacher are missing from "
+                          f"{workspace.root}", "Press Train again: only the per-face step runs.")
 
     def load(path: Path) -> FaceFeatures:
         # Kept per process, so the teacher (a SAM model) is loaded once, not per click.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
+from timing import timed  # noqa: E402
 from external_worker.click import ClickPrompt, ViewRenderer, sam_click  # noqa: E402
 from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels  # noqa: E402
 from external_worker.features import FeatureConfig, load_features, quadrature_samples  # noqa: E402
@@ -44,19 +44,6 @@ from external_worker.progress import SilentReporter, TqdmReporter  # noqa: E402
 from external_worker.raycast import first_hit  # noqa: E402
 from external_worker.sam_teacher import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median seconds of `repeats` calls after one warm-up, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
 
 
 def object_clicks(geometry, truth: np.ndarray, eyes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:

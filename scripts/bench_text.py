@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
+from timing import timed  # noqa: E402
 from external_worker.clip_teacher import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
 from external_worker.evaluation import LabelTextOracle, face_miou  # noqa: E402
 from external_worker.face_codes import FaceCodes  # noqa: E402
@@ -45,19 +46,6 @@ from external_worker.nerf_training import device  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median seconds of `repeats` calls after one warm-up, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), result
 
 
 def query_latency(n_faces: int, dim: int, repeats: int) -> None:
