@@ -63,17 +63,15 @@ def query_latency(n_faces: int, dim: int, repeats: int) -> None:
 
     def negatives_query(cached: bool):
         """A query against the negatives: with their rows cached (a new phrase, as a user types
-        one query after another) or not (the first query, or new negatives)."""
-        names = [f"query {next(queries)}", *negative_names]
-        if not cached:
-            codes._rows.clear()
+        one query after another) or not (the first query, or new negatives: new names here)."""
+        call = next(queries)
+        names = [f"query {call}", *(negative_names if cached else [f"{n} {call}" for n in negative_names])]
         similarity = codes.cosine_named(names, texts[:len(names)])
         return against_negatives(similarity[:1], similarity[1:], 100.0)
 
     def label_set_query(labels: int, cached: bool):
-        names = [f"query {next(queries)}", *(f"label {i}" for i in range(labels - 1))]
-        if not cached:
-            codes._rows.clear()
+        call = next(queries)
+        names = [f"query {call}", *(f"label {i}" + ("" if cached else f" {call}") for i in range(labels - 1))]
         return in_label_set(codes.cosine_named(names, texts[:labels]), np.arange(labels) == 0, 100.0)
 
     cold, _ = timed(lambda: negatives_query(False), repeats)
