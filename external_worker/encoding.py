@@ -23,20 +23,22 @@ _CORNERS = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)],
 
 
 class _Gather(torch.autograd.Function):
-    """rows = table[index]; the backward scatters with index_add_, several times faster on the
-    CPU than embedding's sort-based backward for the millions of lookups a batch makes."""
+    """rows = table[index] for a table of 2 features per entry, viewed as one complex number so
+    the gather and its index_add_ backward move one element per lookup: about twice as fast on
+    the CPU as two-column rows, and several times faster than embedding's sort-based backward."""
 
     @staticmethod
     def forward(ctx, table, index):  # type: ignore[override]
         ctx.save_for_backward(index)
         ctx.rows = table.shape[0]
-        return table.index_select(0, index)
+        return torch.view_as_real(torch.view_as_complex(table).index_select(0, index))
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (index,) = ctx.saved_tensors
-        out = torch.zeros(ctx.rows, grad.shape[1], dtype=grad.dtype, device=grad.device)
-        return out.index_add_(0, index, grad), None
+        out = torch.zeros(ctx.rows, dtype=torch.complex64, device=grad.device)
+        out.index_add_(0, index, torch.view_as_complex(grad.contiguous()))
+        return torch.view_as_real(out), None
 
 
 class TorchHashGrid(nn.Module):
@@ -44,6 +46,8 @@ class TorchHashGrid(nn.Module):
 
     def __init__(self, levels: int, features: int, log2_table: int, base_res: int, max_res: int) -> None:
         super().__init__()
+        if features != 2:
+            raise ValueError(f"the PyTorch hash grid stores 2 features per level, not {features}")
         self.levels, self.features = levels, features
         growth = math.exp((math.log(max_res) - math.log(base_res)) / max(levels - 1, 1))
         # As in tcnn: scale = base * growth^l - 1, resolution = ceil(scale) + 1.
@@ -58,7 +62,8 @@ class TorchHashGrid(nn.Module):
         self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.long), persistent=False)
         self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.long), persistent=False)
-        self.register_buffer("dense", torch.tensor([r**3 <= table for r in resolutions]), persistent=False)
+        # Levels grow in resolution, so the dense ones (the whole grid fits the table) come first.
+        self.n_dense = sum(r**3 <= table for r in resolutions)
         self.params = nn.Parameter(torch.empty(offsets[-1], features).uniform_(-1e-4, 1e-4))
 
     @property
@@ -73,17 +78,19 @@ class TorchHashGrid(nn.Module):
         corner = torch.stack([base, base + 1], -1)  # (N, L, 3, 2): floor and floor + 1 per axis
         weight = torch.stack([1 - frac, frac], -1)
         # Per-axis terms, combined over the 8 corners by broadcasting (cheaper than 8 x 3 ops).
-        res = self.resolutions[None, :, None]
-        dense = self.dense[None, :, None, None, None]
+        # Coarse levels index a dense grid, the others the hash table; each is computed only
+        # where it is used.
         ix, iy, iz = corner[:, :, 0, :, None, None], corner[:, :, 1, None, :, None], corner[:, :, 2, None, None, :]
-        dense_index = ix + res[..., None, None] * (iy + res[..., None, None] * iz)
-        hashed = ((ix * _PRIMES[0]) ^ (iy * _PRIMES[1]) ^ (iz * _PRIMES[2])) & 0xFFFFFFFF
-        index = torch.where(dense, dense_index, hashed % self.sizes[None, :, None, None, None])
-        index = index + self.offsets[None, :, None, None, None]  # (N, L, 2, 2, 2)
+        d = self.n_dense
+        res = self.resolutions[None, :d, None, None, None]
+        dense_index = ix[:, :d] + res * (iy[:, :d] + res * iz[:, :d])
+        hashed = ((ix[:, d:] * _PRIMES[0]) ^ (iy[:, d:] * _PRIMES[1]) ^ (iz[:, d:] * _PRIMES[2])) & 0xFFFFFFFF
+        hashed = hashed % self.sizes[None, d:, None, None, None]
+        index = torch.cat([dense_index, hashed], 1) + self.offsets[None, :, None, None, None]  # (N, L, 2, 2, 2)
         w = weight[:, :, 0, :, None, None] * weight[:, :, 1, None, :, None] * weight[:, :, 2, None, None, :]
-        values = _Gather.apply(self.params, index.view(-1))
-        values = values.view(x.shape[0], self.levels, 8, self.features) * w.reshape(x.shape[0], self.levels, 8, 1)
-        return values.sum(2).reshape(x.shape[0], self.levels * self.features)
+        values = _Gather.apply(self.params, index.view(-1)).view(x.shape[0] * self.levels, 8, self.features)
+        out = torch.bmm(w.reshape(-1, 1, 8), values)  # trilinear interpolation per point and level
+        return out.reshape(x.shape[0], self.levels * self.features)
 
 
 class HashGrid(nn.Module):

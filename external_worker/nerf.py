@@ -75,17 +75,27 @@ class OccupancyGrid(nn.Module):
         # Cells that may hold content at all (visual hull of the alpha masks when there are some).
         self.register_buffer("hull", torch.ones((resolution,) * 3, dtype=torch.bool))
 
-    def cell_centers(self, jitter: bool) -> torch.Tensor:
+    def cell_centers(self, jitter: bool, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Centres (or random points, with `jitter`) of all cells, or of the flat indices `cells`."""
         r = self.resolution
-        idx = torch.stack(torch.meshgrid(*(torch.arange(r),) * 3, indexing="ij"), -1).reshape(-1, 3).float()
+        if cells is None:
+            cells = torch.arange(r**3, device=self.density.device)
+        idx = torch.stack([cells // (r * r), cells // r % r, cells % r], -1).float()
         offset = torch.rand_like(idx) if jitter else torch.full_like(idx, 0.5)
         return (idx + offset) / r * 2 - 1
 
     @torch.no_grad()
-    def update(self, density_fn, threshold: float, decay: float = 0.95, chunk: int = 1 << 16) -> None:
-        points = self.cell_centers(jitter=True).to(self.density.device)
+    def update(self, density_fn, threshold: float, decay: float = 0.95, fraction: float = 1.0,
+               chunk: int = 1 << 16) -> None:
+        """Refresh the max density of the hull's cells (the others can hold nothing), all of them or a
+        random `fraction` (instant-NGP refreshes a subset once training has warmed up)."""
+        cells = self.hull.view(-1).nonzero()[:, 0]
+        if fraction < 1.0:
+            cells = cells[torch.randperm(len(cells), device=cells.device)[:max(1, int(len(cells) * fraction))]]
+        points = self.cell_centers(jitter=True, cells=cells)
         fresh = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, len(points), chunk)])
-        self.density = torch.maximum(self.density * decay, fresh.view(self.density.shape))
+        density = self.density.view(-1)
+        density[cells] = torch.maximum(density[cells] * decay, fresh)
         # instant-NGP's min(mean, threshold), the mean taken where content may be at all.
         mean = self.density[self.hull].mean().item() if self.hull.any() else 0.0
         self.occupied = self.hull & (self.density > min(mean, threshold))

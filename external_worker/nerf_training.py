@@ -30,6 +30,7 @@ class TrainConfig:
     lr_final: float = 1e-3       # exponential decay from lr to lr_final, as SAN trains its NeRF
     grid_warmup: int = 32        # steps before the occupancy grid starts skipping space
     grid_every: int = 16
+    grid_full_until: int = 256   # then each update refreshes a random quarter of the cells
     checkpoint_every: int = 250
     seed: int = 0
 
@@ -115,7 +116,7 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * gamma**step
             if step >= config.grid_warmup and step % config.grid_every == 0:
-                grid.update(field.density, threshold)
+                grid.update(field.density, threshold, fraction=1.0 if step < config.grid_full_until else 0.25)
             flat = torch.randint(0, len(data) * n_pixels, (config.rays_per_batch,), device=dev)
             cam, pix = flat // n_pixels, flat % n_pixels
             row, col = pix // data.width, pix % data.width

@@ -29,24 +29,46 @@ def look_at(eye, target=(0.0, 0.0, 0.0)) -> np.ndarray:
 
 
 def test_hash_grid_interpolates_linear_functions_exactly_on_dense_levels():
-    grid = TorchHashGrid(levels=2, features=1, log2_table=16, base_res=4, max_res=8)
-    assert bool(grid.dense.all())
-    # Table value = x grid coordinate of the entry: trilinear interpolation must return pos_x.
+    grid = TorchHashGrid(levels=2, features=2, log2_table=16, base_res=4, max_res=8)
+    assert grid.n_dense == grid.levels
+    # Table value = x (feature 0) and y (feature 1) grid coordinates of the entry: trilinear
+    # interpolation must return the grid position itself.
     with torch.no_grad():
         for level in range(grid.levels):
             r = int(grid.resolutions[level])
             idx = torch.arange(r**3)
             grid.params[grid.offsets[level] + idx, 0] = (idx % r).float()
+            grid.params[grid.offsets[level] + idx, 1] = (idx // r % r).float()
     x = torch.rand(256, 3) * 0.8  # stay off the last cell, which wraps as it does in tiny-cuda-nn
-    out = grid(x)
-    expected = x[:, :1] * grid.scales[None] + 0.5  # the grid position itself
+    out = grid(x).view(256, grid.levels, 2)
+    expected = x[:, None, :2] * grid.scales[None, :, None] + 0.5
     assert torch.allclose(out, expected, atol=1e-4)
 
 
+def test_hash_grid_hashed_levels_match_the_spatial_hash():
+    """A point on a grid vertex of a hashed level reads exactly the table entry instant-NGP's hash
+    names: (x * 1 xor y * 2654435761 xor z * 805459861) mod 2^32 mod T."""
+    grid = TorchHashGrid(levels=3, features=2, log2_table=10, base_res=8, max_res=64)
+    assert grid.n_dense == 1
+    level = 2
+    with torch.no_grad():
+        grid.params.normal_()
+    vertex = torch.tensor([5, 17, 30])
+    x = ((vertex.float() - 0.5) / grid.scales[level])[None]
+    entry = int((5 * 1 ^ 17 * 2654435761 ^ 30 * 805459861) % 2**32 % int(grid.sizes[level]))
+    out = grid(x).view(grid.levels, 2)
+    assert torch.allclose(out[level], grid.params[int(grid.offsets[level]) + entry], atol=1e-4)
+
+
+def test_hash_grid_refuses_other_feature_counts():
+    with pytest.raises(ValueError, match="2 features"):
+        TorchHashGrid(levels=2, features=4, log2_table=12, base_res=4, max_res=8)
+
+
 def test_gather_backward_matches_embedding():
-    table = torch.randn(50, 3, requires_grad=True)
+    table = torch.randn(50, 2, requires_grad=True)
     index = torch.randint(0, 50, (400,))
-    grad = torch.randn(400, 3)
+    grad = torch.randn(400, 2)
     _Gather.apply(table, index).backward(grad)
     ours = table.grad.clone()
     table.grad = None
@@ -98,6 +120,23 @@ def test_visual_hull_keeps_the_object_and_carves_the_background():
     far = centers.norm(dim=-1) > 0.6
     assert grid.lookup(centers[inside]).all()
     assert not grid.lookup(centers[far]).any()
+
+
+def test_occupancy_update_marks_dense_cells_within_the_hull_only():
+    grid = OccupancyGrid(16)
+    centers = grid.cell_centers(jitter=False)
+    grid.hull = (centers[:, 0] < 0.5).view(grid.hull.shape)  # as if carved away beyond x = 0.5
+    blob = lambda x: torch.where(x.norm(dim=-1) < 0.5, 100.0, 0.0)  # noqa: E731
+    grid.update(blob, threshold=1.0)
+    occupied = grid.lookup(centers)
+    assert occupied[(centers.norm(dim=-1) < 0.3) & (centers[:, 0] < 0.4)].all()
+    assert not occupied[centers.norm(dim=-1) > 0.7].any()
+    assert not occupied[centers[:, 0] > 0.5].any()  # dense there, but outside the hull
+    # A partial update refreshes only some cells: the remembered densities decay in the rest.
+    before = grid.density.clone()
+    grid.update(lambda x: torch.zeros(len(x)), threshold=1.0, fraction=0.25)
+    changed = (grid.density != before) & (before > 0)
+    assert 0 < changed.sum() < (before > 0).sum()
 
 
 def test_visibility_sees_the_front_of_a_box_not_its_back():
