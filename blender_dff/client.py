@@ -350,8 +350,8 @@ class WorkerClient:
                 self._connection_lost(exc)
                 return
             header = message.header
-            if message.type == "progress":
-                self._events.put(("progress", header.get("id"), header))
+            if message.type == "progress":  # the event carries its arrays (a training preview)
+                self._events.put(("progress", header.get("id"), {**header, "arrays": message.arrays}))
             elif message.type == "reply":
                 self._events.put(("done", header.get("id"), Reply(
                     ok=True, result=header.get("result") or {}, arrays=message.arrays)))

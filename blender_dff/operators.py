@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 from bpy.props import StringProperty
 
-from . import cameras, mesh_import, selection, texture, worker_session
+from . import cameras, images, mesh_import, selection, texture, worker_session
 from .client import Reply
 
 WORKSPACE_DEFAULT = "dff_workspace"
@@ -114,6 +114,9 @@ def _progress_handler(scene: bpy.types.Scene) -> Callable[[dict], None]:
         target = _scene(uid)
         if target is not None:
             target.dff.update_progress(event)
+            preview = (event.get("arrays") or {}).get("preview")
+            if preview is not None:
+                images.show_training_preview(preview)
             _tag_redraw()
 
     return on_progress

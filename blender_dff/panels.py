@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from .images import PREVIEW_IMAGE
+
 STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
 
 
@@ -84,6 +86,10 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("dff.train", icon='PLAY')
         row.operator("dff.load_mesh", icon='MESH_DATA')
+        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        if preview is not None and preview.preview is not None:
+            layout.label(text="Render | photo (first training view)")
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
         if not props.running:
             return
         stage = STAGE_NAMES.get(props.stage, props.stage) or "Starting"

@@ -8,6 +8,7 @@ import bpy
 import numpy as np
 
 from .client import Reply
+from .images import write_image
 from .mesh_import import FACE_INDEX_ATTR, WORKER_FACES_PROP
 from .modes import set_mode
 
@@ -46,15 +47,7 @@ def _write_uv(mesh: bpy.types.Mesh, uv: np.ndarray) -> None:
 
 
 def _image(texture: np.ndarray) -> bpy.types.Image:
-    size = texture.shape[0]
-    image = bpy.data.images.get(IMAGE_NAME)
-    if image is None or tuple(image.size) != (size, size):
-        if image is not None:
-            bpy.data.images.remove(image)
-        image = bpy.data.images.new(IMAGE_NAME, size, size, alpha=False)
-    rgba = np.ones((size * size, 4), np.float32)
-    rgba[:, :3] = texture.reshape(-1, 3) / 255.0  # bottom row first, as Blender stores pixels
-    image.pixels.foreach_set(rgba.ravel())
+    image = write_image(IMAGE_NAME, texture)
     image.pack()  # saved inside the .blend, so a painted texture travels with the file
     return image
 

@@ -35,6 +35,7 @@ TEST_EVERY = 8  # every 8th view is held out for testing, as in LLFF and NeRF pr
 MIN_VIEWS_FOR_TEST_SPLIT = 16  # a single transforms.json with fewer views keeps them all for training
 AABB_HALF_SIZE_FACTOR = 0.45  # estimated scene box half-size, as a fraction of the camera distance
 LLFF_FAR_PERCENTILE = 90.0  # a few far bounds of distant background would inflate the box
+FORWARD_FACING_COS = math.cos(math.radians(45))  # every camera within 45 degrees of the mean view direction
 
 _SPLIT_FILES = (("transforms_train.json", "train"), ("transforms_val.json", "train"),
                 ("transforms_test.json", "test"))
@@ -70,6 +71,7 @@ class Dataset:
     has_labels: np.ndarray  # (N,) bool: which views had a label map
     label_names: dict[int, str]  # label id -> name, from labels.json
     near_far: np.ndarray | None  # (N, 2) float32 depth bounds when the format gives them (LLFF)
+    unbounded: bool = False  # content beyond `aabb` (a room, the outdoors): the fields contract space
 
     @property
     def height(self) -> int:
@@ -175,12 +177,16 @@ def _load_transforms(root: Path, downscale: int) -> tuple[Dataset, tuple[int, in
     images, alphas, stored_size = _load_images(paths, downscale)
     loaded_size = (images.shape[2], images.shape[1])
     intrinsics = np.array([_intrinsics(spec, stored_size, loaded_size, where) for spec, where in cameras])
+    # Photos without masks and without a given box, taken around the subject: the object's box is
+    # estimated from the cameras and everything beyond it is background to contract.
+    unbounded = aabb is None and alphas is None and not _forward_facing(c2w)
     if aabb is None:
         aabb = _aabb_from_camera_axes(c2w, root)
     dataset = Dataset(root=root, names=_names(root, paths), images=images, alphas=alphas,
                       c2w=c2w.astype(np.float32), intrinsics=intrinsics.astype(np.float32),
                       split=np.array(splits), aabb=aabb.astype(np.float32), labels=None,
-                      has_labels=np.zeros(len(paths), bool), label_names={}, near_far=None)
+                      has_labels=np.zeros(len(paths), bool), label_names={}, near_far=None,
+                      unbounded=unbounded)
     return dataset, stored_size
 
 
@@ -254,6 +260,14 @@ def _parse_aabb(value: Any, json_path: Path) -> np.ndarray:
     return box
 
 
+def _forward_facing(c2w: np.ndarray) -> bool:
+    """Whether all cameras look roughly the same way (LLFF's forward-facing captures)."""
+    axes = -c2w[:, :3, 2] / np.linalg.norm(c2w[:, :3, 2], axis=1, keepdims=True)
+    mean = axes.mean(0)
+    norm = np.linalg.norm(mean)
+    return bool(norm > 0 and (axes @ (mean / norm)).min() > FORWARD_FACING_COS)
+
+
 def _aabb_from_camera_axes(c2w: np.ndarray, root: Path) -> np.ndarray:
     """Box for captures whose cameras look at the object (360 degree rigs, turntables).
 
@@ -320,12 +334,18 @@ def _load_llff(root: Path, downscale: int) -> tuple[Dataset, tuple[int, int]]:
     intrinsics = np.stack([poses[:, 2, 4] * sx, poses[:, 2, 4] * sy,
                            np.full(len(table), width / 2), np.full(len(table), height / 2)], -1)
     near_far = table[:, 15:17]
-    aabb = _aabb_from_frustums(c2w, intrinsics, width, height, near_far)
+    # Forward-facing (fern): a box around every view frustum holds all there is to see. Around an
+    # object (360 degrees): the box holds the object and the space beyond it is contracted.
+    unbounded = not _forward_facing(c2w)
+    if unbounded:
+        aabb = _aabb_from_camera_axes(c2w, root)
+    else:
+        aabb = _aabb_from_frustums(c2w, intrinsics, width, height, near_far)
     dataset = Dataset(root=root, names=_names(root, paths), images=images, alphas=alphas,
                       c2w=c2w.astype(np.float32), intrinsics=intrinsics.astype(np.float32),
                       split=_held_out_split(len(paths)),
                       aabb=aabb.astype(np.float32), labels=None, has_labels=np.zeros(len(paths), bool),
-                      label_names={}, near_far=near_far.astype(np.float32))
+                      label_names={}, near_far=near_far.astype(np.float32), unbounded=unbounded)
     return dataset, stored_size
 
 

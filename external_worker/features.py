@@ -25,7 +25,7 @@ from torch import nn
 from .encoding import HashGrid, mlp
 from .errors import Cancelled, WorkerError
 from .face_codes import FaceCodes
-from .nerf import NerfField, OccupancyGrid, render_rays
+from .nerf import NerfField, OccupancyGrid, render_rays, unit_cube
 from .nerf_training import device, render_view
 from .progress import Reporter
 from .rays import SceneFrame, rays_for_pixels
@@ -51,6 +51,7 @@ class FeatureConfig:
     log2_table: int = 17
     max_res: int = 256
     hidden: int = 64
+    contract: bool = False        # as the radiance field's: an unbounded scene's space is contracted
     checkpoint_every: int = 200
     seed: int = 0
     augment: str = "auto"         # camera augmentation: "on", "off", "auto" = with CUDA and an image teacher
@@ -63,11 +64,12 @@ class FeatureField(nn.Module):
         super().__init__()
         self.grid = HashGrid(levels=config.levels, log2_table=config.log2_table, max_res=config.max_res)
         self.head = mlp(self.grid.output_dim, config.hidden, out_dim, 1)
+        self.contract = config.contract
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """E(x) for points of the normalised box (N, 3). Rays that miss the box (background feature
-        cells) carry zero weights at arbitrary points; clamping keeps their lookups in range."""
-        return self.grid(((x + 1) / 2).clamp(0, 1))
+        """E(x) for points of the scene frame (N, 3). Rays that miss a bounded scene's box (background
+        feature cells) carry zero weights at arbitrary points; clamping keeps their lookups in range."""
+        return self.grid(unit_cube(x, self.contract).clamp(0, 1))
 
     def render(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """MLP after quadrature: points (R, K, 3), weights (R, K) -> (R, C)."""
@@ -226,6 +228,8 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
         # remaining steps are supervised are the caller's.
         config = replace(FeatureConfig(**ckpt["config"]), steps=config.steps, augment=config.augment,
                          cache_size=config.cache_size, reuse_probability=config.reuse_probability)
+    else:
+        config = replace(config, contract=nerf[0].config.contract)
     augment = use_augmentation(config, teacher, dev)
     model = FeatureField(teacher.feature_dim, config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)

@@ -1,4 +1,10 @@
-"""The radiance field: hash-grid NeRF, occupancy grid for empty-space skipping, volume rendering."""
+"""The radiance field: hash-grid NeRF, occupancy grid for empty-space skipping, volume rendering.
+
+Bounded scenes live in the box [-1, 1]^3 of the scene frame. Unbounded ones (360-degree captures
+of an object in a room or outdoors) keep the box for the object and squeeze all space beyond it
+into a shell (mip-NeRF 360's contraction, with the max norm as in nerfstudio): the hash grid and
+the occupancy grid then cover [-2, 2]^3 of the contracted space, and rays run to CONTRACTED_FAR.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +36,29 @@ def trunc_exp(x: torch.Tensor) -> torch.Tensor:
     return _TruncExp.apply(x)
 
 
+CONTRIBUTION_EPS = 1e-4  # samples whose quadrature weight would stay below this are not rendered
+CONTRACTED_NEAR = 1e-2  # ray span of unbounded scenes, in units of the box's half-size
+CONTRACTED_FAR = 1e3
+CONTRACTED_FAR_SHARE = 4  # one sample in this many is spread over the whole ray, the rest in the box
+
+
+def contract(x: torch.Tensor) -> torch.Tensor:
+    """The box [-1, 1]^3 as it is; a point at max-norm n > 1 goes to (2 - 1/n) x / n, inside [-2, 2]^3."""
+    norm = x.abs().amax(-1, keepdim=True).clamp_min(1e-9)
+    return torch.where(norm <= 1, x, (2 - 1 / norm) * x / norm)
+
+
+def uncontract(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of `contract` (the edge of [-2, 2]^3, infinitely far, is pulled in slightly)."""
+    norm = y.abs().amax(-1, keepdim=True).clamp(1e-9, 2 - 1e-4)
+    return torch.where(norm <= 1, y, y / (norm * (2 - norm)))
+
+
+def unit_cube(x: torch.Tensor, contracted: bool) -> torch.Tensor:
+    """Points of the scene frame -> the [0, 1]^3 a hash grid covers."""
+    return (contract(x) / 2 + 1) / 2 if contracted else (x + 1) / 2
+
+
 @dataclass
 class NerfConfig:
     levels: int = 16
@@ -38,6 +67,7 @@ class NerfConfig:
     hidden: int = 64
     geo_features: int = 15
     samples_per_ray: int = 128
+    contract: bool = False  # unbounded scene: space beyond the box is contracted
 
 
 class NerfField(nn.Module):
@@ -51,7 +81,7 @@ class NerfField(nn.Module):
         self.color_net = mlp(config.geo_features + 16, config.hidden, 3, 2)
 
     def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.density_net(self.grid((x + 1) / 2))
+        h = self.density_net(self.grid(unit_cube(x, self.config.contract)))
         return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,24 +95,28 @@ class NerfField(nn.Module):
 
 
 class OccupancyGrid(nn.Module):
-    """Coarse grid of the max density seen in each cell (EMA), used to skip empty space."""
+    """Coarse grid of the max density seen in each cell (EMA), used to skip empty space. It spans
+    the box, or with `contracted` the whole contracted space."""
 
-    def __init__(self, resolution: int = 64) -> None:
+    def __init__(self, resolution: int = 64, contracted: bool = False) -> None:
         super().__init__()
         self.resolution = resolution
+        self.contracted = contracted
         self.register_buffer("density", torch.zeros((resolution,) * 3))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
         # Cells that may hold content at all (visual hull of the alpha masks when there are some).
         self.register_buffer("hull", torch.ones((resolution,) * 3, dtype=torch.bool))
 
     def cell_centers(self, jitter: bool, cells: torch.Tensor | None = None) -> torch.Tensor:
-        """Centres (or random points, with `jitter`) of all cells, or of the flat indices `cells`."""
+        """Centres (or random points, with `jitter`) of all cells, or of the flat indices `cells`,
+        as points of the scene frame."""
         r = self.resolution
         if cells is None:
             cells = torch.arange(r**3, device=self.density.device)
         idx = torch.stack([cells // (r * r), cells // r % r, cells % r], -1).float()
         offset = torch.rand_like(idx) if jitter else torch.full_like(idx, 0.5)
-        return (idx + offset) / r * 2 - 1
+        points = (idx + offset) / r * 2 - 1
+        return uncontract(2 * points) if self.contracted else points
 
     @torch.no_grad()
     def update(self, density_fn, threshold: float, decay: float = 0.95, fraction: float = 1.0,
@@ -128,8 +162,8 @@ class OccupancyGrid(nn.Module):
         self.occupied = self.hull.clone()
 
     def lookup(self, x: torch.Tensor) -> torch.Tensor:
-        """Whether points (N, 3) in [-1, 1]^3 fall into occupied cells."""
-        idx = ((x + 1) / 2 * self.resolution).long().clamp(0, self.resolution - 1)
+        """Whether points (N, 3) of the scene frame fall into occupied cells."""
+        idx = (unit_cube(x, self.contracted) * self.resolution).long().clamp(0, self.resolution - 1)
         return self.occupied[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
@@ -142,18 +176,34 @@ class RenderOutput:
     points: torch.Tensor   # (R, S, 3) sample positions
 
 
-def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, perturb: bool
+def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, perturb: bool, contracted: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Evenly spaced samples (stratified when `perturb`) across each ray's span of the box.
+    """Samples along each ray (stratified when `perturb`): evenly spaced across the box and, for an
+    unbounded scene, one in CONTRACTED_FAR_SHARE spaced evenly in log distance out to CONTRACTED_FAR.
 
-    Returns distances (R, S), step lengths (R, 1) and whether the ray hits the box (R,)."""
+    Returns sorted distances (R, S), step lengths (R, S) and which samples count (R, S): those
+    of rays that miss the box do not."""
     t_near, t_far = box_intersection(origins, dirs, near=1e-3)
     hit = t_far > t_near
     span = torch.where(hit, t_far - t_near, torch.zeros_like(t_near))
-    u = torch.arange(n_samples, device=origins.device, dtype=origins.dtype)[None]
-    u = u + (torch.rand(len(origins), n_samples, device=origins.device) if perturb else 0.5)
-    t = t_near[:, None] + span[:, None] * u / n_samples
-    return t, (span / n_samples)[:, None], hit
+    n_far = n_samples // CONTRACTED_FAR_SHARE if contracted else 0
+    n_box = n_samples - n_far
+
+    def stratified(n: int) -> torch.Tensor:
+        u = torch.arange(n, device=origins.device, dtype=origins.dtype).expand(len(origins), n)
+        return (u + (torch.rand(len(origins), n, device=origins.device) if perturb else 0.5)) / n
+
+    t = t_near[:, None] + span[:, None] * stratified(n_box)
+    valid = hit[:, None].expand_as(t)
+    if not contracted:
+        return t, (span / n_box)[:, None].expand_as(t), valid
+    # A ray that misses the box parks its box samples at the far end, where they span nothing.
+    t = torch.where(valid, t, torch.full_like(t, CONTRACTED_FAR))
+    t_out = CONTRACTED_NEAR * (CONTRACTED_FAR / CONTRACTED_NEAR) ** stratified(n_far)
+    t, order = torch.sort(torch.cat([t, t_out], 1), dim=1)
+    valid = torch.cat([valid, torch.ones_like(t_out, dtype=torch.bool)], 1).gather(1, order)
+    dt = torch.diff(t, dim=1, append=torch.full_like(t[:, :1], CONTRACTED_FAR))
+    return t, dt, valid
 
 
 def composite(sigma: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -164,17 +214,24 @@ def composite(sigma: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
 
 
 def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
-                background: torch.Tensor, perturb: bool = False) -> RenderOutput:
-    """Volume-render rays in the normalised box; only samples in occupied cells reach the field."""
-    n_samples = field.config.samples_per_ray
-    t, dt, hit = sample_points(origins, dirs, n_samples, perturb)
+                background: torch.Tensor, perturb: bool = False, n_samples: int | None = None) -> RenderOutput:
+    """Volume-render rays in the scene frame; only samples in occupied cells reach the field.
+    `n_samples` per ray defaults to the field's `samples_per_ray`."""
+    n_samples = n_samples or field.config.samples_per_ray
+    t, dt, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
     points = origins[:, None] + t[..., None] * dirs[:, None]
     flat = points.reshape(-1, 3)
-    keep = grid.lookup(flat) & hit[:, None].expand_as(t).reshape(-1)
+    keep = grid.lookup(flat) & valid.reshape(-1)
     sigma = torch.zeros(flat.shape[0], device=flat.device)
     rgb = torch.zeros(flat.shape[0], 3, device=flat.device)
     if keep.any():
         idx = keep.nonzero()[:, 0]
+        # A density-only pass without gradients finds the samples that can contribute (as nerfacc
+        # does): those hidden behind opaque content or in near-empty space are dropped before the
+        # full pass, which then costs a fraction of the samples in colour, memory and backward.
+        with torch.no_grad():
+            probe = torch.zeros(flat.shape[0], device=flat.device).index_put((idx,), field.density(flat[idx]))
+            idx = idx[composite(probe.view(t.shape), dt).view(-1)[idx] > CONTRIBUTION_EPS]
         s, c = field(flat[idx], dirs[:, None].expand_as(points).reshape(-1, 3)[idx])
         sigma = sigma.index_put((idx,), s)
         rgb = rgb.index_put((idx,), c)

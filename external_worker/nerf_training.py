@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .datasets import Dataset
 
 CHECKPOINT = "nerf.pt"
+PREVIEW_EVERY_S = 10.0  # wall-clock seconds between two preview renders while training, at least
+PREVIEW_SHARE = 0.05    # and at most this share of the training time spent on them
+PREVIEW_SIZE = 160      # longest side of a preview render, in pixels
 
 
 @dataclass
@@ -60,7 +63,7 @@ class SceneTensors:
 
 
 def build_field(config: NerfConfig, dev: torch.device) -> tuple[NerfField, OccupancyGrid]:
-    return NerfField(config).to(dev), OccupancyGrid().to(dev)
+    return NerfField(config).to(dev), OccupancyGrid(contracted=config.contract).to(dev)
 
 
 def load_field(workspace: Workspace) -> tuple[NerfField, OccupancyGrid]:
@@ -87,7 +90,8 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     torch.manual_seed(config.seed)
     data = SceneTensors(dataset, frame, "train", dev)
     ckpt = workspace.load_torch(CHECKPOINT) if workspace.path(CHECKPOINT).exists() else None
-    nerf_config = NerfConfig(**ckpt["config"]) if ckpt else (nerf_config or NerfConfig())
+    nerf_config = NerfConfig(**ckpt["config"]) if ckpt else replace(nerf_config or NerfConfig(),
+                                                                     contract=dataset.unbounded)
     field, grid = build_field(nerf_config, dev)
     optimizer = _optimizer(field, config)
     step = 0
@@ -108,7 +112,8 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
                                           "step": at_step})
         workspace.update_stage("nerf", step=at_step, target_steps=config.steps)
 
-    start = time.perf_counter()
+    start = last_preview = time.perf_counter()
+    preview_every = PREVIEW_EVERY_S
     psnr_ema = None
     field.train()
     try:
@@ -125,7 +130,10 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
             background = torch.rand(len(flat), 3, device=dev) if data.alpha is not None else torch.zeros(len(flat), 3, device=dev)
             alpha = None if data.alpha is None else data.alpha[cam, row, col]
             target = data.target(data.rgb[cam, row, col], alpha, background)
-            out = render_rays(field, grid, origins, dirs, background, perturb=True)
+            # Until the occupancy grid skips empty space every sample reaches the field: a quarter
+            # of them suffice for the coarse shape those first steps learn.
+            coarse = nerf_config.samples_per_ray // 4 if step < config.grid_warmup else None
+            out = render_rays(field, grid, origins, dirs, background, perturb=True, n_samples=coarse)
             loss = torch.nn.functional.mse_loss(out.rgb, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -135,7 +143,13 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
             psnr_ema = psnr if psnr_ema is None else 0.9 * psnr_ema + 0.1 * psnr
             if step % config.checkpoint_every == 0:
                 save(step)
-            reporter.progress("nerf", step, config.steps, {"loss": loss.item(), "psnr": psnr_ema})
+            preview = None
+            # Not before the occupancy grid skips empty space: a render would cost the most then.
+            if step == config.steps or (step > config.grid_warmup and time.perf_counter() - last_preview >= preview_every):
+                began = time.perf_counter()
+                preview, last_preview = training_preview(field, grid, data), time.perf_counter()
+                preview_every = max(PREVIEW_EVERY_S, (last_preview - began) / PREVIEW_SHARE)
+            reporter.progress("nerf", step, config.steps, {"loss": loss.item(), "psnr": psnr_ema}, preview=preview)
     except Cancelled:
         save(step)
         raise
@@ -155,6 +169,23 @@ def render_view(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor, intrin
     rgb = [render_rays(field, grid, origins[i:i + chunk], dirs[i:i + chunk], bg).rgb
            for i in range(0, len(origins), chunk)]
     return torch.cat(rgb).view(height, width, 3)
+
+
+@torch.no_grad()
+def training_preview(field: NerfField, grid: OccupancyGrid, data: SceneTensors, view: int = 0) -> np.ndarray:
+    """The field's render of a training view beside its photo, at most PREVIEW_SIZE pixels high or
+    wide: (H, 2W, 3) uint8, bottom row first as Blender stores pixels."""
+    scale = min(1.0, PREVIEW_SIZE / max(data.height, data.width))
+    height, width = max(1, round(data.height * scale)), max(1, round(data.width * scale))
+    sx, sy = width / data.width, height / data.height
+    intrinsics = data.intrinsics[view] * torch.tensor([sx, sy, sx, sy], device=data.intrinsics.device)
+    background = 1.0 if data.alpha is not None else 0.0
+    render = render_view(field, grid, data.c2w[view], intrinsics, height, width, background)
+    fill = torch.full((3,), background, device=data.rgb.device)
+    photo = data.target(data.rgb[view], None if data.alpha is None else data.alpha[view], fill)
+    photo = torch.nn.functional.interpolate(photo.permute(2, 0, 1)[None], size=(height, width), mode="area")
+    both = torch.cat([render, photo[0].permute(1, 2, 0)], 1).flip(0)
+    return (both.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()

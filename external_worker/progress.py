@@ -2,18 +2,21 @@
 
 A stage calls `reporter.progress(stage, step, total, metrics)` now and then; the reporter
 raises `Cancelled` from there when the user has asked to stop, so stages checkpoint around it.
+Training also passes a `preview` image now and then (a render beside its photo, uint8 RGB,
+bottom row first), which the server sends to Blender and the command line ignores.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 
 class Reporter(Protocol):
     def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
-                 message: str | None = None) -> None: ...
+                 message: str | None = None, preview: np.ndarray | None = None) -> None: ...
 
 
 class TqdmReporter:
@@ -24,7 +27,7 @@ class TqdmReporter:
         self._stage: str | None = None
 
     def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
-                 message: str | None = None) -> None:
+                 message: str | None = None, preview: np.ndarray | None = None) -> None:
         if stage != self._stage or self._bar is None or self._bar.total != total:
             self.close()
             self._bar = tqdm(total=total, desc=stage, unit="step", dynamic_ncols=True)
@@ -45,5 +48,5 @@ class TqdmReporter:
 
 class SilentReporter:
     def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
-                 message: str | None = None) -> None:
+                 message: str | None = None, preview: np.ndarray | None = None) -> None:
         pass

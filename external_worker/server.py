@@ -37,13 +37,13 @@ BUILTIN_METHODS = ("ping", "shutdown")
 class JobContext:
     """What a handler gets to report progress and notice cancellation.
 
-    ``progress`` is throttled, but the first event of a stage and its last step
-    (``step >= total``) are always sent. Both ``progress`` and ``check_cancelled`` raise
+    ``progress`` is throttled, but the first event of a stage, its last step
+    (``step >= total``) and events carrying a preview image are always sent. Both ``progress`` and ``check_cancelled`` raise
     ``Cancelled`` once the client has cancelled the request, so a handler that calls
     either in its loop stops promptly.
     """
 
-    def __init__(self, request_id: int, send: Callable[[dict], None]) -> None:
+    def __init__(self, request_id: int, send: Callable[[dict, dict | None], None]) -> None:
         self.request_id = request_id
         self._send = send
         self._cancel = threading.Event()
@@ -70,13 +70,14 @@ class JobContext:
         total: int,
         metrics: dict | None = None,
         message: str | None = None,
+        preview: np.ndarray | None = None,
     ) -> None:
         self.check_cancelled()
         now = time.monotonic()
         new_stage = stage != self._stage
         if new_stage:
             self._stage, self._stage_start, self._stage_first_step = stage, now, step
-        elif step < total and now - self._last_sent < PROGRESS_INTERVAL_S:
+        elif preview is None and step < total and now - self._last_sent < PROGRESS_INTERVAL_S:
             return
         self._last_sent = now
         done_steps = step - self._stage_first_step
@@ -94,7 +95,7 @@ class JobContext:
             "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
             "eta": eta,
             "message": message,
-        })
+        }, None if preview is None else {"preview": preview})
 
 
 # handler(params, arrays, context) -> (result, arrays). Raise WorkerError for failures the

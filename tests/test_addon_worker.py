@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 import pytest
 import trimesh
+from PIL import Image
 
 import blender_dff
 from conftest import BREAKAGES, broken_copy
@@ -167,6 +168,17 @@ def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     bpy.ops.dff.train()
     pump_until(lambda: (props.stage == "nerf" and seen.append(props.step)) or not props.running)
     assert [s for s in seen if s] and min(s for s in seen if s) > stopped_at
+
+    # The last NeRF step sent a preview: the render of the first training view beside its photo.
+    first = json.loads((tiny_scene / "transforms_train.json").read_text())["frames"][0]["file_path"]
+    photo = np.asarray(Image.open(next(tiny_scene.glob(first.removeprefix("./") + "*"))).convert("RGBA")) / 255.0
+    height, width = photo.shape[:2]
+    preview = bpy.data.images.get("DFF Training Preview")
+    assert preview is not None and tuple(preview.size) == (2 * width, height)
+    pixels = np.array(preview.pixels[:]).reshape(height, 2 * width, 4)[::-1]
+    on_white = photo[..., :3] * photo[..., 3:] + 1 - photo[..., 3:]
+    assert np.abs(pixels[:, width:, :3] - on_white).mean() < 0.01
+    assert preview.preview is not None and tuple(preview.preview.image_size) == (2 * width, height)
 
 
 @pytest.mark.parametrize("breakage, expected", list(zip(BREAKAGES, ["", "transforms_train.json", "r_001", "r_002"])))

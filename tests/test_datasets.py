@@ -204,6 +204,7 @@ def test_aabb_is_estimated_around_the_point_the_cameras_look_at(tmp_path):
     ds = load_dataset(tmp_path)
     distance = np.median(np.linalg.norm(np.stack(poses)[:, :3, 3] - centre, axis=1))
     np.testing.assert_allclose(ds.aabb, [centre - 0.45 * distance, centre + 0.45 * distance], atol=1e-4)
+    assert ds.unbounded  # opaque photos all around: the background beyond the box is contracted
 
 
 # LLFF
@@ -219,9 +220,24 @@ def test_llff_converts_poses_to_opengl_and_scales_focal_to_the_folder(tmp_path):
     np.testing.assert_allclose(ds.intrinsics, [[10, 10, 6, 4]] * 9)
     np.testing.assert_allclose(ds.near_far, [[2, 8]] * 9)
     assert list(np.flatnonzero(ds.split == "test")) == [0, 8]
+    assert not ds.unbounded  # forward-facing
     # The box holds what each camera sees between near and far: points on its axis included.
     on_axes = np.array([p[:3, 3] - depth * p[:3, 2] for p in poses for depth in (2.0, 5.0, 8.0)])
     assert (on_axes >= ds.aabb[0] - 1e-5).all() and (on_axes <= ds.aabb[1] + 1e-5).all()
+
+
+def test_llff_around_an_object_is_unbounded_with_the_box_on_the_object(tmp_path):
+    centre = np.array([0.5, -1.0, 0.2])
+    poses = ring_poses(10, centre=centre, radius=4.0)
+    np.save(tmp_path / "poses_bounds.npy", np.stack([llff_row(p, (16.0, 24.0, 20.0), 2.0, 30.0) for p in poses]))
+    rng = np.random.default_rng(1)
+    for i in range(len(poses)):
+        save_image(tmp_path / "images" / f"img{i:03d}.png", random_pixels(rng, 16, 24))
+    ds = load_dataset(tmp_path)
+    assert ds.unbounded
+    # The box sits on the object, not around the far bounds of every frustum.
+    np.testing.assert_allclose(ds.aabb.mean(0), centre, atol=1e-3)
+    assert (ds.aabb[1] - ds.aabb[0]).max() < 4.0
 
 
 def test_llff_resizes_the_full_size_folder_when_images_k_is_missing(tmp_path):

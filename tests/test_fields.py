@@ -8,7 +8,8 @@ import torch
 
 from external_worker.encoding import HashGrid, TorchHashGrid, _Gather
 from external_worker.mesh import fill_cavities
-from external_worker.nerf import NerfConfig, NerfField, OccupancyGrid, composite, render_rays
+from external_worker.nerf import (CONTRACTED_FAR, NerfConfig, NerfField, OccupancyGrid, composite, contract,
+                                  render_rays, sample_points, uncontract)
 from external_worker.rays import SceneFrame, box_intersection, pixel_rays
 from external_worker.visibility import visible_faces
 
@@ -137,6 +138,38 @@ def test_occupancy_update_marks_dense_cells_within_the_hull_only():
     grid.update(lambda x: torch.zeros(len(x)), threshold=1.0, fraction=0.25)
     changed = (grid.density != before) & (before > 0)
     assert 0 < changed.sum() < (before > 0).sum()
+
+
+def test_contraction_keeps_the_box_squeezes_the_rest_and_inverts():
+    inside = torch.rand(100, 3) * 2 - 1
+    assert torch.equal(contract(inside), inside)
+    far = torch.randn(1000, 3) * torch.logspace(0.1, 3, 1000)[:, None]
+    far = far[far.abs().amax(-1) > 1]
+    squeezed = contract(far)
+    assert (squeezed.abs().amax(-1) < 2).all() and (squeezed.abs().amax(-1) > 1).all()
+    assert torch.allclose(uncontract(squeezed), far, rtol=1e-3)
+    # Farther along a ray from the box is farther out in the shell: order is kept.
+    ray = torch.tensor([1.0, 0.3, -0.2]) * torch.logspace(0, 3, 50)[:, None]
+    assert (contract(ray).norm(dim=-1).diff() > 0).all()
+
+
+def test_unbounded_rays_sample_the_box_densely_and_reach_far_away():
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])  # the second ray misses the box
+    dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    t, dt, valid = sample_points(origins, dirs, 64, perturb=True, contracted=True)
+    assert (t.diff(dim=1) >= 0).all() and (dt >= 0).all()
+    assert torch.allclose(t + dt, torch.cat([t[:, 1:], torch.full((2, 1), CONTRACTED_FAR)], 1))
+    in_box = (t[0] > 2) & (t[0] < 4)
+    assert in_box.sum() >= 48 and t[0].max() > 100  # most samples in the box, some far beyond
+    assert valid[0].all() and valid[1].sum() == 16  # the miss keeps only its far samples...
+    assert dt[1][~valid[1]].sum() == 0  # ...and its parked box samples span nothing
+    field = NerfField(NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=64, contract=True))
+    grid = OccupancyGrid(16, contracted=True)
+    out = render_rays(field, grid, origins, dirs, torch.zeros(1, 3))
+    assert out.rgb.shape == (2, 3) and torch.isfinite(out.rgb).all()
+    # The occupancy grid covers all of space: its outermost cell centre, at 1.875 in the contracted
+    # space, lies 1 / (2 - 1.875) = 8 box half-sizes out.
+    assert grid.cell_centers(jitter=False).abs().amax(-1).max().item() == pytest.approx(8.0, rel=1e-3)
 
 
 def test_visibility_sees_the_front_of_a_box_not_its_back():

@@ -20,9 +20,12 @@ from external_worker.workspace import Workspace
 class RecordingReporter:
     def __init__(self) -> None:
         self.events: list[tuple[str, int, int]] = []
+        self.previews: list[tuple[int, np.ndarray]] = []
 
-    def progress(self, stage, step, total, metrics=None, message=None) -> None:
+    def progress(self, stage, step, total, metrics=None, message=None, preview=None) -> None:
         self.events.append((stage, step, total))
+        if preview is not None:
+            self.previews.append((step, preview))
 
 
 def test_every_stage_leaves_its_output(trained_workspace):
@@ -73,6 +76,18 @@ def test_second_run_resumes_instead_of_restarting(trained_workspace, tmp_path):
     steps = [step for stage, step, _ in reporter.events if stage == "nerf"]
     assert steps == [done_steps + 1, done_steps + 2, done_steps + 3]
     assert ws.stage("nerf")["step"] == done_steps + 3
+
+    # The last step carries a preview: the render of the first training view beside its photo,
+    # bottom row first. A trained field's half matches the photo's half closely.
+    step, preview = reporter.previews[-1]
+    height, width = scene.dataset.height, scene.dataset.width
+    assert step == done_steps + 3 and preview.dtype == np.uint8 and preview.shape == (height, 2 * width, 3)
+    photo = scene.dataset.images[np.flatnonzero(scene.dataset.split == "train")[0]]
+    alpha = scene.dataset.alphas[np.flatnonzero(scene.dataset.split == "train")[0]][..., None]
+    on_white = (photo * alpha + (1 - alpha)) * 255
+    assert np.abs(preview[::-1, width:].astype(float) - on_white).mean() < 2
+    mse = np.mean((preview[:, :width].astype(float) - preview[:, width:]) ** 2) / 255**2
+    assert -10 * np.log10(mse) > 20
 
 
 def test_face_budget_decimates_the_mesh_and_invalidates_face_features(trained_workspace, tmp_path):

@@ -165,13 +165,22 @@ def test_progress_is_throttled_but_keeps_first_and_last_step_and_estimates_eta(
     now = [100.0]
     monkeypatch.setattr(server.time, "monotonic", lambda: now[0])
     sent: list[dict] = []
-    context = server.JobContext(5, sent.append)
+    previews: list[int] = []
+
+    def send(header: dict, arrays: dict | None) -> None:
+        sent.append(header)
+        if arrays:
+            previews.append(header["step"])
+
+    context = server.JobContext(5, send)
+    image = np.zeros((4, 8, 3), np.uint8)
     for step in range(101):  # one step every 10 ms
-        context.progress("nerf", step, 100, {"loss": np.float32(0.25)})
+        context.progress("nerf", step, 100, {"loss": np.float32(0.25)}, preview=image if step in (50, 51) else None)
         now[0] += 0.01
+    assert previews == [50, 51]  # never throttled away
     steps = [event["step"] for event in sent]
     assert steps[0] == 0 and steps[-1] == 100
-    assert 8 <= len(steps) <= 13  # ~10 per second over one second
+    assert 8 <= len(steps) <= 15  # ~10 per second over one second, and the previews
     assert steps == sorted(steps)
     middle = next(event for event in sent if event["step"] == 50)
     assert middle["eta"] == pytest.approx(0.5)  # 50 steps took 0.5 s, 50 remain
@@ -182,7 +191,7 @@ def test_progress_is_throttled_but_keeps_first_and_last_step_and_estimates_eta(
 
 
 def test_progress_and_check_raise_once_cancelled() -> None:
-    context = server.JobContext(1, lambda header: None)
+    context = server.JobContext(1, lambda header, arrays: None)
     context.check_cancelled()
     context.cancel()
     assert context.cancelled
@@ -210,7 +219,8 @@ def _crash(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict
 def _stages(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
     for stage, total in (("nerf", 3), ("mesh", 2)):
         for step in range(1, total + 1):
-            context.progress(stage, step, total, {"loss": 1.0 / step})
+            preview = np.full((2, 3, 3), step, np.uint8) if stage == "nerf" else None
+            context.progress(stage, step, total, {"loss": 1.0 / step}, preview=preview)
     return {"done": True}, {}
 
 
@@ -324,6 +334,8 @@ def test_progress_arrives_in_order_before_the_reply(worker_port: int) -> None:
         steps = [e["step"] for e in events if e["stage"] == stage]
         assert steps[0] == 1 and steps[-1] == total and steps == sorted(steps)
     assert events[-1]["metrics"] == {"loss": 0.5} and events[-1]["eta"] == 0.0
+    previews = [m.arrays["preview"] for m in messages[:-1] if m.header["stage"] == "nerf"]
+    assert [p.shape for p in previews] == [(2, 3, 3)] * 3 and [int(p[0, 0, 0]) for p in previews] == [1, 2, 3]
 
 
 def test_cancel_stops_a_running_job(worker_port: int) -> None:
@@ -383,6 +395,7 @@ def test_remote_client_requests_progress_errors_and_cancel(worker_port: int) -> 
         assert client.wait(stages, TIMEOUT).result == {"done": True}
         assert done[0].result == {"done": True}
         assert progress[0]["stage"] == "nerf" and progress[-1]["stage"] == "mesh"
+        assert progress[0]["arrays"]["preview"].shape == (2, 3, 3) and progress[-1]["arrays"] == {}
 
         failed = client.wait(client.request("fail"), TIMEOUT)
         assert not failed.ok and failed.error["code"] == "bad_dataset"
