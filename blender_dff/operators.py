@@ -163,6 +163,7 @@ class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operato
 
     def send(self, context: bpy.types.Context) -> set[str]:
         dataset, workspace_dir = resolve_paths(context.scene.dff)
+        context.scene.dff.n_images = 0  # no dataset is bound until the worker's reply says so
         worker_session.session().submit(
             context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir},
             on_done=reply_handler(context.scene, cameras.apply_import))
