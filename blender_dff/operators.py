@@ -162,10 +162,13 @@ class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operato
     bl_options = {'REGISTER', 'UNDO'}
 
     def send(self, context: bpy.types.Context) -> set[str]:
-        dataset, workspace_dir = resolve_paths(context.scene.dff)
-        context.scene.dff.n_images = 0  # no dataset is bound until the worker's reply says so
+        props = context.scene.dff
+        dataset, workspace_dir = resolve_paths(props)
+        props.n_images = 0  # no dataset is bound until the worker's reply says so
         worker_session.session().submit(
-            context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir},
+            context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir,
+                                        "downscale": int(props.image_scale), "test_every": props.test_every,
+                                        "bounds": props.bounds},
             on_done=reply_handler(context.scene, cameras.apply_import))
         context.scene.dff.show_message(f"Importing '{dataset}'...")
         return {'FINISHED'}

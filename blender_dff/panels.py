@@ -56,6 +56,10 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         props = context.scene.dff
         layout.prop(props, "dataset_path")
         layout.prop(props, "workspace_path")
+        options = layout.column(align=True)
+        options.prop(props, "image_scale")
+        options.prop(props, "test_every")
+        options.prop(props, "bounds")
         layout.operator("dff.import_dataset", icon='IMPORT')
         if props.n_images:
             render = context.scene.render

@@ -52,6 +52,24 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
                     "empty for <dataset>/dff_workspace",
         subtype='DIR_PATH',
     )
+    image_scale: EnumProperty(
+        name="Image Scale", description="Train on the photos at this fraction of their size "
+                                        "(images_N folders are used when the dataset has them)",
+        items=[('1', "1/1", "Full size"), ('2', "1/2", "Half size"), ('4', "1/4", "Quarter size"),
+               ('8', "1/8", "Eighth size")],
+        default='1',
+    )
+    test_every: IntProperty(
+        name="Hold Out Every", description="Keep every Nth photo out of training to measure quality "
+                                           "(0: train on all; datasets with a test split keep theirs)",
+        default=8, min=0, soft_max=64)
+    bounds: EnumProperty(
+        name="Bounds", description="Whether the scene ends at its box",
+        items=[('auto', "Auto", "Decide from the cameras: 360-degree captures without masks are unbounded"),
+               ('box', "Box", "Everything to reconstruct lies inside the box around the object or views"),
+               ('unbounded', "Unbounded", "Also model the background beyond the box (scene contraction)")],
+        default='auto',
+    )
     n_images: IntProperty(name="Images", min=0)
     labels: CollectionProperty(type=DFFLabel)
 

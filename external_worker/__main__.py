@@ -21,13 +21,19 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .datasets import BOUNDS, TEST_EVERY
 from .errors import WorkerError
 
 
 def _add_common(p: argparse.ArgumentParser, dataset: bool = False) -> None:
     if dataset:
-        p.add_argument("--dataset", required=True, help="dataset folder (transforms*.json or poses_bounds.npy)")
-        p.add_argument("--downscale", type=int, default=1, help="image downscale factor (LLFF images_N)")
+        p.add_argument("--dataset", required=True,
+                       help="dataset folder (transforms*.json, COLMAP sparse/0 beside images/, or poses_bounds.npy)")
+        p.add_argument("--downscale", type=int, default=1, help="image downscale factor (uses images_N when present)")
+        p.add_argument("--test-every", type=int, default=TEST_EVERY,
+                       help="hold out every Nth view for evaluation where the format gives no split (0: none)")
+        p.add_argument("--bounds", default="auto", choices=BOUNDS,
+                       help="auto: from the camera layout; box: all inside the box; unbounded: contract beyond it")
     p.add_argument("--workspace", required=True, help="workspace folder for this scene")
 
 
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         reporter = TqdmReporter()
         settings = settings_from(args)
         if args.command in ("import", "run"):
-            dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale)
+            dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale,
+                                              test_every=args.test_every, bounds=args.bounds)
             print(f"imported {len(dataset)} views of {dataset.width}x{dataset.height} into {ws.root}")
         if args.command == "run":
             mesh, summary = pipeline.train_all(ws, settings, reporter)

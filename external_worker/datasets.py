@@ -4,6 +4,9 @@ Formats, recognised by what the folder holds:
 
 - NeRF-synthetic / instant-ngp / nerfstudio: `transforms_train.json` (with optional
   `transforms_val.json`, `transforms_test.json`) or a single `transforms.json`.
+- COLMAP: a sparse model (`sparse/0/`, `sparse/` or the folder itself holding `cameras.bin` or
+  `cameras.txt`, `images.*`, `points3D.*`), read with pycolmap, beside `images/` or `images_<k>/`.
+  Distorting camera models are undistorted with COLMAP's own undistorter.
 - LLFF: `poses_bounds.npy` beside `images/` or `images_<k>/` (forward-facing or 360 captures).
 
 Label maps for the `labels` teacher live under `<root>/labels/` (see `load_dataset`).
@@ -35,6 +38,7 @@ TEST_EVERY = 8  # every 8th view is held out for testing, as in LLFF and NeRF pr
 MIN_VIEWS_FOR_TEST_SPLIT = 16  # a single transforms.json with fewer views keeps them all for training
 AABB_HALF_SIZE_FACTOR = 0.45  # estimated scene box half-size, as a fraction of the camera distance
 LLFF_FAR_PERCENTILE = 90.0  # a few far bounds of distant background would inflate the box
+BOUNDS = ("auto", "box", "unbounded")
 FORWARD_FACING_COS = math.cos(math.radians(45))  # every camera within 45 degrees of the mean view direction
 
 _SPLIT_FILES = (("transforms_train.json", "train"), ("transforms_val.json", "train"),
@@ -72,6 +76,8 @@ class Dataset:
     label_names: dict[int, str]  # label id -> name, from labels.json
     near_far: np.ndarray | None  # (N, 2) float32 depth bounds when the format gives them (LLFF)
     unbounded: bool = False  # content beyond `aabb` (a room, the outdoors): the fields contract space
+    points: np.ndarray | None = None  # (P, 3) float32 sparse point cloud when the format has one (COLMAP)
+    point_colors: np.ndarray | None = None  # (P, 3) uint8 colours of `points`
 
     @property
     def height(self) -> int:
@@ -91,11 +97,17 @@ class Dataset:
                 f"{len(self) - n_test} train / {n_test} test, {labelled} labelled)")
 
 
-def load_dataset(path: str | Path, *, downscale: int = 1, require_labels: bool = False) -> Dataset:
+def load_dataset(path: str | Path, *, downscale: int = 1, test_every: int = TEST_EVERY, bounds: str = "auto",
+                 require_labels: bool = False) -> Dataset:
     """Load the dataset in folder `path` (or the folder of a transforms JSON given as `path`).
 
     `downscale` k loads images at 1/k of their stored size: LLFF uses `images_<k>/` when present,
     otherwise images are resized here (box filter) and the intrinsics scaled to match.
+
+    `test_every` n holds out views 0, n, 2n, ... for evaluation (0: none) where the format gives
+    no split (NeRF-synthetic's transforms_test.json does). `bounds` overrides the layout decision:
+    "box" keeps everything inside the box, "unbounded" contracts the space beyond it, "auto"
+    decides from the cameras (360-degree captures without masks or box are unbounded).
 
     Label maps: for image `<dir>/<stem>.<ext>` the map is `labels/<dir>/<stem>.png`, else
     `labels/<stem>.png`; ids are named by `labels.json` ({"1": "mug"}). Views without a map get
@@ -104,17 +116,29 @@ def load_dataset(path: str | Path, *, downscale: int = 1, require_labels: bool =
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise DatasetError(f"downscale must be a whole number >= 1, got {downscale!r}",
                            "Pass 1 for full-size images, 2 for half size, and so on.")
+    if isinstance(test_every, bool) or not isinstance(test_every, int) or test_every < 0:
+        raise DatasetError(f"test_every must be a whole number >= 0, got {test_every!r}",
+                           "Pass 8 to hold out every 8th view (LLFF practice), 0 to train on all views.")
+    if bounds not in BOUNDS:
+        raise DatasetError(f"bounds must be one of {', '.join(BOUNDS)}, got {bounds!r}",
+                           "Use 'auto' unless the layout decision is wrong for this capture.")
     root = _dataset_folder(Path(path).expanduser())
+    model = _colmap_model(root)
     if (root / "transforms_train.json").is_file() or (root / "transforms.json").is_file():
-        dataset, stored_size = _load_transforms(root, downscale)
+        dataset, stored_size = _load_transforms(root, downscale, test_every)
+    elif model is not None:  # before LLFF: COLMAP captures often carry poses_bounds.npy as well
+        dataset, stored_size = _load_colmap(_colmap_root(model), model, downscale, test_every)
     elif (root / "poses_bounds.npy").is_file():
-        dataset, stored_size = _load_llff(root, downscale)
+        dataset, stored_size = _load_llff(root, downscale, test_every)
     else:
         raise DatasetError(
-            f"{root} holds no known dataset: looked for transforms_train.json, transforms.json "
-            "and poses_bounds.npy",
-            "Point at a NeRF-synthetic / instant-ngp folder (transforms*.json beside the images) "
-            "or an LLFF folder (poses_bounds.npy beside images/ or images_<k>/).")
+            f"{root} holds no known dataset: looked for transforms_train.json, transforms.json, "
+            "a COLMAP model (sparse/0/cameras.bin or .txt) and poses_bounds.npy",
+            "Point at a NeRF-synthetic / instant-ngp / nerfstudio folder (transforms*.json beside "
+            "the images), a COLMAP project (sparse/0/ beside images/) or an LLFF folder "
+            "(poses_bounds.npy beside images/ or images_<k>/).")
+    if bounds != "auto":
+        dataset = replace(dataset, unbounded=bounds == "unbounded")
     return _attach_labels(dataset, stored_size, require_labels)
 
 
@@ -133,11 +157,11 @@ def _dataset_folder(path: Path) -> Path:
 # NeRF-synthetic / instant-ngp / nerfstudio
 
 
-def _load_transforms(root: Path, downscale: int) -> tuple[Dataset, tuple[int, int]]:
+def _load_transforms(root: Path, downscale: int, test_every: int) -> tuple[Dataset, tuple[int, int]]:
     """Frames of transforms_{train,val,test}.json (val counts as train) or of transforms.json.
 
-    A single transforms.json has no split: with at least 16 frames every 8th one (0, 8, 16, ...)
-    in file order is held out for testing, otherwise all are for training.
+    A single transforms.json has no split: with at least 16 frames every `test_every`-th one
+    (0, 8, 16, ... by default) in file order is held out for testing, otherwise all are for training.
     """
     if (root / "transforms_train.json").is_file():
         sources = [(root / name, split) for name, split in _SPLIT_FILES if (root / name).is_file()]
@@ -146,8 +170,9 @@ def _load_transforms(root: Path, downscale: int) -> tuple[Dataset, tuple[int, in
     paths: list[Path] = []
     poses: list[np.ndarray] = []
     splits: list[str] = []
-    cameras: list[tuple[dict[str, float], str]] = []
+    cameras: list[tuple[dict[str, float], dict[str, Any], str]] = []
     aabb: np.ndarray | None = None
+    ngp_unbounded: bool | None = None
     for json_path, split in sources:
         meta = _read_json(json_path)
         frames = meta.get("frames") if isinstance(meta, dict) else None
@@ -157,8 +182,8 @@ def _load_transforms(root: Path, downscale: int) -> tuple[Dataset, tuple[int, in
                                "with 'file_path' and a 4x4 'transform_matrix'.")
         if aabb is None and "aabb" in meta:
             aabb = _parse_aabb(meta["aabb"], json_path)
-        if any(meta.get(key) for key in _DISTORTION_KEYS):
-            _log.warning("%s: lens distortion is ignored; undistort the images for best results", json_path)
+        elif aabb is None and "aabb_scale" in meta:
+            aabb, ngp_unbounded = _instant_ngp_box(meta, json_path)
         for i, frame in enumerate(frames):
             where = f"{json_path}: frame {i}"
             if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
@@ -166,20 +191,29 @@ def _load_transforms(root: Path, downscale: int) -> tuple[Dataset, tuple[int, in
                                    "Give each frame the image path relative to the JSON's folder.")
             paths.append(_find_image(root, frame["file_path"], where))
             poses.append(_parse_pose(frame.get("transform_matrix"), where))
-            cameras.append((_camera_spec(meta, frame, where), where))
+            cameras.append((_camera_spec(meta, frame, where), _distortion(meta, frame, where), where))
             splits.append(split)
     if not paths:
         raise DatasetError(f"{root}: the transforms JSON files list no frames",
                            "Add frames (file_path + transform_matrix) to the JSON.")
     if len(sources) == 1 and len(paths) >= MIN_VIEWS_FOR_TEST_SPLIT:
-        splits = list(_held_out_split(len(paths)))
+        splits = list(_held_out_split(len(paths), test_every))
     c2w = np.stack(poses)
-    images, alphas, stored_size = _load_images(paths, downscale)
-    loaded_size = (images.shape[2], images.shape[1])
-    intrinsics = np.array([_intrinsics(spec, stored_size, loaded_size, where) for spec, where in cameras])
+    stored_size = _open_image(paths[0]).size
+    loaded_size = _downscaled_size(stored_size, downscale)
+    intrinsics = np.array([_intrinsics(spec, stored_size, loaded_size, where) for spec, _, where in cameras])
+    undistorter = None
+    if any(distortion["params"] for _, distortion, _ in cameras):
+        undistorter = _Undistorter([_opencv_camera(k, distortion, loaded_size)
+                                    for k, (_, distortion, _) in zip(intrinsics, cameras)])
+    images, alphas, stored_size = _load_images(paths, downscale, undistorter)
+    if undistorter is not None:
+        intrinsics = undistorter.intrinsics(images.shape[2], images.shape[1])
     # Photos without masks and without a given box, taken around the subject: the object's box is
     # estimated from the cameras and everything beyond it is background to contract.
     unbounded = aabb is None and alphas is None and not _forward_facing(c2w)
+    if ngp_unbounded is not None:
+        unbounded = ngp_unbounded
     if aabb is None:
         aabb = _aabb_from_camera_axes(c2w, root)
     dataset = Dataset(root=root, names=_names(root, paths), images=images, alphas=alphas,
@@ -231,6 +265,52 @@ def _camera_spec(meta: dict, frame: dict, where: str) -> dict[str, float]:
                            "Add 'camera_angle_x' (horizontal field of view in radians) or 'fl_x' "
                            "(pixels) at the top of the JSON or to the frame.")
     return spec
+
+
+def _distortion(meta: dict, frame: dict, where: str) -> dict[str, Any]:
+    """nerfstudio / instant-ngp lens distortion of a frame (file keys overridden by frame keys):
+    {"model": camera_model, "params": {k1, k2, k3, k4, p1, p2} that are not zero}."""
+    values = {key: frame.get(key, meta.get(key, 0.0)) for key in _DISTORTION_KEYS}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DatasetError(f"{where}: '{key}' must be a number, got {value!r}",
+                               "Fix the lens distortion coefficients in the JSON.")
+    model = frame.get("camera_model", meta.get("camera_model", "OPENCV"))
+    if model not in ("OPENCV", "OPENCV_FISHEYE"):
+        raise DatasetError(f"{where}: camera_model {model!r} is not supported (OPENCV and "
+                           "OPENCV_FISHEYE are)", "Undistort the images and give a pinhole camera.")
+    return {"model": model, "params": {key: float(v) for key, v in values.items() if v}}
+
+
+def _opencv_camera(intrinsics: np.ndarray, distortion: dict[str, Any], size: tuple[int, int]):
+    """The pycolmap camera of nerfstudio intrinsics (loaded pixels) and distortion: OPENCV
+    (k1, k2, p1, p2, and k3 as FULL_OPENCV's) or OPENCV_FISHEYE (k1..k4)."""
+    import pycolmap
+
+    k = {key: distortion["params"].get(key, 0.0) for key in _DISTORTION_KEYS}
+    if distortion["model"] == "OPENCV_FISHEYE":
+        model, extra = "OPENCV_FISHEYE", [k["k1"], k["k2"], k["k3"], k["k4"]]
+    elif k["k4"]:
+        raise DatasetError(f"k4 = {k['k4']} is given for an OPENCV camera, which has no k4",
+                           "Set camera_model to OPENCV_FISHEYE if this is a fisheye lens, or drop k4.")
+    elif k["k3"]:
+        model, extra = "FULL_OPENCV", [k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], 0.0, 0.0, 0.0]
+    else:
+        model, extra = "OPENCV", [k["k1"], k["k2"], k["p1"], k["p2"]]
+    return pycolmap.Camera(model=model, width=size[0], height=size[1], params=[*intrinsics, *extra])
+
+
+def _instant_ngp_box(meta: dict, json_path: Path) -> tuple[np.ndarray, bool]:
+    """instant-ngp's scene box in the JSON's world frame: it maps positions p to p * scale + offset
+    (defaults 0.33 and 0.5) and models the unit cube there, and with aabb_scale > 1 a cube that
+    many times larger around it: the unit cube is our box, and beyond it the scene is unbounded."""
+    scale, offset, aabb_scale = meta.get("scale", 0.33), _as_float_array(meta.get("offset", [0.5] * 3)), meta["aabb_scale"]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (scale, aabb_scale))
+    if not numbers or offset is None or offset.shape != (3,):
+        raise DatasetError(f"{json_path}: instant-ngp 'scale' and 'aabb_scale' must be positive numbers "
+                           f"and 'offset' 3 numbers, got {scale!r}, {aabb_scale!r}, {meta.get('offset')!r}",
+                           "Fix them, or remove them to have the box estimated from the cameras.")
+    return np.stack([-offset / scale, (1 - offset) / scale]), aabb_scale > 1
 
 
 def _intrinsics(spec: dict[str, float], stored_size: tuple[int, int], loaded_size: tuple[int, int],
@@ -290,13 +370,163 @@ def _aabb_from_camera_axes(c2w: np.ndarray, root: Path) -> np.ndarray:
     return np.stack([centre - half, centre + half])
 
 
+# COLMAP
+
+COLMAP_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
+POINT_BOX_PERCENTILES = (1.0, 99.0)  # a few stray triangulated points would inflate the box
+
+
+def _colmap_model(root: Path) -> Path | None:
+    """The COLMAP sparse model folder of a project folder (or the model folder itself)."""
+    for candidate in (root / "sparse" / "0", root / "sparse", root):
+        if any((candidate / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
+            return candidate
+    return None
+
+
+def _colmap_root(model: Path) -> Path:
+    """The project folder (the one holding images/) of a model folder: itself or up to 2 levels up."""
+    for folder in (model, model.parent, model.parent.parent):
+        if any(folder.glob("images*/")):
+            return folder
+    raise DatasetError(f"{model}: no images/ folder beside the COLMAP model (looked in {model}, "
+                       f"{model.parent} and {model.parent.parent})",
+                       "Put the photos in images/ next to sparse/, as COLMAP's projects have them.")
+
+
+def _load_colmap(root: Path, model: Path, downscale: int, test_every: int) -> tuple[Dataset, tuple[int, int]]:
+    """Registered images of a COLMAP model, sorted by name, every `test_every`-th held out for testing.
+
+    COLMAP's world has no up: it is rotated so that the cameras' mean up vector is +z (Blender's
+    up). Distorted images (SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV) go through COLMAP's
+    undistorter, all at the one scale that leaves no blank pixel in any of them, so every view
+    keeps the same pinhole size."""
+    import pycolmap  # only COLMAP imports need it
+
+    try:
+        reconstruction = pycolmap.Reconstruction(str(model))
+    except Exception as exc:  # noqa: BLE001 - pycolmap raises plain RuntimeError/ValueError
+        raise DatasetError(f"{model}: cannot read the COLMAP model ({exc})",
+                           "Check that cameras, images and points3D files are complete, or "
+                           "export the model again (colmap model_converter).") from exc
+    registered = sorted((image for image in reconstruction.images.values() if image.has_pose),
+                        key=lambda image: image.name)
+    if not registered:
+        raise DatasetError(f"{model}: the model has no registered images",
+                           "Run COLMAP's mapper until it registers the photos.")
+    for image in registered:
+        camera = reconstruction.cameras[image.camera_id]
+        if camera.model.name not in COLMAP_MODELS:
+            raise DatasetError(f"{model}: image {image.name} uses camera model {camera.model.name}, "
+                               f"which is not supported ({', '.join(COLMAP_MODELS)} are)",
+                               "Undistort the images first (colmap image_undistorter) and import "
+                               "the undistorted project.")
+    folder, resize = _llff_image_folder(root, downscale)
+    paths = [folder / image.name for image in registered]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise DatasetError(f"{model} names {len(missing)} images missing from {folder}, e.g. {missing[0]}",
+                           "Put the photos the model was made from into that folder, with the "
+                           "same file names.")
+
+    stored = _open_image(paths[0]).size
+    cameras = []
+    for image, path in zip(registered, paths):
+        camera = pycolmap.Camera(reconstruction.cameras[image.camera_id].todict())
+        _check_aspect((camera.width, camera.height), stored, f"{model} (camera of {path.name})")
+        camera.rescale(*_downscaled_size(stored, resize))
+        cameras.append(camera)
+    undistorter = _Undistorter(cameras)
+    images, alphas, stored_size = _load_images(paths, resize, undistorter)
+    intrinsics = undistorter.intrinsics(images.shape[2], images.shape[1])
+
+    # World-to-camera (OpenCV: y down, looking along +z) -> camera-to-world (OpenGL).
+    c2w = np.tile(np.eye(4), (len(registered), 1, 1))
+    for pose, image in zip(c2w, registered):
+        pose[:3] = image.cam_from_world().inverse().matrix()
+    c2w[:, :3, 1:3] *= -1
+    up = _rotation_to_z(c2w[:, :3, 1].mean(0))
+    c2w = np.einsum("ij,njk->nik", up, c2w)
+    points3d = [point for _, point in sorted(reconstruction.points3D.items())]
+    points = np.array([point.xyz for point in points3d], np.float64).reshape(-1, 3) @ up[:3, :3].T
+    colors = np.array([point.color for point in points3d], np.uint8).reshape(-1, 3)
+
+    unbounded = not _forward_facing(c2w)
+    if unbounded or len(points) < 8:
+        aabb = _aabb_from_camera_axes(c2w, root)
+    else:  # forward-facing: what the cameras triangulated is what there is to see
+        low, high = np.percentile(points, POINT_BOX_PERCENTILES, axis=0)
+        aabb = np.stack([low - 0.1 * (high - low), high + 0.1 * (high - low)])
+    dataset = Dataset(root=root, names=_names(root, paths), images=images, alphas=alphas,
+                      c2w=c2w.astype(np.float32), intrinsics=intrinsics.astype(np.float32),
+                      split=_held_out_split(len(paths), test_every), aabb=aabb.astype(np.float32), labels=None,
+                      has_labels=np.zeros(len(paths), bool), label_names={}, near_far=None,
+                      unbounded=unbounded, points=points.astype(np.float32), point_colors=colors)
+    return dataset, stored_size
+
+
+class _Undistorter:
+    """COLMAP's undistorter for the cameras of the images (pycolmap.Camera at the loaded size),
+    all at the one scale that leaves no blank pixel in any image, so every view keeps the same
+    pinhole size. Called on decoded pixels (index, (H, W, 3 or 4)), as `_load_images` does."""
+
+    def __init__(self, cameras: list) -> None:
+        import pycolmap
+
+        self._pycolmap = pycolmap
+        self.cameras = cameras
+        self.options = pycolmap.UndistortCameraOptions()
+        distorting = [camera for camera in cameras if not camera.is_undistorted()]
+        if distorting:
+            scale = min(pycolmap.undistort_camera(self.options, camera).width / camera.width
+                        for camera in distorting)
+            self.options.min_scale = self.options.max_scale = scale
+
+    def __call__(self, index: int, pixels: np.ndarray) -> np.ndarray:
+        camera = self.cameras[index]
+        if camera.is_undistorted():
+            return pixels
+        channels = [pixels[..., :3]] + ([pixels[..., 3]] if pixels.shape[-1] == 4 else [])
+        out = []
+        for channel in channels:  # colour, then alpha as a grey image
+            bitmap = self._pycolmap.Bitmap.from_array(np.round(channel * 255).astype(np.uint8))
+            warped = self._pycolmap.undistort_image(self.options, bitmap, camera)[0].to_array()
+            out.append(warped.reshape(*warped.shape[:2], -1).astype(np.float32) / 255.0)
+        return np.concatenate(out, -1)
+
+    def intrinsics(self, width: int, height: int) -> np.ndarray:
+        """(N, 4) fx, fy, cx, cy of the undistorted images, which are `width` x `height`."""
+        rows = []
+        for camera in self.cameras:
+            pinhole = camera if camera.is_undistorted() else self._pycolmap.undistort_camera(self.options, camera)
+            sx, sy = width / pinhole.width, height / pinhole.height
+            rows.append([pinhole.focal_length_x * sx, pinhole.focal_length_y * sy,
+                         pinhole.principal_point_x * sx, pinhole.principal_point_y * sy])
+        return np.array(rows)
+
+
+def _rotation_to_z(up: np.ndarray) -> np.ndarray:
+    """4x4 rotation taking the direction `up` to +z by the shortest arc (identity if already)."""
+    up = up / max(np.linalg.norm(up), 1e-12)
+    axis = np.cross(up, [0.0, 0.0, 1.0])
+    sin, cos = np.linalg.norm(axis), up[2]
+    rotation = np.eye(4)
+    if sin < 1e-9:
+        rotation[:3, :3] = np.diag([1.0, -1.0, -1.0]) if cos < 0 else np.eye(3)
+        return rotation
+    k = axis / sin
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    rotation[:3, :3] = np.eye(3) + sin * cross + (1 - cos) * cross @ cross
+    return rotation
+
+
 # LLFF
 
 
-def _load_llff(root: Path, downscale: int) -> tuple[Dataset, tuple[int, int]]:
+def _load_llff(root: Path, downscale: int, test_every: int) -> tuple[Dataset, tuple[int, int]]:
     """poses_bounds.npy: per image (rows follow sorted file names) a 3x5 matrix [R | t | hwf]
     with hwf = height, width, focal of the full-size images, then near and far depth.
-    Every 8th image (0, 8, 16, ...) is held out for testing."""
+    Every `test_every`-th image (0, 8, 16, ... by default) is held out for testing."""
     poses_path = root / "poses_bounds.npy"
     try:
         table = np.load(poses_path, allow_pickle=False)
@@ -343,7 +573,7 @@ def _load_llff(root: Path, downscale: int) -> tuple[Dataset, tuple[int, int]]:
         aabb = _aabb_from_frustums(c2w, intrinsics, width, height, near_far)
     dataset = Dataset(root=root, names=_names(root, paths), images=images, alphas=alphas,
                       c2w=c2w.astype(np.float32), intrinsics=intrinsics.astype(np.float32),
-                      split=_held_out_split(len(paths)),
+                      split=_held_out_split(len(paths), test_every),
                       aabb=aabb.astype(np.float32), labels=None, has_labels=np.zeros(len(paths), bool),
                       label_names={}, near_far=near_far.astype(np.float32), unbounded=unbounded)
     return dataset, stored_size
@@ -403,10 +633,15 @@ class _ImageStack:
             self.alphas[index] = pixels[..., 3]
 
 
-def _load_images(paths: list[Path], downscale: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-    """Decode all images (threads: PIL decodes without holding the GIL); returns images, alphas
-    (None when no image has alpha) and the stored (width, height) they all share."""
+def _load_images(paths: list[Path], downscale: int,
+                 transform: Callable[[int, np.ndarray], np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """Decode all images (threads: PIL decodes without holding the GIL), each passed through
+    `transform(index, pixels)` when given; returns images, alphas (None when no image has alpha)
+    and the stored (width, height) they all share."""
     first, stored_size = _decode_image(paths[0], downscale)
+    if transform is not None:
+        first = transform(0, first)
     stack = _ImageStack(len(paths), (first.shape[1], first.shape[0]))
     stack.put(0, first)
 
@@ -417,7 +652,7 @@ def _load_images(paths: list[Path], downscale: int) -> tuple[np.ndarray, np.ndar
                                f"{stored_size[0]}x{stored_size[1]}",
                                "All images of a dataset must have the same size: resize or remove "
                                "the odd one.")
-        stack.put(index, pixels)
+        stack.put(index, pixels if transform is None else transform(index, pixels))
 
     _in_parallel(load, range(1, len(paths)))
     return stack.images, stack.alphas, stored_size
@@ -581,9 +816,9 @@ def _as_float_array(value: Any) -> np.ndarray | None:
         return None
 
 
-def _held_out_split(count: int) -> np.ndarray:
-    """Every 8th view (0, 8, 16, ...) for testing, the rest for training."""
-    return np.array(["test" if i % TEST_EVERY == 0 else "train" for i in range(count)])
+def _held_out_split(count: int, every: int) -> np.ndarray:
+    """Every `every`-th view (0, 8, 16, ... for 8) for testing, the rest for training; 0: none."""
+    return np.array(["test" if every and i % every == 0 else "train" for i in range(count)])
 
 
 def _names(root: Path, paths: list[Path]) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import pipeline
+from .datasets import TEST_EVERY
 from .click import ClickPrompt
 from .errors import WorkerError
 from .relevancy import split_terms
@@ -86,11 +87,17 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
     def import_dataset(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)
         dataset = pipeline.import_dataset(p.path("dataset"), Workspace(p.path("workspace")),
-                                          downscale=p.integer("downscale", 1, 1, 64))
+                                          downscale=p.integer("downscale", 1, 1, 64),
+                                          test_every=p.integer("test_every", TEST_EVERY, 0, 1_000_000),
+                                          bounds=p.text("bounds", "auto", 16))
         result = {"n_images": len(dataset), "width": dataset.width, "height": dataset.height,
-                  "names": list(dataset.names), "split": [str(s) for s in dataset.split],
+                  "root": str(dataset.root), "names": list(dataset.names),
+                  "split": [str(s) for s in dataset.split], "unbounded": dataset.unbounded,
                   "labels": {str(k): v for k, v in dataset.label_names.items()}}
-        return result, {"c2w": dataset.c2w.astype(np.float32), "intrinsics": dataset.intrinsics.astype(np.float32)}
+        arrays = {"c2w": dataset.c2w.astype(np.float32), "intrinsics": dataset.intrinsics.astype(np.float32)}
+        if dataset.points is not None:
+            arrays.update(points=dataset.points.astype(np.float32), point_colors=dataset.point_colors.astype(np.uint8))
+        return result, arrays
 
     def train(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(params, root)

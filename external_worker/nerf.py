@@ -66,7 +66,8 @@ class NerfConfig:
     max_res: int = 512
     hidden: int = 64
     geo_features: int = 15
-    samples_per_ray: int = 128
+    samples_per_ray: int = 64       # density probe along each ray, no gradients
+    importance_samples: int = 48    # drawn from the probe's weights for the full pass
     contract: bool = False  # unbounded scene: space beyond the box is contracted
 
 
@@ -213,25 +214,55 @@ def composite(sigma: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
     return alpha * transmittance
 
 
+def importance_edges(edges: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool,
+                     padding: float = 1e-3) -> torch.Tensor:
+    """n intervals drawn from the piecewise-constant distribution of `weights` (R, S) over the bins
+    between `edges` (R, S + 1): the n + 1 sorted edges (R, n + 1) of the new intervals, which
+    cover the same span and crowd where the weight is (inverse transform sampling, as NeRF's fine
+    pass and mip-NeRF 360's proposal resampling). `padding` per bin keeps empty rays uniform."""
+    pdf = weights + padding
+    cdf = torch.cumsum(pdf / pdf.sum(-1, keepdim=True), -1)
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf[:, :-1], torch.ones_like(cdf[:, :1])], -1)
+    u = torch.arange(n + 1, device=edges.device, dtype=edges.dtype).expand(len(edges), n + 1)
+    u = (u + (torch.rand_like(u) if perturb else 0.5)) / (n + 1)
+    bin_ = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, edges.shape[1] - 1) - 1
+    c0, c1 = cdf.gather(1, bin_), cdf.gather(1, bin_ + 1)
+    e0, e1 = edges.gather(1, bin_), edges.gather(1, bin_ + 1)
+    fraction = ((u - c0) / (c1 - c0).clamp_min(1e-12)).clamp(0, 1)
+    inner = e0 + fraction * (e1 - e0)
+    # The new intervals span the probe's whole span, so a render sees all of the ray.
+    return torch.cat([edges[:, :1], inner[:, 1:-1], edges[:, -1:]], -1)
+
+
 def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
                 background: torch.Tensor, perturb: bool = False, n_samples: int | None = None) -> RenderOutput:
-    """Volume-render rays in the scene frame; only samples in occupied cells reach the field.
-    `n_samples` per ray defaults to the field's `samples_per_ray`."""
+    """Volume-render rays in the scene frame, in two passes of the same field.
+
+    A density-only probe without gradients (`n_samples` per ray, default `samples_per_ray`; only
+    those in occupied cells reach the field) gives each stretch of the ray its weight. The full
+    pass then evaluates `importance_samples` intervals drawn from those weights, dropping those
+    where the probe saw no contribution (behind opaque content, in empty space), as nerfacc does.
+    So the costly pass, with colour and gradients, runs on few samples however much of the ray
+    the scene fills."""
     n_samples = n_samples or field.config.samples_per_ray
     t, dt, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
+    with torch.no_grad():
+        probe_points = (origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3)
+        keep = (grid.lookup(probe_points) & valid.reshape(-1)).nonzero()[:, 0]
+        probe = torch.zeros(len(probe_points), device=t.device)
+        if len(keep):
+            probe = probe.index_put((keep,), field.density(probe_points[keep]))
+        probe_weights = composite(probe.view(t.shape), dt)
+        edges = torch.cat([t, t[:, -1:] + dt[:, -1:]], -1)
+        fine = importance_edges(edges, probe_weights, field.config.importance_samples, perturb)
+        t, dt = (fine[:, 1:] + fine[:, :-1]) / 2, fine.diff(dim=-1)
+        bin_ = (torch.searchsorted(edges, t.contiguous(), right=True) - 1).clamp(0, probe_weights.shape[1] - 1)
+        idx = (probe_weights.gather(1, bin_) > CONTRIBUTION_EPS).view(-1).nonzero()[:, 0]
     points = origins[:, None] + t[..., None] * dirs[:, None]
     flat = points.reshape(-1, 3)
-    keep = grid.lookup(flat) & valid.reshape(-1)
     sigma = torch.zeros(flat.shape[0], device=flat.device)
     rgb = torch.zeros(flat.shape[0], 3, device=flat.device)
-    if keep.any():
-        idx = keep.nonzero()[:, 0]
-        # A density-only pass without gradients finds the samples that can contribute (as nerfacc
-        # does): those hidden behind opaque content or in near-empty space are dropped before the
-        # full pass, which then costs a fraction of the samples in colour, memory and backward.
-        with torch.no_grad():
-            probe = torch.zeros(flat.shape[0], device=flat.device).index_put((idx,), field.density(flat[idx]))
-            idx = idx[composite(probe.view(t.shape), dt).view(-1)[idx] > CONTRIBUTION_EPS]
+    if len(idx):
         s, c = field(flat[idx], dirs[:, None].expand_as(points).reshape(-1, 3)[idx])
         sigma = sigma.index_put((idx,), s)
         rgb = rgb.index_put((idx,), c)

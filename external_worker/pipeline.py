@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .bake import TEXTURE_SIZES, Bake, bake_texture
-from .datasets import Dataset, load_dataset
+from .datasets import TEST_EVERY, Dataset, load_dataset
 from .errors import WorkerError
 from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
 from .face_codes import FaceCodes
@@ -60,16 +60,25 @@ class TrainSettings:
     clip_pretrained: str = ""     # its pretrained tag or checkpoint file
 
 
+IMPORT_DEFAULTS = {"downscale": 1, "test_every": TEST_EVERY, "bounds": "auto"}
+
+
 def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = 1,
-                   require_labels: bool = False) -> Dataset:
-    """Validate a dataset and bind the workspace to it. Re-importing the same dataset keeps the
-    trained stages; importing another one into a used workspace is refused."""
-    dataset = load_dataset(dataset_path, downscale=downscale, require_labels=require_labels)
+                   test_every: int = TEST_EVERY, bounds: str = "auto", require_labels: bool = False) -> Dataset:
+    """Validate a dataset and bind the workspace to it (see `load_dataset` for the options).
+    Re-importing the same dataset with the same options keeps the trained stages; importing
+    another one, or the same with other options, into a used workspace is refused."""
+    dataset = load_dataset(dataset_path, downscale=downscale, test_every=test_every, bounds=bounds,
+                           require_labels=require_labels)
     state = workspace.load_state()
-    source = {"path": str(Path(dataset_path).expanduser().resolve()), "downscale": downscale}
-    if state.get("dataset") not in (None, source):
-        raise WorkerError("workspace_in_use", f"the workspace {workspace.root} belongs to {state['dataset']['path']}",
-                          "Pick an empty workspace folder for a new dataset.")
+    source = {"path": str(Path(dataset_path).expanduser().resolve()), "downscale": downscale,
+              "test_every": test_every, "bounds": bounds}
+    bound = {**IMPORT_DEFAULTS, **state["dataset"]} if "dataset" in state else None
+    if bound not in (None, source):
+        options = ", ".join(f"{key} {bound[key]}" for key in IMPORT_DEFAULTS)
+        raise WorkerError("workspace_in_use", f"the workspace {workspace.root} belongs to {bound['path']} "
+                          f"imported with {options}",
+                          "Pick an empty workspace folder for a new dataset or other import options.")
     state["dataset"] = source
     state["frame"] = SceneFrame.from_aabb(dataset.aabb).to_dict()
     state["stages"].setdefault("import", {}).update(done=True, n_images=len(dataset))
@@ -84,8 +93,9 @@ def open_scene(workspace: Workspace) -> Scene:
     if "dataset" not in state:
         raise WorkerError("stage_missing", f"the workspace {workspace.root} has no dataset",
                           "Import a dataset into it first.")
-    source = state["dataset"]
-    dataset = load_dataset(source["path"], downscale=source["downscale"])
+    source = {**IMPORT_DEFAULTS, **state["dataset"]}  # workspaces made before an option existed
+    dataset = load_dataset(source["path"], downscale=source["downscale"], test_every=source["test_every"],
+                           bounds=source["bounds"])
     return Scene(workspace, dataset, SceneFrame.from_dict(state["frame"]))
 
 

@@ -233,6 +233,40 @@ def test_apply_import_poses_cameras(addon):
     assert len(bpy.data.cameras) == 2
 
 
+def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
+    from PIL import Image
+
+    from blender_dff.cameras import COLLECTION_NAME, POINT_COLOR_ATTR, POINTS_NAME, apply_import
+
+    reply, _ = camera_reply(3)
+    Image.new("RGB", (64, 48), (255, 0, 0)).save(tmp_path / "r_0.png")
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(tmp_path / "r_1.png")  # r_2's photo is missing
+    reply.result.update(root=str(tmp_path), names=["r_0.png", "r_1.png", "r_2.png"])
+    points = np.random.default_rng(1).uniform(-1, 1, (50, 3)).astype(np.float32)
+    colors = np.tile(np.array([[255, 128, 0]], np.uint8), (50, 1))
+    reply.arrays.update(points=points, point_colors=colors)
+    message = apply_import(bpy.context, reply)
+    collection = bpy.data.collections[COLLECTION_NAME]
+    photos = {obj.name: [bg.image.filepath for bg in obj.data.background_images]
+              for obj in collection.objects if obj.type == 'CAMERA'}
+    assert photos == {"r_0.png": [str(tmp_path / "r_0.png")], "r_1.png": [str(tmp_path / "r_1.png")], "r_2.png": []}
+    assert collection.objects["r_0.png"].data.show_background_images
+    cloud = collection.objects[POINTS_NAME]
+    co = np.empty(150, np.float32)
+    cloud.data.vertices.foreach_get("co", co)
+    np.testing.assert_allclose(co.reshape(-1, 3), points)
+    rgba = np.empty(200, np.float32)
+    cloud.data.color_attributes[POINT_COLOR_ATTR].data.foreach_get("color_srgb", rgba)
+    np.testing.assert_allclose(rgba.reshape(-1, 4)[0], [1.0, 128 / 255, 0.0, 1.0], atol=1 / 255)
+    # Drawn as points: the evaluated geometry is a point cloud of all of them.
+    geometry = cloud.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
+    assert geometry.pointcloud is not None and len(geometry.pointcloud.points) == 50
+    assert "50 points" in message
+    # A second import replaces the cloud rather than adding another.
+    apply_import(bpy.context, reply)
+    assert [obj.name for obj in collection.objects if obj.type == 'MESH'] == [POINTS_NAME]
+
+
 def test_apply_import_rejects_mismatched_arrays(addon):
     from blender_dff.cameras import apply_import
 

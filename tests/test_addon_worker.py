@@ -198,6 +198,38 @@ def test_import_errors_name_the_file(addon, tiny_scene, tmp_path, breakage, expe
     assert "DFF Cameras" not in bpy.data.collections
 
 
+def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon, tmp_path):
+    from blender_dff.cameras import COLLECTION_NAME, POINTS_NAME
+    from test_datasets import colmap_model, random_pixels, ring_poses
+
+    props = addon
+    rng = np.random.default_rng(3)
+    poses = ring_poses(12)
+    colmap_model(tmp_path / "capture", poses, "SIMPLE_RADIAL 48 32 40 24 16 0.05",
+                 [random_pixels(rng, 32, 48) for _ in poses], rng.uniform(-1, 1, (30, 3)))
+    props.dataset_path = str(tmp_path / "capture")
+    props.workspace_path = str(tmp_path / "ws")
+    props.image_scale, props.test_every, props.bounds = '2', 4, 'box'
+    bpy.ops.dff.import_dataset()
+    pump_until(lambda: props.n_images > 0 or props.error)
+    assert not props.error, (props.error, props.error_hint)
+    collection = bpy.data.collections[COLLECTION_NAME]
+    cameras = [obj for obj in collection.objects if obj.type == 'CAMERA']
+    assert props.n_images == len(cameras) == 12
+    render = bpy.context.scene.render
+    assert render.resolution_x <= 24 and render.resolution_y <= 16  # half size, cropped by undistortion
+    assert all(obj.data.background_images[0].image.filepath.endswith(obj.name) for obj in cameras)
+    assert len(collection.objects[POINTS_NAME].data.vertices) == 30
+    state = json.loads((tmp_path / "ws" / "state.json").read_text())
+    assert state["dataset"] == {"path": str((tmp_path / "capture").resolve()), "downscale": 2,
+                                "test_every": 4, "bounds": "box"}
+    # Importing the same capture with other options into that workspace is refused.
+    props.image_scale = '1'
+    bpy.ops.dff.import_dataset()
+    pump_until(lambda: props.n_images > 0 or props.error)
+    assert props.error_code == "workspace_in_use" and "downscale 2" in props.error
+
+
 def test_unknown_label_and_missing_label_maps_are_reported(addon, tiny_scene, trained_workspace, tmp_path):
     props = addon
     workspace = tmp_path / "ws"

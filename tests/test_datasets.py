@@ -421,6 +421,27 @@ def test_bad_downscale(tmp_path, downscale):
     dataset_error("downscale must be a whole number", tmp_path, downscale=downscale)
 
 
+
+@pytest.mark.parametrize("test_every, held_out", [(0, []), (3, [0, 3, 6]), (8, [0, 8])])
+def test_held_out_views_can_be_chosen(tmp_path, test_every, held_out):
+    llff_scene(tmp_path, 9, "images", (12, 8))
+    ds = load_dataset(tmp_path, test_every=test_every)
+    assert list(np.flatnonzero(ds.split == "test")) == held_out
+
+
+def test_the_layout_decision_can_be_overridden(tmp_path):
+    llff_scene(tmp_path, 9, "images", (12, 8))
+    assert not load_dataset(tmp_path).unbounded  # forward-facing: everything in the frustum box
+    assert load_dataset(tmp_path, bounds="unbounded").unbounded
+    assert not load_dataset(tmp_path, bounds="box").unbounded
+
+
+@pytest.mark.parametrize("options, match", [({"test_every": -1}, "test_every must be a whole number >= 0"),
+                                            ({"test_every": 2.5}, "test_every must be"),
+                                            ({"bounds": "infinite"}, "bounds must be one of auto, box, unbounded")])
+def test_bad_import_options(tmp_path, options, match):
+    dataset_error(match, tmp_path, **options)
+
 # Real captures (skipped where the shared data is absent)
 
 
@@ -458,3 +479,199 @@ def test_ethiopian_head_loads_its_only_folder():
     views = -ds.c2w[:, :3, 2]
     assert (views @ views.mean(0) < 0).any()  # a 360 capture: some cameras face each other
     assert isinstance(ds, Dataset) and "66 views of 800x800" in repr(ds)
+
+
+# COLMAP
+
+
+def colmap_model(root: Path, poses: list[np.ndarray], camera: str, images: list[np.ndarray],
+                 points: np.ndarray, folder: str = "images") -> Path:
+    """A COLMAP project in text form: sparse/0/{cameras,images,points3D}.txt beside images/.
+    `poses` are OpenGL camera-to-world matrices; `camera` is a cameras.txt line without its id."""
+    from scipy.spatial.transform import Rotation
+
+    model = root / "sparse" / "0"
+    model.mkdir(parents=True)
+    (model / "cameras.txt").write_text(f"# camera list\n1 {camera}\n")
+    lines = []
+    for i, (c2w, pixels) in enumerate(zip(poses, images)):
+        opencv = c2w @ np.diag([1.0, -1.0, -1.0, 1.0])  # y down, looking along +z
+        w2c = np.linalg.inv(opencv)
+        x, y, z, w = Rotation.from_matrix(w2c[:3, :3]).as_quat()
+        name = f"view_{i:02d}.png"
+        lines += [f"{i + 1} {w} {x} {y} {z} {' '.join(map(str, w2c[:3, 3]))} 1 {name}", ""]
+        save_image(root / folder / name, pixels)
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    (model / "points3D.txt").write_text("".join(f"{i + 1} {p[0]} {p[1]} {p[2]} 200 100 50 0.5\n"
+                                                for i, p in enumerate(points)))
+    return model
+
+
+def project(c2w: np.ndarray, intrinsics, points: np.ndarray) -> np.ndarray:
+    """Pixel positions (P, 2) of world points in an OpenGL camera with pinhole intrinsics."""
+    fx, fy, cx, cy = intrinsics
+    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    return np.stack([fx * local[:, 0] / -local[:, 2] + cx, -fy * local[:, 1] / -local[:, 2] + cy], -1)
+
+
+def test_colmap_pinhole_model_keeps_every_projection_and_turns_up_to_z(tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    tilt = np.eye(4)  # COLMAP's world is arbitrarily oriented: tilt ours before writing it
+    tilt[:3, :3] = Rotation.from_euler("xyz", [40, -25, 70], degrees=True).as_matrix()
+    poses = [tilt @ pose for pose in ring_poses(10)]
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (20, 3)) @ tilt[:3, :3].T
+    colmap_model(tmp_path, poses, "PINHOLE 24 16 20 22 12.5 8", [random_pixels(rng, 16, 24) for _ in poses], points)
+    ds = load_dataset(tmp_path)
+    assert len(ds) == 10 and (ds.width, ds.height) == (24, 16) and list(ds.split[:2]) == ["test", "train"]
+    np.testing.assert_allclose(ds.intrinsics, [[20, 22, 12.5, 8]] * 10, rtol=1e-5)
+    assert ds.points.shape == (20, 3) and (ds.point_colors == [200, 100, 50]).all()
+    for loaded, written in zip(ds.c2w, poses):  # every point lands on the same pixel as before
+        np.testing.assert_allclose(project(loaded, ds.intrinsics[0], ds.points), project(written, [20, 22, 12.5, 8], points), atol=1e-3)
+    up = ds.c2w[:, :3, 1].mean(0)
+    np.testing.assert_allclose(up / np.linalg.norm(up), [0, 0, 1], atol=1e-5)
+    assert ds.unbounded  # a ring around the object: space beyond the box is contracted
+
+
+def plane_pattern(points: np.ndarray) -> np.ndarray:
+    """A smooth pattern of period 0.5 on the plane z = 0: smooth, so interpolation barely
+    changes it while a pixel of misalignment does."""
+    return 0.5 + 0.5 * np.sin(2 * np.pi * points[..., 0] / 0.5) * np.sin(2 * np.pi * points[..., 1] / 0.5)
+
+
+def plane_hits(origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    return origins + dirs * (-origins[..., 2:] / dirs[..., 2:])
+
+
+def distorted_photos(camera, poses: list[np.ndarray]) -> list[np.ndarray]:
+    """What cameras with the lens of pycolmap `camera` see of the plane pattern, (H, W) in [0, 1]."""
+    u, v = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
+    normalised = camera.cam_from_img(np.stack([u.ravel(), v.ravel()], -1))  # (x/z, y/z), OpenCV axes
+    photos = []
+    for c2w in poses:
+        dirs = np.concatenate([normalised, np.ones((len(normalised), 1))], -1) * [1, -1, -1] @ c2w[:3, :3].T
+        photos.append(plane_pattern(plane_hits(c2w[:3, 3], dirs)).reshape(camera.height, camera.width))
+    return photos
+
+
+def pinhole_error(image: np.ndarray, c2w: np.ndarray, intrinsics) -> float:
+    """Mean difference between an image and the plane pattern a pinhole camera would see."""
+    fx, fy, cx, cy = intrinsics
+    h, w = image.shape[:2]
+    uu, vv = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    dirs = np.stack([(uu - cx) / fx, -(vv - cy) / fy, -np.ones_like(uu)], -1) @ c2w[:3, :3].T
+    return float(np.abs(image - plane_pattern(plane_hits(c2w[:3, 3], dirs))).mean())
+
+
+def over_the_plane(count: int = 3) -> list[np.ndarray]:
+    return [look_at(np.array([x, 0.1 * x, 1.5]), np.array([x, 0.1 * x, 0.0]), up=(0.0, 1.0, 0.0))
+            for x in np.linspace(0, 0.4, count)]
+
+
+def as_rgb8(photo: np.ndarray) -> np.ndarray:
+    return np.repeat((photo[..., None] * 255).round().astype(np.uint8), 3, -1)
+
+
+def test_colmap_radial_distortion_is_undistorted_to_a_true_pinhole(tmp_path):
+    """Photos of a pattern on a plane taken through a lens with strong radial distortion: after
+    import, the pinhole camera the loader reports sees the pattern where the photo shows it."""
+    import pycolmap
+
+    camera = pycolmap.Camera(model="SIMPLE_RADIAL", width=96, height=64, params=[60, 48, 32, 0.25])
+    poses = over_the_plane()
+    photos = distorted_photos(camera, poses)
+    corners = np.array([[x, y, 0.0] for x in np.linspace(-1, 1, 5) for y in np.linspace(-1, 1, 5)])
+    colmap_model(tmp_path, poses, "SIMPLE_RADIAL 96 64 60 48 32 0.25", [as_rgb8(p) for p in photos], corners)
+    ds = load_dataset(tmp_path)
+    assert ds.width < 96 and ds.height < 64  # cropped to what every photo covers
+    # The loader turned the cameras' up (+y here) to +z: undo that to see the plane z = 0 again.
+    back = np.linalg.inv(ds.c2w[0] @ np.linalg.inv(poses[0]))
+    for image, c2w, intrinsics, photo in zip(ds.images, ds.c2w, ds.intrinsics, photos):
+        assert pinhole_error(image[..., 0], back @ c2w, intrinsics) < 0.01
+        # The photo as it was, read as a pinhole image, is off: the check can tell.
+        assert pinhole_error(photo, back @ c2w, [60, 60, 48, 32]) > 0.05
+
+
+def test_nerfstudio_opencv_distortion_is_undistorted(tmp_path):
+    import pycolmap
+
+    camera = pycolmap.Camera(model="OPENCV", width=96, height=64, params=[60, 62, 47, 33, 0.2, 0.05, 0.01, -0.01])
+    poses = over_the_plane()
+    photos = distorted_photos(camera, poses)
+    for i, photo in enumerate(photos):
+        save_image(tmp_path / "images" / f"f{i}.png", as_rgb8(photo))
+    write_json(tmp_path / "transforms.json", {
+        "camera_model": "OPENCV", "fl_x": 60, "fl_y": 62, "cx": 47, "cy": 33, "w": 96, "h": 64,
+        "k1": 0.2, "k2": 0.05, "p1": 0.01, "p2": -0.01, "aabb": [[-1, -1, -1], [1, 1, 1]],
+        "frames": [frame(f"images/f{i}.png", pose) for i, pose in enumerate(poses)]})
+    ds = load_dataset(tmp_path)
+    assert ds.width < 96 and ds.height < 64
+    for image, c2w, intrinsics in zip(ds.images, ds.c2w, ds.intrinsics):
+        assert pinhole_error(image[..., 0], c2w, intrinsics) < 0.01
+
+
+def test_distortion_errors(tmp_path):
+    save_image(tmp_path / "a.png", random_pixels(np.random.default_rng(0)))
+    single_transforms(tmp_path, [frame("a.png", np.eye(4), k1="strong")])
+    dataset_error(r"frame 0: 'k1' must be a number", tmp_path)
+    single_transforms(tmp_path, [frame("a.png", np.eye(4), k1=0.1)], camera_model="EQUIRECTANGULAR")
+    dataset_error(r"camera_model 'EQUIRECTANGULAR' is not supported", tmp_path)
+    single_transforms(tmp_path, [frame("a.png", np.eye(4), k1=0.1, k4=0.01)])
+    dataset_error(r"k4 = 0.01 is given for an OPENCV camera", tmp_path)
+
+
+@pytest.mark.parametrize("aabb_scale, unbounded", [(1, False), (4, True)])
+def test_instant_ngp_scale_offset_and_aabb_scale_give_the_box(tmp_path, aabb_scale, unbounded):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        save_image(tmp_path / f"{i}.png", random_pixels(rng))
+    write_json(tmp_path / "transforms.json", {
+        "camera_angle_x": 1.0, "aabb_scale": aabb_scale, "scale": 0.5, "offset": [0.5, 0.4, 0.5],
+        "frames": [frame(f"{i}.png", pose) for i, pose in enumerate(ring_poses(3))]})
+    ds = load_dataset(tmp_path)
+    np.testing.assert_allclose(ds.aabb, [[-1, -0.8, -1], [1, 1.2, 1]])
+    assert ds.unbounded == unbounded
+
+
+def test_colmap_model_folder_itself_and_images_k_folder(tmp_path):
+    rng = np.random.default_rng(1)
+    poses = ring_poses(4)
+    model = colmap_model(tmp_path, poses, "SIMPLE_PINHOLE 24 16 20 12 8",
+                         [random_pixels(rng, 8, 12) for _ in poses], np.zeros((0, 3)), folder="images_2")
+    ds = load_dataset(model, downscale=2)  # pointing at sparse/0 finds the project around it
+    assert (ds.width, ds.height) == (12, 8) and ds.names[0] == "images_2/view_00.png"
+    np.testing.assert_allclose(ds.intrinsics[0], [10, 10, 6, 4], rtol=1e-5)
+
+
+def test_colmap_errors_name_the_file_and_say_what_to_do(tmp_path):
+    rng = np.random.default_rng(2)
+    poses = ring_poses(3)
+    images = [random_pixels(rng, 16, 24) for _ in poses]
+    colmap_model(tmp_path / "fov", poses, "FOV 24 16 20 20 12 8 0.1", images, np.zeros((0, 3)))
+    dataset_error(r"camera model FOV, which is not supported", tmp_path / "fov")
+
+    colmap_model(tmp_path / "missing", poses, "PINHOLE 24 16 20 20 12 8", images, np.zeros((0, 3)))
+    (tmp_path / "missing" / "images" / "view_01.png").unlink()
+    dataset_error(r"names 1 images missing from .*images, e.g. .*view_01.png", tmp_path / "missing")
+
+    model = colmap_model(tmp_path / "empty", poses, "PINHOLE 24 16 20 20 12 8", images, np.zeros((0, 3)))
+    (model / "images.txt").write_text("# no images\n")
+    dataset_error(r"no registered images", tmp_path / "empty")
+
+    model = colmap_model(tmp_path / "broken", poses, "PINHOLE 24 16 20 20 12 8", images, np.zeros((0, 3)))
+    (model / "cameras.txt").write_text("1 PINHOLE 24 sixteen\n")
+    dataset_error(r"cannot read the COLMAP model", tmp_path / "broken")
+
+    colmap_model(tmp_path / "aspect", poses, "PINHOLE 16 16 20 20 8 8", images, np.zeros((0, 3)))
+    dataset_error(r"camera is for 16x16 images but the images are 24x16", tmp_path / "aspect")
+
+
+@needs_data
+def test_beer_colmap_capture_is_undistorted_upright_and_unbounded():
+    ds = load_dataset(DATA / "colmap_beer", downscale=2)
+    assert len(ds) == 71 and ds.names[0].startswith("images/")
+    assert ds.width < 360 and ds.height < 640 and ds.width / ds.height == pytest.approx(720 / 1280, rel=0.01)
+    assert ds.unbounded and ds.points.shape == (4414, 3)
+    up = ds.c2w[:, :3, 1].mean(0)
+    assert up[2] / np.linalg.norm(up) > 0.999

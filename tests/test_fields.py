@@ -9,7 +9,7 @@ import torch
 from external_worker.encoding import HashGrid, TorchHashGrid, _Gather
 from external_worker.mesh import fill_cavities
 from external_worker.nerf import (CONTRACTED_FAR, NerfConfig, NerfField, OccupancyGrid, composite, contract,
-                                  render_rays, sample_points, uncontract)
+                                  importance_edges, render_rays, sample_points, uncontract)
 from external_worker.rays import SceneFrame, box_intersection, pixel_rays
 from external_worker.visibility import visible_faces
 
@@ -88,6 +88,19 @@ def test_compositing_weights():
     w = composite(sigma, torch.full((2, 1), 0.1))
     assert torch.allclose(w[0], torch.tensor([0.0, 0.0, 1.0, 0.0]), atol=1e-4)  # opaque at the first hit
     assert torch.all(w[1] == 0)
+
+
+def test_importance_intervals_crowd_where_the_weight_is_and_cover_the_ray():
+    edges = torch.linspace(0, 1, 11).expand(2, 11).contiguous()
+    weights = torch.zeros(2, 10)
+    weights[0, 6] = 1.0  # all of ray 0's weight in [0.6, 0.7]; ray 1 sees nothing
+    for perturb in (False, True):
+        fine = importance_edges(edges, weights, 32, perturb)
+        assert fine.shape == (2, 33) and (fine.diff(dim=-1) >= 0).all()
+        assert torch.all(fine[:, 0] == 0) and torch.all(fine[:, -1] == 1)
+        mids = (fine[:, 1:] + fine[:, :-1]) / 2
+        assert ((mids[0] > 0.6) & (mids[0] < 0.7)).sum() >= 28
+        assert fine[1].diff().max() < 0.06  # no weight: evenly spread
 
 
 def test_rays_miss_the_box_and_an_empty_field_shows_the_background():
