@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import bmesh
@@ -14,7 +15,7 @@ import bpy
 import numpy as np
 from bpy.props import StringProperty
 
-from . import cameras, images, mesh_import, selection, texture, worker_session
+from . import cameras, images, mesh_import, scene_capture, selection, texture, worker_session
 from .client import Reply
 
 WORKSPACE_DEFAULT = "dff_workspace"
@@ -162,15 +163,79 @@ class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operato
     bl_options = {'REGISTER', 'UNDO'}
 
     def send(self, context: bpy.types.Context) -> set[str]:
+        submit_import(context)
+        return {'FINISHED'}
+
+
+def submit_import(context: bpy.types.Context) -> None:
+    """Ask the worker to import the scene's dataset with the chosen options."""
+    props = context.scene.dff
+    dataset, workspace_dir = resolve_paths(props)
+    props.n_images = 0  # no dataset is bound until the worker's reply says so
+    worker_session.session().submit(
+        context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir,
+                                    "downscale": int(props.image_scale), "test_every": props.test_every,
+                                    "bounds": props.bounds},
+        on_done=reply_handler(context.scene, cameras.apply_import))
+    props.show_message(f"Importing '{dataset}'...")
+
+
+def capture_folder(props: bpy.types.PropertyGroup) -> str:
+    """The capture folder: as set, else dff_capture beside the .blend (or in the temporary folder)."""
+    if props.capture_path.strip():
+        return _folder(props.capture_path, "capture")
+    base = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else bpy.app.tempdir or os.path.abspath(".")
+    return os.path.join(base, "dff_capture")
+
+
+class DFF_OT_capture_scene(_NotWhileTraining, bpy.types.Operator):
+    """Render the open scene from many views with Cycles (in the background) into a dataset folder,
+    then import it"""
+
+    bl_idname = "dff.capture_scene"
+    bl_label = "Capture Scene"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        dataset, workspace_dir = resolve_paths(props)
-        props.n_images = 0  # no dataset is bound until the worker's reply says so
-        worker_session.session().submit(
-            context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir,
-                                        "downscale": int(props.image_scale), "test_every": props.test_every,
-                                        "bounds": props.bounds},
-            on_done=reply_handler(context.scene, cameras.apply_import))
-        context.scene.dff.show_message(f"Importing '{dataset}'...")
+        out = capture_folder(props)
+        if os.path.isdir(out) and os.listdir(out):
+            self.report({'ERROR'}, f"the capture folder '{out}' is not empty: choose an empty folder "
+                                   "(a new capture must not mix with an earlier one or its workspace)")
+            return {'CANCELLED'}
+        try:
+            plan = scene_capture.plan_capture(context, Path(out), props.capture_source, props.capture_views,
+                                              props.capture_resolution, props.capture_samples, props.test_every)
+        except ValueError as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        uid = context.scene.session_uid
+
+        def on_progress(job: scene_capture.CaptureJob) -> None:
+            target = _scene(uid)
+            if target is not None:
+                target.dff.update_progress({"stage": "capture", "step": job.rendered, "total": job.total,
+                                            "message": f"rendered {job.rendered}/{job.total} views"})
+                _tag_redraw()
+
+        def on_done(job: scene_capture.CaptureJob) -> None:
+            target = _scene(uid)
+            if target is None:
+                return
+            props = target.dff
+            if job.error:
+                props.show_error({"code": "capture_failed", "message": job.error,
+                                  "hint": "Check that the scene renders with Cycles (F12)."})
+            else:
+                props.dataset_path, props.workspace_path, props.image_scale = str(job.out), "", '1'
+                try:
+                    with _scene_context(target) as scene_context:
+                        submit_import(scene_context)
+                except (ValueError, worker_session.WorkerUnavailable) as exc:
+                    props.show_error({"code": "import_failed", "message": str(exc)})
+            _tag_redraw()
+
+        scene_capture.start_capture(context, plan, on_done, on_progress)
+        props.show_message(f"Capturing {sum(len(v) for v in plan['views'].values())} views into '{out}'...")
         return {'FINISHED'}
 
 
@@ -410,8 +475,16 @@ class DFF_OT_separate(bpy.types.Operator):
         return {'FINISHED'}
 
 
-_CLASSES = (DFF_OT_import_dataset, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel, DFF_OT_show_heat_map,
-            DFF_OT_bake_texture,
-            DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_separate)
+_CLASSES = (DFF_OT_import_dataset, DFF_OT_capture_scene, DFF_OT_train, DFF_OT_load_mesh, DFF_OT_cancel,
+            DFF_OT_show_heat_map, DFF_OT_bake_texture, DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_separate)
 
-register, unregister = bpy.utils.register_classes_factory(_CLASSES)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)
+
+
+def register() -> None:
+    _register_classes()
+
+
+def unregister() -> None:
+    scene_capture.cancel_all()  # no render process outlives the add-on
+    _unregister_classes()

@@ -61,6 +61,15 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         options.prop(props, "test_every")
         options.prop(props, "bounds")
         layout.operator("dff.import_dataset", icon='IMPORT')
+        capture = layout.box().column(align=True)
+        capture.label(text="Or capture this Blender scene:")
+        capture.prop(props, "capture_source")
+        if props.capture_source == 'ORBIT':
+            capture.prop(props, "capture_views")
+        capture.prop(props, "capture_resolution")
+        capture.prop(props, "capture_samples")
+        capture.prop(props, "capture_path")
+        capture.operator("dff.capture_scene", icon='RENDER_STILL')
         if props.n_images:
             render = context.scene.render
             layout.label(text=f"{props.n_images} images, "

@@ -70,6 +70,27 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
                ('unbounded', "Unbounded", "Also model the background beyond the box (scene contraction)")],
         default='auto',
     )
+    capture_path: StringProperty(
+        name="Capture Folder",
+        description="Empty folder the captured views are rendered into; empty for dff_capture "
+                    "beside the .blend (or in the temporary folder for an unsaved file)",
+        subtype='DIR_PATH',
+    )
+    capture_source: EnumProperty(
+        name="Views", description="Where the capture's cameras come from",
+        items=[('ORBIT', "Orbit", "Cameras on a hemisphere around the selected meshes (or all meshes)"),
+               ('SCENE', "Scene Cameras", "The scene's own cameras, at the render aspect ratio")],
+        default='ORBIT',
+    )
+    capture_views: IntProperty(
+        name="Orbit Views", description="Number of training views of an orbit (plus 1 in 8 for testing)",
+        default=60, min=4, soft_max=300)
+    capture_resolution: IntProperty(
+        name="Resolution", description="Longest side of the captured images, in pixels",
+        default=256, min=16, soft_max=2048)
+    capture_samples: IntProperty(
+        name="Samples", description="Cycles samples per pixel of the captured views",
+        default=32, min=1, soft_max=1024)
     n_images: IntProperty(name="Images", min=0)
     labels: CollectionProperty(type=DFFLabel)
 

@@ -142,6 +142,20 @@ def load_dataset(path: str | Path, *, downscale: int = 1, test_every: int = TEST
     return _attach_labels(dataset, stored_size, require_labels)
 
 
+def check_trainable(dataset: Dataset) -> None:
+    """A radiance field needs several training views seen from different places (parallax)."""
+    train = dataset.split == "train"
+    if train.sum() < 2:
+        raise DatasetError(f"{dataset.root}: only {int(train.sum())} training view(s) "
+                           f"({len(dataset)} in all, {len(dataset) - int(train.sum())} held out)",
+                           "Add photos from more viewpoints (20 or more around the subject), or hold "
+                           "out fewer views.")
+    positions = dataset.c2w[train, :3, 3]
+    if np.ptp(positions, axis=0).max() <= 1e-6 * max(1.0, float(np.abs(positions).max())):
+        raise DatasetError(f"{dataset.root}: all cameras sit at one point, so nothing gives depth",
+                           "Move the camera between photos (a panorama taken from one spot cannot "
+                           "be reconstructed in 3D).")
+
 def _dataset_folder(path: Path) -> Path:
     if path.is_file():
         if path.suffix.lower() == ".json" or path.name == "poses_bounds.npy":
@@ -248,6 +262,13 @@ def _parse_pose(value: Any, where: str) -> np.ndarray:
     if not np.isfinite(matrix).all():
         raise DatasetError(f"{where}: 'transform_matrix' contains NaN or infinity",
                            "Re-export the camera poses; this camera was not solved.")
+    rotation = matrix[:3, :3]
+    rigid = np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-3) and np.linalg.det(rotation) > 0
+    if not rigid or not np.allclose(matrix[3], [0, 0, 0, 1], atol=1e-6):
+        raise DatasetError(f"{where}: 'transform_matrix' is not a rigid camera pose (its 3x3 part must "
+                           "be a rotation and its last row 0 0 0 1)",
+                           "Export the poses without scale or shear in the camera matrices; scale the "
+                           "positions instead.")
     return matrix
 
 

@@ -179,11 +179,13 @@ class RenderOutput:
 
 def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, perturb: bool, contracted: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Samples along each ray (stratified when `perturb`): evenly spaced across the box and, for an
-    unbounded scene, one in CONTRACTED_FAR_SHARE spaced evenly in log distance out to CONTRACTED_FAR.
+    """Samples along each ray (stratified when `perturb`): one in each of n equal stretches of the
+    box and, for an unbounded scene, one in CONTRACTED_FAR_SHARE spaced evenly in log distance out
+    to CONTRACTED_FAR.
 
-    Returns sorted distances (R, S), step lengths (R, S) and which samples count (R, S): those
-    of rays that miss the box do not."""
+    Returns sorted distances t (R, S), the edges of the stretch each sample stands for (R, S + 1:
+    sample i covers [edges[i], edges[i + 1]], inside the box for a bounded scene) and which samples
+    count (R, S): those of rays that miss the box do not."""
     t_near, t_far = box_intersection(origins, dirs, near=1e-3)
     hit = t_far > t_near
     span = torch.where(hit, t_far - t_near, torch.zeros_like(t_near))
@@ -197,14 +199,14 @@ def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, per
     t = t_near[:, None] + span[:, None] * stratified(n_box)
     valid = hit[:, None].expand_as(t)
     if not contracted:
-        return t, (span / n_box)[:, None].expand_as(t), valid
+        steps = torch.arange(n_box + 1, device=origins.device, dtype=origins.dtype) / n_box
+        return t, t_near[:, None] + span[:, None] * steps, valid
     # A ray that misses the box parks its box samples at the far end, where they span nothing.
     t = torch.where(valid, t, torch.full_like(t, CONTRACTED_FAR))
     t_out = CONTRACTED_NEAR * (CONTRACTED_FAR / CONTRACTED_NEAR) ** stratified(n_far)
     t, order = torch.sort(torch.cat([t, t_out], 1), dim=1)
     valid = torch.cat([valid, torch.ones_like(t_out, dtype=torch.bool)], 1).gather(1, order)
-    dt = torch.diff(t, dim=1, append=torch.full_like(t[:, :1], CONTRACTED_FAR))
-    return t, dt, valid
+    return t, torch.cat([t, torch.full_like(t[:, :1], CONTRACTED_FAR)], 1), valid
 
 
 def composite(sigma: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
@@ -245,15 +247,14 @@ def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, di
     So the costly pass, with colour and gradients, runs on few samples however much of the ray
     the scene fills."""
     n_samples = n_samples or field.config.samples_per_ray
-    t, dt, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
+    t, edges, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
     with torch.no_grad():
         probe_points = (origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3)
         keep = (grid.lookup(probe_points) & valid.reshape(-1)).nonzero()[:, 0]
         probe = torch.zeros(len(probe_points), device=t.device)
         if len(keep):
             probe = probe.index_put((keep,), field.density(probe_points[keep]))
-        probe_weights = composite(probe.view(t.shape), dt)
-        edges = torch.cat([t, t[:, -1:] + dt[:, -1:]], -1)
+        probe_weights = composite(probe.view(t.shape), edges.diff(dim=-1))
         fine = importance_edges(edges, probe_weights, field.config.importance_samples, perturb)
         t, dt = (fine[:, 1:] + fine[:, :-1]) / 2, fine.diff(dim=-1)
         bin_ = (torch.searchsorted(edges, t.contiguous(), right=True) - 1).clamp(0, probe_weights.shape[1] - 1)

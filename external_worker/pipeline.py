@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .bake import TEXTURE_SIZES, Bake, bake_texture
-from .datasets import TEST_EVERY, Dataset, load_dataset
+from .datasets import TEST_EVERY, Dataset, check_trainable, load_dataset
 from .errors import WorkerError
 from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
 from .face_codes import FaceCodes
@@ -70,6 +70,7 @@ def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: in
     another one, or the same with other options, into a used workspace is refused."""
     dataset = load_dataset(dataset_path, downscale=downscale, test_every=test_every, bounds=bounds,
                            require_labels=require_labels)
+    check_trainable(dataset)
     state = workspace.load_state()
     source = {"path": str(Path(dataset_path).expanduser().resolve()), "downscale": downscale,
               "test_every": test_every, "bounds": bounds}

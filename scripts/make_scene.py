@@ -25,10 +25,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import bpy
@@ -41,12 +39,14 @@ import bmesh  # noqa: E402
 from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from blender_dff.capture import (GOLDEN_ANGLE, atomic_path, looking_at, orbit, render_views,  # noqa: E402
+                                 setup_render, write_json)
+
 FOV_DEG = 40.0
-ELEVATION_RANGE_DEG = (15.0, 70.0)
 WIDTH_RANGE = (0.5, 0.8)  # horizontal extent of each object, scene units
 DISC_RADIUS = 1.2  # objects are spread within this disc around the origin
 AABB_PADDING = 0.1  # fraction of the box size added on each side
-GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
 
 def _cube(bm: bmesh.types.BMesh) -> None:
@@ -216,31 +216,6 @@ def _add_objects(scene: bpy.types.Scene, names: list[str], rng: np.random.Genera
     return objects
 
 
-def _setup_render(scene: bpy.types.Scene, resolution: int, samples: int, seed: int) -> None:
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = samples
-    scene.cycles.use_adaptive_sampling = False
-    scene.cycles.use_denoising = False
-    scene.cycles.seed = seed
-    scene.cycles.max_bounces = 4
-    # Box filter over the pixel: a pixel's colour and alpha come from its own square only,
-    # which is what the label map (pixel centre) and a NeRF's per-pixel ray approximate.
-    scene.cycles.filter_width = 1.0
-    scene.render.resolution_x = scene.render.resolution_y = resolution
-    scene.render.resolution_percentage = 100
-    scene.render.film_transparent = True
-    scene.render.use_persistent_data = True  # keep the synced scene between views
-    scene.render.use_file_extension = False
-    scene.render.image_settings.file_format = "PNG"
-    scene.render.image_settings.color_mode = "RGBA"
-    scene.render.image_settings.color_depth = "8"
-    for stamp in ("date", "time", "render_time", "frame", "camera", "scene", "filename"):
-        setattr(scene.render, f"use_stamp_{stamp}", False)  # no clock in the PNGs: same seed, same bytes
-    scene.view_settings.view_transform = "Standard"
-    scene.view_settings.look = "None"
-
-
 def _setup_lighting(scene: bpy.types.Scene) -> None:
     """Grey world light so no side is black, plus a sun for shading."""
     world = bpy.data.worlds.new("World")
@@ -254,21 +229,6 @@ def _setup_lighting(scene: bpy.types.Scene) -> None:
     sun_obj = bpy.data.objects.new("Sun", sun)
     sun_obj.rotation_euler = (math.radians(40.0), 0.0, math.radians(30.0))
     scene.collection.objects.link(sun_obj)
-
-
-def _camera_positions(n: int, azimuth_offset: float, radius: float, target: Vector) -> list[Vector]:
-    """`n` points on the upper hemisphere around `target`, evenly spread by golden-angle sampling.
-
-    Heights are uniform in sin(elevation), i.e. equal area per camera within the elevation band.
-    """
-    lo, hi = (math.sin(math.radians(e)) for e in ELEVATION_RANGE_DEG)
-    points = []
-    for i in range(n):
-        z = lo + (hi - lo) * (i + 0.5) / n
-        azimuth = azimuth_offset + i * GOLDEN_ANGLE
-        ring = math.sqrt(1.0 - z * z)
-        points.append(target + radius * Vector((ring * math.cos(azimuth), ring * math.sin(azimuth), z)))
-    return points
 
 
 def _label_map(bvh: BVHTree, face_labels: np.ndarray, camera: bpy.types.Object, resolution: int) -> np.ndarray:
@@ -319,51 +279,16 @@ def _ground_truth(objects: list[bpy.types.Object]) -> tuple[np.ndarray, np.ndarr
             np.concatenate(face_labels).astype(np.int32))
 
 
-def _atomic_path(path: Path) -> Path:
-    """A fresh temporary path beside `path`, to be moved over it with os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _write_json(path: Path, data: object) -> None:
-    tmp = _atomic_path(path)
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _write_label_png(path: Path, labels: np.ndarray) -> None:
-    tmp = _atomic_path(path)
+    tmp = atomic_path(path)
     Image.fromarray(labels, mode="L").save(tmp, format="PNG")
     os.replace(tmp, path)
 
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = _atomic_path(path)
+    tmp = atomic_path(path)
     with open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence Blender's per-render log, printed from C on file descriptor 1, for the progress bar."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-def _render(scene: bpy.types.Scene, path: Path) -> None:
-    tmp = _atomic_path(path)
-    scene.render.filepath = str(tmp)
-    with _quiet_stdout():
-        bpy.ops.render.render(write_still=True)
     os.replace(tmp, path)
 
 
@@ -403,7 +328,7 @@ def _make_scene(out: Path, resolution: int, views: int, test_views: int, objects
     names = list(SHAPES)[:objects]
     objs = _add_objects(scene, names, rng)
     _setup_lighting(scene)
-    _setup_render(scene, resolution, samples, seed)
+    setup_render(scene, resolution, resolution, samples, seed)
     bpy.context.view_layer.update()
 
     vertices, faces, face_labels = _ground_truth(objs)
@@ -414,39 +339,22 @@ def _make_scene(out: Path, resolution: int, views: int, test_views: int, objects
     reach = float(np.linalg.norm(vertices - np.array(target), axis=1).max())
     radius = 1.05 * reach / math.sin(math.radians(FOV_DEG) / 2.0)
 
-    cam_data = bpy.data.cameras.new("Camera")
-    cam_data.sensor_fit = "AUTO"
-    cam_data.angle = math.radians(FOV_DEG)
-    camera = bpy.data.objects.new("Camera", cam_data)
-    scene.collection.objects.link(camera)
-    scene.camera = camera
     bvh = BVHTree.FromPolygons(vertices.tolist(), faces.tolist(), all_triangles=True)
-
-    splits = {
-        "train": _camera_positions(views, 0.0, radius, target),
+    cameras = {
+        "train": [looking_at(p, target) for p in orbit(views, target, radius)],
         # Half a golden angle apart in azimuth, so no test camera sits on a train camera.
-        "test": _camera_positions(test_views, GOLDEN_ANGLE / 2.0, radius, target),
+        "test": [looking_at(p, target) for p in orbit(test_views, target, radius, GOLDEN_ANGLE / 2.0)],
     }
-    for split in splits:
-        (out / split).mkdir(parents=True, exist_ok=True)
-        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     progress = tqdm(total=views + test_views, desc="rendering views", unit="view")
-    for split, positions in splits.items():
-        frames = []
-        for k, position in enumerate(positions):
-            camera.location = position
-            camera.rotation_euler = (target - position).to_track_quat("-Z", "Y").to_euler()
-            bpy.context.view_layer.update()
-            _render(scene, out / split / f"r_{k:03d}.png")
-            _write_label_png(out / "labels" / split / f"r_{k:03d}.png",
-                             _label_map(bvh, face_labels, camera, resolution))
-            frames.append({"file_path": f"./{split}/r_{k:03d}",
-                           "transform_matrix": [list(row) for row in camera.matrix_world]})
-            progress.update()
-        _write_json(out / f"transforms_{split}.json",
-                    {"camera_angle_x": cam_data.angle_x, "frames": frames, "aabb": aabb})
+
+    def label_view(split: str, k: int, camera: bpy.types.Object) -> None:
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        _write_label_png(out / "labels" / split / f"r_{k:03d}.png", _label_map(bvh, face_labels, camera, resolution))
+        progress.update()
+
+    render_views(scene, out, cameras, math.radians(FOV_DEG), aabb, label_view)
     progress.close()
-    _write_json(out / "labels.json", {str(i): name for i, name in enumerate(names, start=1)})
+    write_json(out / "labels.json", {str(i): name for i, name in enumerate(names, start=1)})
     _write_npz(out / "ground_truth.npz", vertices=vertices, faces=faces, face_labels=face_labels)
 
 

@@ -267,6 +267,43 @@ def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
     assert [obj.name for obj in collection.objects if obj.type == 'MESH'] == [POINTS_NAME]
 
 
+def test_capture_plan_orbits_the_selection_or_uses_the_scene_cameras(addon, tmp_path):
+    from blender_dff.scene_capture import plan_capture
+
+    with pytest.raises(ValueError, match="nothing to capture"):
+        plan_capture(bpy.context, tmp_path, 'ORBIT', 16, 64, 4)
+    bpy.ops.mesh.primitive_cube_add(size=2.0, location=(1.0, 2.0, 1.0))
+    plan = plan_capture(bpy.context, tmp_path, 'ORBIT', 16, 64, 4)
+    assert (len(plan["views"]["train"]), len(plan["views"]["test"])) == (16, 2) and plan["hide"] == []
+    assert (plan["width"], plan["height"]) == (64, 64)
+    np.testing.assert_allclose(plan["aabb"], [[-0.2, 0.8, -0.2], [2.2, 3.2, 2.2]], atol=1e-5)
+    for matrix in plan["views"]["train"] + plan["views"]["test"]:
+        m = np.array(matrix)
+        to_centre = np.array([1.0, 2.0, 1.0]) - m[:3, 3]
+        # Every camera looks at the box's centre, from far enough to see all of it.
+        np.testing.assert_allclose(-m[:3, 2], to_centre / np.linalg.norm(to_centre), atol=1e-5)
+        assert np.linalg.norm(to_centre) * math.sin(plan["camera_angle_x"] / 2) > math.sqrt(3)
+
+    with pytest.raises(ValueError, match="has 0 camera"):
+        plan_capture(bpy.context, tmp_path, 'SCENE', 16, 64, 4)
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 100, 200  # portrait: Auto fits the height
+    for k in range(2):
+        camera = bpy.data.objects.new(f"Cam{k}", bpy.data.cameras.new(f"Cam{k}"))
+        camera.location = (8.0 + k, 2.0, 1.0)
+        camera.rotation_euler = (math.pi / 2, 0.0, math.pi / 2)
+        scene.collection.objects.link(camera)
+    plan = plan_capture(bpy.context, tmp_path, 'SCENE', 16, 64, 4)
+    assert (plan["width"], plan["height"]) == (32, 64) and len(plan["views"]["train"]) == 2
+    # A point at the right edge of the half-angle the plan reports is at the right edge of the frame.
+    camera = bpy.data.objects["Cam0"]
+    edge = camera.matrix_world @ Vector((math.tan(plan["camera_angle_x"] / 2) * 5.0, 0.0, -5.0))
+    assert world_to_camera_view(scene, camera, edge).x == pytest.approx(1.0, abs=1e-5)
+    bpy.data.objects["Cam1"].data.lens = 35.0
+    with pytest.raises(ValueError, match="different fields of view"):
+        plan_capture(bpy.context, tmp_path, 'SCENE', 16, 64, 4)
+
+
 def test_apply_import_rejects_mismatched_arrays(addon):
     from blender_dff.cameras import apply_import
 

@@ -442,6 +442,21 @@ def test_the_layout_decision_can_be_overridden(tmp_path):
 def test_bad_import_options(tmp_path, options, match):
     dataset_error(match, tmp_path, **options)
 
+
+def test_non_rigid_pose_is_refused(tmp_path):
+    save_image(tmp_path / "a.png", random_pixels(np.random.default_rng(0)))
+    single_transforms(tmp_path, [frame("a.png", np.diag([2.0, 2.0, 2.0, 1.0]))])
+    dataset_error(r"frame 0: 'transform_matrix' is not a rigid camera pose", tmp_path)
+
+
+def test_non_ascii_folder_and_file_names(tmp_path):
+    root = tmp_path / "Café 写真"
+    rng = np.random.default_rng(0)
+    save_image(root / "Ünïcødé" / "één.png", random_pixels(rng))
+    single_transforms(root, [frame("Ünïcødé/één.png", np.eye(4))])
+    ds = load_dataset(root)
+    assert ds.names == ["Ünïcødé/één.png"] and ds.root == root
+
 # Real captures (skipped where the shared data is absent)
 
 

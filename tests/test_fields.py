@@ -103,6 +103,20 @@ def test_importance_intervals_crowd_where_the_weight_is_and_cover_the_ray():
         assert fine[1].diff().max() < 0.06  # no weight: evenly spread
 
 
+def test_bounded_samples_and_their_importance_resamples_stay_in_the_box():
+    torch.manual_seed(0)
+    origins = torch.randn(256, 3) * 3
+    dirs = torch.nn.functional.normalize(-origins + torch.randn(256, 3) * 0.5, dim=-1)
+    t, edges, valid = sample_points(origins, dirs, 32, perturb=True)
+    points = origins[:, None] + t[..., None] * dirs[:, None]
+    assert (points[valid].abs() <= 1 + 1e-5).all()
+    assert ((edges[:, :-1] <= t) & (t <= edges[:, 1:])).all()  # each sample inside its stretch
+    field = NerfField(NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=32))
+    out = render_rays(field, OccupancyGrid(16), origins, dirs, torch.zeros(1, 3), perturb=True)
+    hit = valid[:, 0]
+    assert 50 < hit.sum() < 256 and (out.points[hit].abs() <= 1 + 1e-4).all()
+
+
 def test_rays_miss_the_box_and_an_empty_field_shows_the_background():
     origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])
     dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
@@ -169,9 +183,10 @@ def test_contraction_keeps_the_box_squeezes_the_rest_and_inverts():
 def test_unbounded_rays_sample_the_box_densely_and_reach_far_away():
     origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])  # the second ray misses the box
     dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
-    t, dt, valid = sample_points(origins, dirs, 64, perturb=True, contracted=True)
+    t, edges, valid = sample_points(origins, dirs, 64, perturb=True, contracted=True)
+    dt = edges.diff(dim=1)
     assert (t.diff(dim=1) >= 0).all() and (dt >= 0).all()
-    assert torch.allclose(t + dt, torch.cat([t[:, 1:], torch.full((2, 1), CONTRACTED_FAR)], 1))
+    assert torch.equal(edges[:, :-1], t) and (edges[:, -1] == CONTRACTED_FAR).all()
     in_box = (t[0] > 2) & (t[0] < 4)
     assert in_box.sum() >= 48 and t[0].max() > 100  # most samples in the box, some far beyond
     assert valid[0].all() and valid[1].sum() == 16  # the miss keeps only its far samples...

@@ -145,3 +145,23 @@ def test_bad_datasets_get_errors_naming_the_file(tiny_scene, tmp_path, breakage,
     assert result.stderr.startswith("error: ") and expected in result.stderr
     assert "hint: " in result.stderr
     assert not ws.exists()  # nothing half-written
+
+
+def test_import_refuses_what_cannot_be_trained(tmp_path):
+    from test_datasets import frame, look_at, random_pixels, save_image, single_transforms
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        save_image(tmp_path / "one" / f"{i}.png", random_pixels(rng))
+    single_transforms(tmp_path / "one", [frame("0.png", np.eye(4))])
+    with pytest.raises(WorkerError, match="only 1 training view") as info:
+        pipeline.import_dataset(tmp_path / "one", Workspace(tmp_path / "ws"))
+    assert info.value.hint and not (tmp_path / "ws").exists()  # nothing written
+
+    # A panorama: four directions from one spot.
+    targets = [(1, 0, 0), (0, 1, 0), (-1, 0, 0), (0, -1, 0)]
+    single_transforms(tmp_path / "one", [frame(f"{i}.png", look_at(np.zeros(3), np.array(t, float)))
+                                         for i, t in enumerate(targets)])
+    with pytest.raises(WorkerError, match="all cameras sit at one point"):
+        pipeline.import_dataset(tmp_path / "one", Workspace(tmp_path / "ws"))
+    assert not (tmp_path / "ws").exists()
