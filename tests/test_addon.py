@@ -501,8 +501,8 @@ def test_import_operator_sends_paths_and_applies_reply(worker, tmp_path):
     props.dataset_path = str(tmp_path)
     assert bpy.ops.dff.import_dataset() == {'FINISHED'}
     (sent,) = worker.sent
-    assert sent.params == {"dataset": str(tmp_path),
-                           "workspace": str(tmp_path / "dff_workspace")}
+    assert sent.params == {"dataset": str(tmp_path), "workspace": str(tmp_path / "dff_workspace"),
+                           "downscale": 1, "test_every": 8, "bounds": "auto"}
     assert props.workspace_path == str(tmp_path / "dff_workspace")
     worker.reply(sent, camera_reply(3)[0])
     blender_dff.worker_session.pump()
