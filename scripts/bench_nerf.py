@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
-from external_worker.nerf_training import TrainConfig, device  # noqa: E402
+from external_worker.nerf import NerfConfig  # noqa: E402
+from external_worker.nerf_training import TrainConfig, device, train_nerf  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
 
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--downscale", type=int, default=1)
     parser.add_argument("--steps", type=int, default=TrainConfig().steps)
     parser.add_argument("--rays", type=int, default=TrainConfig().rays_per_batch)
+    parser.add_argument("--probe-samples", type=int, default=NerfConfig().samples_per_ray,
+                        help="density probe samples per ray (the full pass gets importance samples)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
@@ -38,12 +41,13 @@ def main() -> None:
         imported = time.perf_counter() - start
         scene = pipeline.open_scene(ws)
         config = replace(TrainConfig(), steps=args.steps, rays_per_batch=args.rays)
-        info = pipeline.run_nerf(scene, config, TqdmReporter())
+        info = train_nerf(scene.dataset, scene.frame, ws, config, TqdmReporter(),
+                          NerfConfig(samples_per_ray=args.probe_samples))
     test = int((dataset.split == "test").sum())
     print(f"\n{args.dataset.name}: {len(dataset)} views at {dataset.width}x{dataset.height} ({test} held out), "
           f"device {device()}")
     print(f"import {imported:.1f} s   training {info['seconds']:.0f} s ({args.steps} steps x {args.rays} rays)   "
-          f"held-out PSNR {info['psnr']:.2f} dB")
+          f"held-out PSNR {info['psnr']:.2f} dB   (probe {args.probe_samples} samples per ray)")
 
 
 if __name__ == "__main__":
