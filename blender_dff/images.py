@@ -1,6 +1,7 @@
-"""Pictures the worker sends (the baked texture, the training preview) -> Blender images.
+"""Pictures in Blender images: those the worker sends (the baked texture, the training preview)
+and the training curve drawn here.
 
-Both arrive as (H, W, 3) uint8 RGB with the bottom row first, as Blender stores pixels."""
+All are (H, W, 3) uint8 RGB with the bottom row first, as Blender stores pixels."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import bpy
 import numpy as np
 
 PREVIEW_IMAGE = "DFF Training Preview"
+CURVE_IMAGE = "DFF Training Curve"
+CURVE_SIZE = (256, 128)  # width, height in pixels
+CURVE_BACKGROUND, CURVE_GRID, CURVE_LINE = (32, 32, 32), (64, 64, 64), (255, 170, 40)
 
 
 def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
@@ -24,14 +28,51 @@ def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
     return image
 
 
+def plot_curve(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A line plot of y over x spanning the whole image, with a horizontal grid line every unit
+    of y when there are few enough (dB on a PSNR curve): (height, width, 3) uint8, bottom row
+    first. Needs at least two points with increasing x."""
+    image = np.empty((height, width, 3), np.uint8)
+    image[:] = CURVE_BACKGROUND
+    low, high = float(y.min()), float(y.max())
+    low, high = (low - 0.5, high + 0.5) if high - low < 1.0 else (low, high)
+
+    def row(value: np.ndarray | float) -> np.ndarray:
+        return np.clip(np.round((np.asarray(value) - low) / (high - low) * (height - 1)), 0, height - 1).astype(int)
+
+    if high - low <= height / 4:
+        image[row(np.arange(np.ceil(low), np.floor(high) + 1))] = CURVE_GRID
+    rows = row(np.interp(np.linspace(x[0], x[-1], width), x, y))
+    # Each column is filled from its row to its neighbours', so steep stretches stay connected.
+    previous, following = np.r_[rows[:1], rows[:-1]], np.r_[rows[1:], rows[-1:]]
+    bottom = np.minimum(rows, (rows + np.minimum(previous, following)) // 2)
+    top = np.maximum(rows, (rows + np.maximum(previous, following) + 1) // 2)
+    ys = np.arange(height)[:, None]
+    image[(ys >= bottom) & (ys <= top)] = CURVE_LINE
+    return image
+
+
+def show_with_icon(name: str, rgb: np.ndarray) -> bpy.types.Image:
+    """Write the image and its preview icon, which a panel draws with `template_icon` (Blender
+    only makes icons from files on its own)."""
+    image = write_image(name, rgb)
+    preview = image.preview_ensure()
+    preview.image_size = image.size
+    preview.image_pixels_float.foreach_set(image.pixels[:])
+    return image
+
+
+def show_training_curve(steps: np.ndarray, psnr: np.ndarray) -> bpy.types.Image | None:
+    """The training PSNR over the steps so far -> the image the Train panel shows (also open in any
+    Image Editor as "DFF Training Curve"); None until there are two points."""
+    if len(steps) < 2:
+        return None
+    return show_with_icon(CURVE_IMAGE, plot_curve(np.asarray(steps, float), np.asarray(psnr, float), *CURVE_SIZE))
+
+
 def show_training_preview(rgb: np.ndarray) -> bpy.types.Image:
     """The render of a training view beside its photo -> the image the Train panel shows (also
     open in any Image Editor as "DFF Training Preview")."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
         raise ValueError(f"a training preview must be an RGB uint8 image, got {rgb.shape} {rgb.dtype}")
-    image = write_image(PREVIEW_IMAGE, rgb)
-    # The panel draws the image's preview icon, which Blender only makes from files on its own.
-    preview = image.preview_ensure()
-    preview.image_size = image.size
-    preview.image_pixels_float.foreach_set(image.pixels[:])
-    return image
+    return show_with_icon(PREVIEW_IMAGE, rgb)

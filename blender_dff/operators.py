@@ -118,6 +118,9 @@ def _progress_handler(scene: bpy.types.Scene) -> Callable[[dict], None]:
             preview = (event.get("arrays") or {}).get("preview")
             if preview is not None:
                 images.show_training_preview(preview)
+            if target.dff.stage == "nerf":
+                curve = target.dff.training_curve
+                images.show_training_curve([p.step for p in curve], [p.psnr for p in curve])
             _tag_redraw()
 
     return on_progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .images import PREVIEW_IMAGE
+from .images import CURVE_IMAGE, PREVIEW_IMAGE
 
 STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
 
@@ -103,6 +103,11 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         if preview is not None and preview.preview is not None:
             layout.label(text="Render | photo (first training view)")
             layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
+        curve = bpy.data.images.get(CURVE_IMAGE)
+        if curve is not None and curve.preview is not None and len(props.training_curve) > 1:
+            first, last = props.training_curve[0], props.training_curve[-1]
+            layout.label(text=f"Training PSNR {first.psnr:.1f} -> {last.psnr:.1f} dB, steps {first.step}-{last.step}")
+            layout.template_icon(icon_value=curve.preview.icon_id, scale=8.0)
         if not props.running:
             return
         stage = STAGE_NAMES.get(props.stage, props.stage) or "Starting"

@@ -38,6 +38,16 @@ class DFFLabel(bpy.types.PropertyGroup):
     """One label name of the imported dataset (a possible text query)."""
 
 
+class DFFCurvePoint(bpy.types.PropertyGroup):
+    """One point of the training curve: the training PSNR (smoothed) at a step."""
+
+    step: IntProperty(name="Step", min=0)
+    psnr: FloatProperty(name="PSNR")
+
+
+CURVE_POINTS = 256  # the curve keeps at most this many points, thinned evenly as training goes on
+
+
 class DFFSceneProperties(bpy.types.PropertyGroup):
     """Everything the DFF panels show and the operators use, stored in the .blend."""
 
@@ -149,6 +159,7 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     psnr: FloatProperty(name="PSNR", description="Peak signal-to-noise ratio, dB")
     eta: FloatProperty(name="ETA", description="Seconds left in this stage; negative if unknown",
                        default=-1.0)
+    training_curve: CollectionProperty(type=DFFCurvePoint, name="Training Curve")
     message: StringProperty(name="Message", description="Outcome of the latest request")
     error_code: StringProperty(name="Error Code")
     error: StringProperty(name="Error")
@@ -210,13 +221,26 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
             self.loss = float(metrics["loss"])
         if "psnr" in metrics:
             self.psnr = float(metrics["psnr"])
+            if self.stage == "nerf":
+                self._record_curve(self.step, self.psnr)
         eta = event.get("eta")
         self.eta = float(eta) if eta is not None else -1.0
         if event.get("message"):
             self.message = str(event["message"])
 
 
-_CLASSES = (DFFLabel, DFFSceneProperties)
+    def _record_curve(self, step: int, psnr: float) -> None:
+        curve = self.training_curve
+        if len(curve) and step <= curve[-1].step:
+            curve.clear()  # training started over; a resumed run goes on from the last step
+        if len(curve) >= CURVE_POINTS:
+            for i in range(len(curve) - 2, 0, -2):  # every other point, keeping the first and last
+                curve.remove(i)
+        point = curve.add()
+        point.step, point.psnr = step, psnr
+
+
+_CLASSES = (DFFLabel, DFFCurvePoint, DFFSceneProperties)
 
 
 def register() -> None:

@@ -66,7 +66,7 @@ class NerfConfig:
     max_res: int = 512
     hidden: int = 64
     geo_features: int = 15
-    samples_per_ray: int = 64       # density probe along each ray, no gradients
+    samples_per_ray: int = 128      # density probe along each ray, no gradients
     importance_samples: int = 48    # drawn from the probe's weights for the full pass
     contract: bool = False  # unbounded scene: space beyond the box is contracted
 
@@ -236,17 +236,43 @@ def importance_edges(edges: torch.Tensor, weights: torch.Tensor, n: int, perturb
     return torch.cat([edges[:, :1], inner[:, 1:-1], edges[:, -1:]], -1)
 
 
+def _probe_intervals(t: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor, n: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The probe's own samples with weight, packed in order into n slots (R, n): distances, widths,
+    and which slots hold one. Empty slots sit at the ray's far end with zero width. Rays with more
+    than n such samples are cut short; the caller resamples those instead."""
+    contributing = weights > CONTRIBUTION_EPS
+    order = torch.sort((~contributing).to(torch.uint8), dim=1, stable=True).indices[:, :n]
+    used = contributing.gather(1, order)
+    t = torch.where(used, t.gather(1, order), edges[:, -1:])
+    dt = torch.where(used, edges.diff(dim=-1).gather(1, order), torch.zeros_like(t))
+    return t, dt, used
+
+
+def _resampled_intervals(edges: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n intervals drawn from the probe's weights (R, n): distances, widths, and which fall in a
+    probe bin with weight (the others lie in empty space or behind opaque content)."""
+    fine = importance_edges(edges, weights, n, perturb)
+    t = (fine[:, 1:] + fine[:, :-1]) / 2
+    bin_ = (torch.searchsorted(edges, t.contiguous(), right=True) - 1).clamp(0, weights.shape[1] - 1)
+    return t, fine.diff(dim=-1), weights.gather(1, bin_) > CONTRIBUTION_EPS
+
+
 def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
                 background: torch.Tensor, perturb: bool = False, n_samples: int | None = None) -> RenderOutput:
     """Volume-render rays in the scene frame, in two passes of the same field.
 
     A density-only probe without gradients (`n_samples` per ray, default `samples_per_ray`; only
     those in occupied cells reach the field) gives each stretch of the ray its weight. The full
-    pass then evaluates `importance_samples` intervals drawn from those weights, dropping those
-    where the probe saw no contribution (behind opaque content, in empty space), as nerfacc does.
-    So the costly pass, with colour and gradients, runs on few samples however much of the ray
-    the scene fills."""
+    pass, with colour and gradients, then runs on at most `importance_samples` per ray:
+    - a ray whose weight sits in few probe samples (a surface) keeps those samples, and drops the
+      rest, as nerfacc does: exact, and the common case on objects;
+    - a ray whose weight is spread over more (semi-transparent or fuzzy content, early training)
+      gets intervals drawn from the probe's weights instead (NeRF's fine pass; the field is its
+      own proposal network)."""
     n_samples = n_samples or field.config.samples_per_ray
+    n_full = field.config.importance_samples
     t, edges, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
     with torch.no_grad():
         probe_points = (origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3)
@@ -255,10 +281,14 @@ def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, di
         if len(keep):
             probe = probe.index_put((keep,), field.density(probe_points[keep]))
         probe_weights = composite(probe.view(t.shape), edges.diff(dim=-1))
-        fine = importance_edges(edges, probe_weights, field.config.importance_samples, perturb)
-        t, dt = (fine[:, 1:] + fine[:, :-1]) / 2, fine.diff(dim=-1)
-        bin_ = (torch.searchsorted(edges, t.contiguous(), right=True) - 1).clamp(0, probe_weights.shape[1] - 1)
-        idx = (probe_weights.gather(1, bin_) > CONTRIBUTION_EPS).view(-1).nonzero()[:, 0]
+        if n_samples > n_full:
+            few = ((probe_weights > CONTRIBUTION_EPS).sum(1) <= n_full)[:, None]
+            kept, resampled = (_probe_intervals(t, edges, probe_weights, n_full),
+                               _resampled_intervals(edges, probe_weights, n_full, perturb))
+            t, dt, evaluate = (torch.where(few, a, b) for a, b in zip(kept, resampled))
+        else:
+            t, dt, evaluate = t, edges.diff(dim=-1), probe_weights > CONTRIBUTION_EPS
+        idx = evaluate.reshape(-1).nonzero()[:, 0]
     points = origins[:, None] + t[..., None] * dirs[:, None]
     flat = points.reshape(-1, 3)
     sigma = torch.zeros(flat.shape[0], device=flat.device)

@@ -566,6 +566,36 @@ def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     assert not props.running and props.error_code == "cancelled"
 
 
+def test_training_curve_is_kept_thinned_and_drawn(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.workspace_path = str(tmp_path)
+    bpy.ops.dff.train()
+    sent = worker.sent[-1]
+    for step in range(1, 601):  # PSNR rising from 10 to 30 dB
+        worker.progress(sent, {"stage": "nerf", "step": step, "total": 600,
+                               "metrics": {"loss": 0.01, "psnr": 10 + 20 * step / 600}})
+    worker.progress(sent, {"stage": "features", "step": 1, "total": 10, "metrics": {"psnr": 99.0}})
+    blender_dff.worker_session.pump()
+    steps = [p.step for p in props.training_curve]
+    assert 128 <= len(steps) <= 256 and steps[0] == 1 and steps[-1] == 600 and np.all(np.diff(steps) > 0)
+    assert props.training_curve[-1].psnr == pytest.approx(30.0)
+
+    image = bpy.data.images["DFF Training Curve"]
+    width, height = image.size
+    pixels = np.array(image.pixels[:]).reshape(height, width, 4)  # bottom row first
+    line = np.all(np.abs(pixels[..., :3] - np.array([255, 170, 40]) / 255) < 0.01, axis=-1)
+    assert line.any(axis=0).all()  # the line crosses every column, without gaps
+    assert line[:, 0].nonzero()[0].max() < height // 4 and line[:, -1].nonzero()[0].min() > 3 * height // 4
+    assert image.preview is not None and tuple(image.preview.image_size) == (width, height)
+
+    worker.reply(sent, mesh_reply(*cube_arrays(cuts=1)))
+    blender_dff.worker_session.pump()
+    bpy.ops.dff.train()  # a new run from step 1 starts a new curve
+    worker.progress(worker.sent[-1], {"stage": "nerf", "step": 1, "total": 10, "metrics": {"psnr": 12.0}})
+    blender_dff.worker_session.pump()
+    assert [(p.step, p.psnr) for p in props.training_curve] == [(1, 12.0)]
+
+
 def test_worker_error_reply_is_shown(worker):
     make_mesh(worker)
     assert bpy.ops.dff.select_text(text="unicorn") == {'FINISHED'}

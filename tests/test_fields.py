@@ -117,6 +117,41 @@ def test_bounded_samples_and_their_importance_resamples_stay_in_the_box():
     assert 50 < hit.sum() < 256 and (out.points[hit].abs() <= 1 + 1e-4).all()
 
 
+class _SlabField(NerfField):
+    """Analytic density: `inside` in the slab |x - 0.1| < half, `outside` elsewhere; colour by x."""
+
+    def __init__(self, config: NerfConfig, inside: float, outside: float, half: float) -> None:
+        super().__init__(config)
+        self.inside, self.outside, self.half = inside, outside, half
+
+    def density(self, x):
+        return torch.where((x[:, 0] - 0.1).abs() < self.half, self.inside, self.outside)
+
+    def forward(self, x, d):
+        return self.density(x), torch.sigmoid(x[:, :1] * 3).expand(-1, 3)
+
+
+def test_a_surface_ray_keeps_its_probe_samples_and_a_fuzzy_ray_is_resampled():
+    """A ray through a thin dense slab has its weight in a few probe samples: the full pass must
+    render exactly what a pass over all probe samples renders. A ray through fog has weight all
+    along: it gets importance intervals, whose opacity must match the fog's analytic one."""
+    origins, dirs = torch.tensor([[-3.0, 0.0, 0.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    grid, bg = OccupancyGrid(16), torch.zeros(1, 3)
+    surface = dict(inside=300.0, outside=0.0, half=0.02)
+    config = NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=128, importance_samples=8)
+    every = NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=128, importance_samples=128)
+    out = render_rays(_SlabField(config, **surface), grid, origins, dirs, bg)
+    reference = render_rays(_SlabField(every, **surface), grid, origins, dirs, bg)
+    assert out.weights.shape == (1, 8) and 0.9 < out.opacity.item() <= 1
+    assert torch.allclose(out.rgb, reference.rgb, atol=1e-6) and torch.allclose(out.depth, reference.depth, atol=1e-6)
+    assert torch.allclose(out.weights[out.weights > 0], reference.weights[reference.weights > 0])
+
+    fog = _SlabField(config, inside=0.5, outside=0.5, half=1.0)
+    out = render_rays(fog, grid, origins, dirs, bg)
+    assert out.weights.shape == (1, 8) and (out.weights > 0).all()
+    assert abs(out.opacity.item() - (1 - np.exp(-0.5 * 2))) < 1e-4  # the box is 2 long
+
+
 def test_rays_miss_the_box_and_an_empty_field_shows_the_background():
     origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])
     dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
