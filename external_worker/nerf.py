@@ -67,7 +67,7 @@ class NerfConfig:
     hidden: int = 64
     geo_features: int = 15
     samples_per_ray: int = 128      # density probe along each ray, no gradients
-    importance_samples: int = 48    # drawn from the probe's weights for the full pass
+    importance_samples: int = 48    # at most this many per ray in the full pass (kept or resampled)
     contract: bool = False  # unbounded scene: space beyond the box is contracted
 
 
