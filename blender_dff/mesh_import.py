@@ -24,6 +24,14 @@ def _checked(name: str, value: object, dtype: type, width: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def triangle_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct edges (E, 2) of triangles `faces` (F, 3), and the edge of each corner (3F,):
+    corner k of a face runs from its vertex k to vertex k+1, as Blender's loops do."""
+    pairs = np.stack([faces.ravel(), np.roll(faces, -1, axis=1).ravel()], axis=1)
+    edges, corner_edges = np.unique(np.sort(pairs, axis=1), axis=0, return_inverse=True)
+    return edges.astype(np.int32), corner_edges.astype(np.int32).ravel()
+
+
 def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
                colors: np.ndarray | None = None) -> bpy.types.Mesh:
     """A new triangle mesh. `vertices` (V,3), `faces` (F,3) indices into them, `colors`
@@ -51,8 +59,15 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(vertices))
     mesh.vertices.foreach_set("co", vertices.ravel())
+    # The edges are written here rather than by `update(calc_edges=True)`: in Blender 5.0 that
+    # leaves the edge selection attribute at the wrong length, and writing the selection then
+    # crashes Blender.
+    edges, corner_edges = triangle_edges(faces)
+    mesh.edges.add(len(edges))
+    mesh.edges.foreach_set("vertices", edges.ravel())
     mesh.loops.add(faces.size)
     mesh.loops.foreach_set("vertex_index", faces.ravel())
+    mesh.loops.foreach_set("edge_index", corner_edges)
     mesh.polygons.add(len(faces))
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     index = mesh.attributes.new(FACE_INDEX_ATTR, 'INT', 'FACE')
@@ -65,9 +80,17 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
         mesh.color_attributes.active_color = color
         mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
         mesh.materials.append(_vertex_colour_material())
-    mesh.update(calc_edges=True)
+    mesh.update()
     mesh.validate(clean_customdata=False)  # e.g. duplicate faces, dropped with their attributes
     return mesh
+
+
+def node_material(name: str) -> bpy.types.Material:
+    """A new material with a node tree (Principled BSDF -> Material Output)."""
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:  # Blender 4.x; from 5.0 every material has its nodes
+        material.use_nodes = True
+    return material
 
 
 def _vertex_colour_material() -> bpy.types.Material:
@@ -75,8 +98,7 @@ def _vertex_colour_material() -> bpy.types.Material:
     material = bpy.data.materials.get(MATERIAL_NAME)
     if material is not None:
         return material
-    material = bpy.data.materials.new(MATERIAL_NAME)
-    material.use_nodes = True
+    material = node_material(MATERIAL_NAME)
     nodes = material.node_tree.nodes
     shader = nodes.get("Principled BSDF")
     attribute = nodes.new("ShaderNodeVertexColor")

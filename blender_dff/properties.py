@@ -23,7 +23,7 @@ def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> 
     if obj is None or not self.active_query:
         return
     try:
-        count = selection.apply_threshold(obj, self.active_query, self.threshold)
+        count = selection.apply_threshold(context, obj, self.active_query, self.threshold)
     except ValueError as exc:
         self.show_error({"code": "threshold", "message": str(exc)})
         return

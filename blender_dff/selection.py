@@ -134,42 +134,22 @@ def _select_faces(mesh: bpy.types.Mesh, query: str, mask: np.ndarray) -> int:
     return int(mask.sum())
 
 
-def _select_faces_edit_mode(mesh: bpy.types.Mesh, query: str, threshold: float) -> int:
-    """Edit mode: the same as `_select_faces`, on the edit mesh (mesh data is stale there)."""
-    bm = bmesh.from_edit_mesh(mesh)
-    probability = bm.faces.layers.float.get(PROBABILITY_ATTR)
-    if probability is None:
-        raise ValueError(f"'{mesh.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
-    name = mask_name(query)
-    mask = bm.faces.layers.bool.get(name) or bm.faces.layers.bool.new(name)
-    heat = bm.loops.layers.float_color.get(HEAT_ATTR)
-    values = np.array([face[probability] for face in bm.faces], dtype=np.float32)
-    colours = heat_colours(values, threshold).tolist()
-    for face in bm.faces:  # deselects its edges and vertices too
-        face.select_set(False)
-    for face, chosen, colour in zip(bm.faces, (values > threshold).tolist(), colours):
-        face[mask] = chosen
-        if heat is not None:
-            for loop in face.loops:
-                loop[heat] = colour
-        if chosen:
-            face.select_set(True)
-    bmesh.update_edit_mesh(mesh, loop_triangles=False, destructive=False)
-    return int((values > threshold).sum())
-
-
-def apply_threshold(obj: bpy.types.Object, query: str, threshold: float) -> int:
+def apply_threshold(context: bpy.types.Context, obj: bpy.types.Object, query: str,
+                    threshold: float) -> int:
     """Select the faces whose stored probability exceeds `threshold`, without the worker.
     Returns the number of selected faces."""
     mesh = obj.data
-    if obj.mode == 'EDIT':
-        return _select_faces_edit_mode(mesh, query, threshold)
-    attribute = mesh.attributes.get(PROBABILITY_ATTR)
-    if attribute is None:
+    if PROBABILITY_ATTR not in mesh.attributes:
         raise ValueError(f"'{obj.name}' has no '{PROBABILITY_ATTR}' attribute: run a query")
-    probability = _read(attribute.data, "value", np.float32)
+    # In edit mode the mesh data is stale and bmesh cannot write boolean layers on every
+    # Blender we support, so the write happens in object mode, in bulk, and edit mode returns.
+    mode = obj.mode
+    set_mode(context, obj, 'OBJECT')
+    probability = _read(mesh.attributes[PROBABILITY_ATTR].data, "value", np.float32)
     _write_heat_map(mesh, probability, threshold)
-    return _select_faces(mesh, query, probability > threshold)
+    count = _select_faces(mesh, query, probability > threshold)
+    set_mode(context, obj, mode)
+    return count
 
 
 def write_query(context: bpy.types.Context, obj: bpy.types.Object, query: str,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .client import Reply
 from .images import write_image
-from .mesh_import import FACE_INDEX_ATTR, WORKER_FACES_PROP
+from .mesh_import import FACE_INDEX_ATTR, WORKER_FACES_PROP, node_material
 from .modes import set_mode
 
 UV_NAME = "DFF UV"
@@ -55,8 +55,7 @@ def _image(texture: np.ndarray) -> bpy.types.Image:
 def _material(image: bpy.types.Image) -> bpy.types.Material:
     material = bpy.data.materials.get(MATERIAL_NAME)
     if material is None:
-        material = bpy.data.materials.new(MATERIAL_NAME)
-        material.use_nodes = True
+        material = node_material(MATERIAL_NAME)
         nodes, links = material.node_tree.nodes, material.node_tree.links
         shader = nodes.get("Principled BSDF")
         shader.inputs["Roughness"].default_value = 1.0  # the bake holds the lit colour: no highlights

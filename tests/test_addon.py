@@ -259,8 +259,9 @@ def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
     cloud.data.color_attributes[POINT_COLOR_ATTR].data.foreach_get("color_srgb", rgba)
     np.testing.assert_allclose(rgba.reshape(-1, 4)[0], [1.0, 128 / 255, 0.0, 1.0], atol=1 / 255)
     # Drawn as points: the evaluated geometry is a point cloud of all of them.
-    geometry = cloud.evaluated_get(bpy.context.evaluated_depsgraph_get()).evaluated_geometry()
-    assert geometry.pointcloud is not None and len(geometry.pointcloud.points) == 50
+    clouds = [instance.object.data for instance in bpy.context.evaluated_depsgraph_get().object_instances
+              if instance.object.type == 'POINTCLOUD' and instance.object.original == cloud]
+    assert [len(points.points) for points in clouds] == [50]
     assert "50 points" in message
     # A second import replaces the cloud rather than adding another.
     apply_import(bpy.context, reply)
