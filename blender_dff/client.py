@@ -57,7 +57,9 @@ class WorkerClient:
 
     Local mode (``host`` is None) spawns ``python -m external_worker serve`` (or
     ``command``) with a fresh token in the environment and connects to the port it
-    announces on stdout. Remote mode connects to ``host:port`` with ``token``.
+    announces on stdout. Its stdin is a pipe that is never written: it closes when this
+    client closes or this process dies, and the worker then exits. Remote mode connects
+    to ``host:port`` with ``token``.
 
     States: idle -> starting -> ready, then failed (start failed, the worker died or the
     connection dropped) or closed (``close()``). When it fails, every unfinished request
@@ -234,6 +236,7 @@ class WorkerClient:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            process.stdin.close()  # the worker's lifeline; kept open until now (never written)
         self._close_socket()
         self._events.put(("failed", None, ("closed", "the worker client was closed", "")))
 
@@ -258,8 +261,10 @@ class WorkerClient:
         self._write(sock)
 
     def _spawn(self) -> tuple[str, int]:
+        # --exit-with-stdin: the worker exits when our end of its stdin pipe closes, which
+        # the OS does when this process dies, however it dies (a crash, kill -9).
         command = self._command or [self._python, "-m", "external_worker", "serve",
-                                    "--host", "127.0.0.1", "--port", "0"]
+                                    "--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"]
         env = dict(os.environ)
         env[TOKEN_ENV] = self._token  # never on the command line, where `ps` shows it
         if self._worker_path:
@@ -273,7 +278,7 @@ class WorkerClient:
             if self._state != "starting":
                 raise _StartError("closed while starting")
             self._process = subprocess.Popen(
-                command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
                 creationflags=flags,
             )

@@ -7,7 +7,7 @@
     python -m external_worker distill --workspace WS [--teacher labels] [--steps N]
     python -m external_worker query --workspace WS --text mug [--out mug.npy]
     python -m external_worker bake --workspace WS [--size 2048] [--out texture.png]
-    python -m external_worker serve [--host 127.0.0.1] [--port 0] [--root DIR]
+    python -m external_worker serve [--host 127.0.0.1] [--port 0] [--root DIR] [--exit-with-stdin]
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     serve.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     serve.add_argument("--root", type=Path, help="only allow dataset/workspace paths inside this folder")
+    serve.add_argument("--exit-with-stdin", action="store_true",
+                       help="exit (jobs cancelled, checkpoints kept) when stdin closes: the parent that "
+                            "spawned the worker with a pipe is gone")
     return parser.parse_args(argv)
 
 
@@ -129,7 +132,8 @@ def serve(args: argparse.Namespace) -> None:
                           "Confine the paths a remote client may touch with --root DIR.")
     if not os.environ.get("DFF_WORKER_TOKEN"):
         print(f"token: {token}", file=sys.stderr, flush=True)
-    serve_forever(make_handlers(args.root), host=args.host, port=args.port, token=token, announce=announce_stdout)
+    serve_forever(make_handlers(args.root), host=args.host, port=args.port, token=token, announce=announce_stdout,
+                  exit_with=sys.stdin.buffer if args.exit_with_stdin else None)
 
 
 def main(argv: list[str] | None = None) -> int:

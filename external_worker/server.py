@@ -3,7 +3,8 @@ own thread, streams progress, and answers with a reply or a structured error.
 
 One client connection is served at a time; when it goes away its running jobs are
 cancelled and the server waits for the next one (the add-on may reconnect), until a
-``shutdown`` request stops it. See ``blender_dff.protocol`` for the messages.
+``shutdown`` request stops it, or, when the server watches its parent's pipe, until that
+pipe closes. See ``blender_dff.protocol`` for the messages.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0  # a connection that does not say hello in time is dropped
 JOB_GRACE_S = 2.0  # how long a closing connection waits for its cancelled jobs
+EXIT_GRACE_S = 5.0  # how long a worker whose parent is gone waits for its cancelled jobs
 PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress events per second per request
 TRACEBACK_HINT_LINES = 12
 BUILTIN_METHODS = ("ping", "shutdown")
@@ -117,6 +119,7 @@ def serve(
     token: str,
     announce: Callable[[str, int], None] | None = None,
     max_payload: int = protocol.MAX_PAYLOAD_BYTES,
+    exit_with: BinaryIO | None = None,
 ) -> None:
     """Listen on host:port and serve clients one at a time until one sends ``shutdown``.
 
@@ -124,6 +127,10 @@ def serve(
     Each request runs its handler on its own thread, so several may run at once; handlers
     that share a device must serialise themselves. Jobs still running when their client
     disconnects are cancelled (their replies could not be delivered).
+
+    With ``exit_with`` (the spawning parent's pipe, the worker's stdin) the process exits
+    when that stream ends: the parent is gone, however it died. Running jobs are cancelled
+    first and get ``EXIT_GRACE_S`` to save their checkpoints.
     """
     if not token:
         raise ValueError(
@@ -144,11 +151,45 @@ def serve(
             )
         if announce is not None:
             announce(bound_host, bound_port)
+        # Connections whose jobs may still run: the current one and any whose cancelled
+        # jobs outlived their grace.
+        live: list[_Connection] = []
+        if exit_with is not None:
+            threading.Thread(target=_exit_at_end_of, args=(exit_with, live),
+                             name="dff-parent-watch", daemon=True).start()
         stop = threading.Event()
         while not stop.is_set():
             conn, address = listener.accept()
             with conn:
-                _Connection(conn, address, handlers, token, max_payload, stop).run()
+                live[:] = [c for c in live if c.running_jobs()]
+                connection = _Connection(conn, address, handlers, token, max_payload, stop)
+                live.append(connection)
+                connection.run()
+
+
+def _exit_at_end_of(stream: BinaryIO, live: list[_Connection]) -> None:
+    """Read `stream` to its end, then cancel every job and exit the process. os._exit: the
+    main thread is blocked in accept() and would never notice a normal exit request."""
+    try:
+        while stream.read(65536):
+            pass
+        # The parent held our stderr too: logging may fail now, exiting must not.
+        log.warning("the parent process is gone (its pipe closed): cancelling jobs and exiting")
+        _stop_jobs([job for connection in list(live) for job in connection.running_jobs()], EXIT_GRACE_S)
+    finally:
+        os._exit(0)
+
+
+def _stop_jobs(jobs: list[tuple[threading.Thread, JobContext]], grace_s: float) -> None:
+    """Cancel the jobs (trainers stop at their next step, keeping their last checkpoint)
+    and wait up to `grace_s` for them all."""
+    for _, context in jobs:
+        context.cancel()
+    deadline = time.monotonic() + grace_s
+    for thread, context in jobs:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            log.warning("request %s is still running after cancel", context.request_id)
 
 
 def _request_id(header: dict) -> int | None:
@@ -326,14 +367,10 @@ class _Connection:
         except OSError as exc:
             log.info("could not send to %s: %s", self.address, exc)
 
+    def running_jobs(self) -> list[tuple[threading.Thread, JobContext]]:
+        with self.jobs_lock:
+            return list(self.jobs.values())
+
     def _cancel_jobs(self) -> None:
         """Replies can no longer be delivered once the connection ends: stop the jobs."""
-        with self.jobs_lock:
-            jobs = list(self.jobs.values())
-        for _, context in jobs:
-            context.cancel()
-        deadline = time.monotonic() + JOB_GRACE_S
-        for thread, context in jobs:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning("request %s is still running after cancel", context.request_id)
+        _stop_jobs(self.running_jobs(), JOB_GRACE_S)
