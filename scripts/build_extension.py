@@ -1,8 +1,9 @@
 """Build the installable Blender extension: dist/blender_dff-<version>.zip.
 
-The zip holds the manifest and the add-on's modules at its root (Blender's extension layout)
-and the `external_worker/` package as a sub-folder, so an installed extension can start its
-worker without a repository checkout.
+The zip holds the manifest, the licence and the add-on's files at its root (Blender's extension
+layout; the add-on's files include the worker's requirements and the environment probe) and the
+`external_worker/` package as a sub-folder, so an installed extension can start its worker
+without a repository checkout.
 
     python scripts/build_extension.py [--out dist/]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = "blender_manifest.toml"
+LICENSE = "LICENSE"  # the GPL-3.0 text the manifest's SPDX:GPL-3.0-or-later refers to
 ADDON = "blender_dff"
 WORKER = "external_worker"
 
@@ -49,9 +51,11 @@ def build(out_dir: Path, repo: Path = REPO) -> Path:
     for package in (ADDON, WORKER):
         if not (repo / package / "__init__.py").is_file():
             raise SystemExit(f"package '{repo / package}' not found: run from a checkout")
+    if not (repo / LICENSE).is_file():
+        raise SystemExit(f"the licence '{repo / LICENSE}' is missing: restore it from the repository")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{manifest['id']}-{manifest['version']}.zip"
-    entries = [(repo / MANIFEST, MANIFEST)]
+    entries = [(repo / MANIFEST, MANIFEST), (repo / LICENSE, LICENSE)]
     entries += [(path, path.relative_to(repo / ADDON).as_posix())
                 for path in _package_files(repo / ADDON)]
     entries += [(path, path.relative_to(repo).as_posix())

@@ -42,8 +42,9 @@ def extension_repo(tmp_path):
 
 def test_zip_layout(extension_zip):
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "operators.py", "client.py",
-            "protocol.py", "external_worker/__init__.py"} <= names
+    assert {"blender_manifest.toml", "LICENSE", "__init__.py", "operators.py", "client.py",
+            "protocol.py", "worker_requirements.txt", "probe_worker_env.py",
+            "external_worker/__init__.py"} <= names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     assert not any(name.startswith("blender_dff/") for name in names)
 
