@@ -21,6 +21,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED, TINY_MODEL
+
 from .datasets import BOUNDS, TEST_EVERY
 from .errors import WorkerError
 
@@ -50,8 +52,10 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
 def _add_distill(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="labels", choices=["labels", "sam", "clip"], help="2D teacher to distil")
     p.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint for --teacher sam ('tiny': random weights)")
-    p.add_argument("--clip-model", default="ViT-B-16", help="open_clip model for --teacher clip ('tiny': random weights)")
-    p.add_argument("--clip-pretrained", default="", help="its pretrained tag (e.g. laion2b_s34b_b88k) or checkpoint file")
+    p.add_argument("--clip-model", default=CLIP_MODEL,
+                   help=f"open_clip model for --teacher clip ('{TINY_MODEL}': random weights, for tests)")
+    p.add_argument("--clip-pretrained", default=CLIP_PRETRAINED,
+                   help="its pretrained tag (downloaded on first use) or checkpoint file")
     p.add_argument("--feature-steps", type=int, default=None, help="feature field training steps")
     p.add_argument("--augment", default=None, choices=["auto", "on", "off"],
                    help="camera augmentation for feature training (auto: on with CUDA and the sam teacher)")

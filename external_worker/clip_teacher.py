@@ -9,7 +9,8 @@ unit-length maps are averaged on the finest grid: the small size sees context, t
 keeps small objects.
 
 `load_clip("tiny")` builds a small CLIP from open_clip's own classes with random weights, for
-tests and benchmarks without a download.
+tests and benchmarks without a download. Every other model needs its pretrained weights: a
+random ViT-B-16 would answer text queries with noise.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED, TINY_MODEL as TINY
+
 from .errors import WorkerError
 
-TINY = "tiny"
+# Where the user names the weights, for the errors: the command line's flag and the add-on's field.
+PRETRAINED_WHERE = "--clip-pretrained (the Pretrained field in Blender)"
 DEFAULT_SIZES = (224, 448)  # longer image side of each scale, in pixels
 TEXT_CACHE_SIZE = 256       # text embeddings kept per model
 
@@ -40,25 +44,38 @@ def build_tiny_clip(seed: int = 0) -> torch.nn.Module:
         return CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text)
 
 
-def load_clip(model_name: str, pretrained: str | None) -> tuple[torch.nn.Module, object]:
-    """An open_clip model and its tokenizer. `pretrained` is a tag (downloaded on first use), a
-    local checkpoint file, or None for random weights (speed measurements only)."""
+def load_clip(model_name: str, pretrained: str) -> tuple[torch.nn.Module, object]:
+    """An open_clip model and its tokenizer. `pretrained` is a tag (downloaded on first use) or a
+    local checkpoint file; model "tiny" ignores it (random weights)."""
     import open_clip
 
     if model_name == TINY:
         return build_tiny_clip().eval(), open_clip.get_tokenizer("ViT-B-16")  # the bundled BPE vocabulary
-    if pretrained and any(s in pretrained for s in ("/", "\\")) and not Path(pretrained).expanduser().is_file():
-        raise WorkerError("bad_clip_model", f"the CLIP checkpoint {pretrained} does not exist",
-                          "Give the path of an open_clip checkpoint file, or a pretrained tag such as 'openai'.")
+    _check_names(model_name, pretrained)
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained or None, require_pretrained=bool(pretrained))
+        model = open_clip.create_model(model_name, pretrained=pretrained, require_pretrained=True)
         tokenizer = open_clip.get_tokenizer(model_name)
     except Exception as exc:  # open_clip raises RuntimeError, OSError or hub errors alike
-        raise WorkerError("bad_clip_model", f"open_clip could not load '{model_name}' with weights "
-                          f"'{pretrained}': {exc}",
-                          "Check the pair with open_clip.list_pretrained(); tags download on first use and need "
-                          "the network, or give a local checkpoint file.") from exc
+        raise WorkerError("bad_clip_model", f"open_clip could not load the CLIP model '{model_name}' with the "
+                          f"weights '{pretrained}' named by {PRETRAINED_WHERE}: {exc}",
+                          "Check the pair with open_clip.list_pretrained(). A tag downloads on first use and needs "
+                          "the network (in Blender: Allow Online Access); offline, give a checkpoint file.") from exc
     return model.eval(), tokenizer
+
+
+def _check_names(model_name: str, pretrained: str) -> None:
+    """What open_clip would take for random weights, or report in its own words, refused here."""
+    if not model_name:
+        raise WorkerError("bad_clip_model", "no CLIP model is named",
+                          f"Give --clip-model (the CLIP Model field in Blender) an open_clip ViT such as {CLIP_MODEL}.")
+    if not pretrained:
+        raise WorkerError("bad_clip_model", f"the CLIP model '{model_name}' has no weights: give {PRETRAINED_WHERE} "
+                          f"a tag such as {CLIP_PRETRAINED} or a checkpoint file",
+                          f"Only the model '{TINY}' runs without weights (random ones, for tests).")
+    if any(s in pretrained for s in ("/", "\\")) and not Path(pretrained).expanduser().is_file():
+        raise WorkerError("bad_clip_model", f"the CLIP checkpoint {pretrained} named by {PRETRAINED_WHERE} "
+                          f"for the model '{model_name}' does not exist",
+                          f"Give the path of an open_clip checkpoint file, or a pretrained tag such as {CLIP_PRETRAINED}.")
 
 
 def _check_vit(model_name: str, visual: torch.nn.Module) -> None:

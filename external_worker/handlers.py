@@ -114,7 +114,7 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         if settings.clip_model.startswith("local-dir:"):  # open_clip would read a folder outside the root check
             raise WorkerError("bad_request", f"clip_model '{settings.clip_model}' names a folder",
                               "Give a model name and put a local checkpoint file in clip_pretrained.")
-        pretrained = p.text("clip_pretrained", "", 1000)
+        pretrained = p.text("clip_pretrained", defaults.clip_pretrained, 1000)
         # a tag names weights open_clip downloads; anything path-like is a file, checked as paths are
         is_file = any(sep in pretrained for sep in ("/", "\\")) or pretrained.startswith("~")
         settings.clip_pretrained = str(p.path("clip_pretrained")) if is_file else pretrained

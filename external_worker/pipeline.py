@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED
+
 from .bake import TEXTURE_SIZES, Bake, bake_texture
 from .datasets import TEST_EVERY, Dataset, check_trainable, load_dataset
 from .errors import WorkerError
@@ -56,8 +58,8 @@ class TrainSettings:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     teacher: str = "labels"
     sam_checkpoint: str = ""  # for the sam teacher: a checkpoint path, or "tiny" (random, for tests)
-    clip_model: str = "ViT-B-16"  # for the clip teacher: an open_clip model name, or "tiny" (random)
-    clip_pretrained: str = ""     # its pretrained tag or checkpoint file
+    clip_model: str = CLIP_MODEL  # for the clip teacher: an open_clip model name, or "tiny" (random)
+    clip_pretrained: str = CLIP_PRETRAINED  # its pretrained tag or checkpoint file
 
 
 IMPORT_DEFAULTS = {"downscale": 1, "test_every": TEST_EVERY, "bounds": "auto"}

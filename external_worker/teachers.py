@@ -236,17 +236,14 @@ class ClipFeatureTeacher(ImageTeacher):
 
     @classmethod
     def from_dataset(cls, dataset: "Dataset", model_name: str = "", pretrained: str = "") -> "ClipFeatureTeacher":
-        if not model_name or (model_name != TINY and not pretrained):
-            raise WorkerError("bad_request", "the clip teacher needs an open_clip model name and its pretrained "
-                              "weights", "E.g. model ViT-B-16 with pretrained laion2b_s34b_b88k, or a checkpoint file.")
-        teacher = cls(model_name, pretrained)
-        teacher.encoder  # load now: a bad model fails before any training
+        teacher = cls(model_name, "" if model_name == TINY else pretrained)  # tiny has no weights to record
+        teacher.encoder  # load now: a bad model or missing weights fail before any training
         return teacher
 
     @property
     def encoder(self) -> ClipEncoder:
         if self._encoder is None:
-            model, tokenizer = load_clip(self.model_name, None if self.model_name == TINY else self.pretrained)
+            model, tokenizer = load_clip(self.model_name, self.pretrained)
             self._encoder = ClipEncoder(model, tokenizer, self.model_name, self.sizes, device())
             self._dim = self._encoder.dim
         return self._encoder

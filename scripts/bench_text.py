@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from blender_dff.wire_api import CLIP_MODEL, TINY_MODEL  # noqa: E402
 from external_worker import pipeline  # noqa: E402
 from timing import timed  # noqa: E402
 from external_worker.clip_teacher import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
@@ -139,11 +140,22 @@ def distil(ws: Workspace, teacher, steps: int, oracle_names: dict[int, str] | No
     return time.perf_counter() - start
 
 
+def timed_model(model_name: str, pretrained: str) -> tuple[torch.nn.Module, object]:
+    """The CLIP whose speed sections 1 and 2 measure: with its weights when given, else with random
+    ones of the same architecture, built here on purpose (the speed does not depend on them, and
+    the worker refuses a random CLIP other than tiny)."""
+    if pretrained or model_name == TINY_MODEL:
+        return load_clip(model_name, pretrained)
+    import open_clip
+
+    return open_clip.create_model(model_name).eval(), open_clip.get_tokenizer(model_name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene", type=Path, required=True, help="generated scene (labels.json, ground_truth.npz)")
     parser.add_argument("--workspace", type=Path, required=True, help="workspace with a NeRF and a mesh of the scene")
-    parser.add_argument("--clip-model", default="ViT-B-16")
+    parser.add_argument("--clip-model", default=CLIP_MODEL)
     parser.add_argument("--pretrained", default="", help="open_clip tag or checkpoint file (for section 3b)")
     parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="MaskCLIP scales (longer side)")
     parser.add_argument("--faces", type=int, default=1_000_000)
@@ -156,7 +168,7 @@ def main() -> None:
     width, height = (int(v) for v in args.image_size.split("x"))
     torch.set_grad_enabled(False)
 
-    model, tokenizer = load_clip(args.clip_model, args.pretrained or None)
+    model, tokenizer = timed_model(args.clip_model, args.pretrained)
     encoder = ClipEncoder(model, tokenizer, args.clip_model, sizes, device())
     weights = args.pretrained or "random weights"
     print(f"device: {device()}  CLIP: {args.clip_model} ({weights}), {encoder.dim}-wide features  "

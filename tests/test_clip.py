@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED
+from conftest import run_worker
 from external_worker import pipeline
 from external_worker.click import ClickPrompt
 from external_worker.clip_teacher import ClipEncoder, load_clip
@@ -180,6 +182,20 @@ def test_clip_teacher_needs_weights_and_a_vit(trained_workspace):
     with pytest.raises(WorkerError) as error:  # a ResNet CLIP has no patch tokens for MaskCLIP
         ClipEncoder(open_clip.create_model("RN50"), None, "RN50")
     assert error.value.code == "bad_clip_model" and "ViT" in error.value.hint
+
+
+def test_distill_without_usable_clip_weights_exits_2_naming_the_flag(trained_workspace, tmp_path, monkeypatch):
+    """No random CLIP behind the user's back: the default weights, offline and not cached, and
+    no weights at all are both refused before any training, naming what to pass."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing is downloaded...
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # ...nor found in a cache
+    distill = ["distill", "--workspace", str(trained_workspace), "--teacher", "clip"]
+    default = run_worker(*distill, check=False)
+    assert default.returncode == 2, default.stderr
+    assert all(word in default.stderr for word in ("--clip-pretrained", CLIP_MODEL, CLIP_PRETRAINED)), default.stderr
+    empty = run_worker(*distill, "--clip-model", "ViT-B-16", "--clip-pretrained", "", check=False)
+    assert empty.returncode == 2, empty.stderr
+    assert "--clip-pretrained" in empty.stderr and "Traceback" not in default.stderr + empty.stderr
 
 
 def test_the_tiny_model_is_the_same_in_every_process():
