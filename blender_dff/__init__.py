@@ -7,7 +7,8 @@ This package must stay importable without bpy: the worker imports `blender_dff.p
 So bpy and the Blender-side modules are imported inside `register()` / `unregister()` only.
 """
 
-_MODULES = ("preferences", "properties", "operators", "click_tool", "panels", "worker_session")
+_MODULES = ("preferences", "properties", "messages", "operators", "worker_operators", "click_tool", "panels",
+            "worker_setup", "worker_session")
 
 
 def register() -> None:

@@ -230,7 +230,7 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
         obj = selection.check_dff_mesh(props.mesh_object)
         if not self.clicks and not self.box:
             raise UserError("no click to send: give 'clicks' or a 'box'")
-        params = {"workspace": workspace(props), "teacher": props.teacher,
+        params = {"workspace": workspace(context), "teacher": props.teacher,
                   "clicks": [{**_local_ray(obj, Vector(c.origin), Vector(c.direction)), "object": c.on_object}
                              for c in self.clicks]}
         if self.box:

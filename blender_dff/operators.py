@@ -15,10 +15,11 @@ import bpy
 import numpy as np
 from bpy.props import StringProperty
 
-from . import cameras, images, mesh_import, scene_capture, selection, texture, worker_session
+from . import cameras, folders, images, mesh_import, scene_capture, selection, texture, worker_session, worker_setup
 from .client import Reply
+from .folders import UserError
+from .preferences import worker_settings
 
-WORKSPACE_DEFAULT = "dff_workspace"
 # Custom property of the DFF mesh: the number of faces of the worker's mesh. A selection is
 # sent as one flag per worker face, and the Blender mesh may lack some of them (degenerate
 # faces dropped on import, parts separated since).
@@ -27,32 +28,9 @@ SIMILAR_QUERY = "similar"
 Apply = Callable[[bpy.types.Context, Reply], str]
 
 
-class UserError(ValueError):
-    """Bad input from the user; the operator reports the message."""
-
-
-def _folder(path: str, what: str) -> str:
-    if not path.strip():
-        raise UserError(f"set the {what} folder first")
-    return os.path.normpath(os.path.abspath(bpy.path.abspath(path)))
-
-
-def resolve_paths(props: bpy.types.PropertyGroup) -> tuple[str, str]:
-    """(dataset, workspace) as absolute paths; an empty workspace becomes
-    <dataset>/dff_workspace, and is stored so the .blend remembers it."""
-    dataset = _folder(props.dataset_path, "dataset")
-    if not os.path.isdir(dataset):
-        raise UserError(f"dataset folder not found: '{dataset}'")
-    if not props.workspace_path.strip():
-        props.workspace_path = os.path.join(dataset, WORKSPACE_DEFAULT)
-    return dataset, _folder(props.workspace_path, "workspace")
-
-
-def workspace(props: bpy.types.PropertyGroup) -> str:
-    """The workspace folder, which an import created (or a run before)."""
-    if not props.workspace_path.strip() and props.dataset_path.strip():
-        return resolve_paths(props)[1]
-    return _folder(props.workspace_path, "workspace")
+def workspace(context: bpy.types.Context) -> str:
+    """The scene's workspace folder as the worker must receive it."""
+    return folders.workspace(context.scene.dff, worker_settings(context).remote)
 
 
 def _scene(uid: int) -> bpy.types.Scene | None:
@@ -134,9 +112,20 @@ def _tag_redraw() -> None:
                 area.tag_redraw()
 
 
+def worker_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+    """Poll of the operators that need the worker; greyed out, they say why."""
+    problem = worker_setup.context_problem(context)
+    if problem:
+        cls.poll_message_set(f"{problem} (Edit > Preferences > Add-ons > DFF)")
+        return False
+    return True
+
+
 class WorkerOperator:
     """Runs `send` (which sends a request and returns), turning user errors and an
     unreachable worker into reports."""
+
+    poll = classmethod(worker_poll)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
@@ -155,7 +144,7 @@ class _NotWhileTraining:
         if context.scene.dff.running:
             cls.poll_message_set("Training is running: wait for it to finish or cancel it")
             return False
-        return True
+        return worker_poll(cls, context)
 
 
 class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
@@ -173,7 +162,7 @@ class DFF_OT_import_dataset(_NotWhileTraining, WorkerOperator, bpy.types.Operato
 def submit_import(context: bpy.types.Context) -> None:
     """Ask the worker to import the scene's dataset with the chosen options."""
     props = context.scene.dff
-    dataset, workspace_dir = resolve_paths(props)
+    dataset, workspace_dir = folders.resolve_paths(props, worker_settings(context).remote)
     props.n_images = 0  # no dataset is bound until the worker's reply says so
     worker_session.session().submit(
         context, "import_dataset", {"dataset": dataset, "workspace": workspace_dir,
@@ -181,14 +170,6 @@ def submit_import(context: bpy.types.Context) -> None:
                                     "bounds": props.bounds},
         on_done=reply_handler(context.scene, cameras.apply_import))
     props.show_message(f"Importing '{dataset}'...")
-
-
-def capture_folder(props: bpy.types.PropertyGroup) -> str:
-    """The capture folder: as set, else dff_capture beside the .blend (or in the temporary folder)."""
-    if props.capture_path.strip():
-        return _folder(props.capture_path, "capture")
-    base = os.path.dirname(bpy.data.filepath) if bpy.data.filepath else bpy.app.tempdir or os.path.abspath(".")
-    return os.path.join(base, "dff_capture")
 
 
 class DFF_OT_capture_scene(_NotWhileTraining, bpy.types.Operator):
@@ -200,7 +181,7 @@ class DFF_OT_capture_scene(_NotWhileTraining, bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        out = capture_folder(props)
+        out = folders.capture_folder(props)
         if os.path.isdir(out) and os.listdir(out):
             self.report({'ERROR'}, f"the capture folder '{out}' is not empty: choose an empty folder "
                                    "(a new capture must not mix with an earlier one or its workspace)")
@@ -253,20 +234,21 @@ class DFF_OT_train(_NotWhileTraining, WorkerOperator, bpy.types.Operator):
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
         params = {
-            "workspace": workspace(props),
+            "workspace": workspace(context),
             "nerf_steps": props.nerf_steps,
             "feature_steps": props.feature_steps,
             "mesh_resolution": props.mesh_resolution,
             "max_faces": props.max_faces,
             "teacher": props.teacher,
         }
+        remote = worker_settings(context).remote
         if props.teacher == 'sam':
-            params["sam_checkpoint"] = bpy.path.abspath(props.sam_checkpoint)
+            params["sam_checkpoint"] = folders.worker_file(props.sam_checkpoint, remote)
         if props.teacher == 'clip':
             params["clip_model"] = props.clip_model.strip()
             pretrained = props.clip_pretrained.strip()
             is_file = pretrained.startswith("//") or any(sep in pretrained for sep in "/\\")
-            params["clip_pretrained"] = bpy.path.abspath(pretrained) if is_file else pretrained
+            params["clip_pretrained"] = folders.worker_file(pretrained, remote) if is_file else pretrained
         worker_session.session().submit(
             context, "train", params,
             on_done=reply_handler(context.scene, _apply_training, ends_training=True),
@@ -291,7 +273,7 @@ class DFF_OT_load_mesh(WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         worker_session.session().submit(
-            context, "get_mesh", {"workspace": workspace(context.scene.dff)},
+            context, "get_mesh", {"workspace": workspace(context)},
             on_done=reply_handler(context.scene, mesh_import.apply_mesh))
         return {'FINISHED'}
 
@@ -336,7 +318,7 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
         def apply(ctx: bpy.types.Context, reply: Reply) -> str:
             return selection.apply_query(ctx, query, reply)
 
-        params = {"workspace": workspace(props), "text": query, "teacher": props.teacher}
+        params = {"workspace": workspace(context), "text": query, "teacher": props.teacher}
         if props.text_mode == 'LABEL_SET':
             if not props.label_set.strip():
                 raise UserError("the label set is empty: type the scene's labels, e.g. "
@@ -357,7 +339,7 @@ def dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> 
     except ValueError as exc:
         cls.poll_message_set(str(exc))
         return False
-    return True
+    return worker_poll(cls, context)
 
 
 def _selected_worker_faces(obj: bpy.types.Object) -> np.ndarray:
@@ -409,7 +391,7 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
             return selection.apply_query(ctx, SIMILAR_QUERY, reply)
 
         worker_session.session().submit(
-            context, "query_similar", {"workspace": workspace(props), "teacher": props.teacher},
+            context, "query_similar", {"workspace": workspace(context), "teacher": props.teacher},
             arrays={"selected": selected}, on_done=reply_handler(context.scene, apply))
         props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
         return {'FINISHED'}
@@ -427,7 +409,7 @@ class DFF_OT_bake_texture(_NotWhileTraining, WorkerOperator, bpy.types.Operator)
         props = context.scene.dff
         selection.check_dff_mesh(props.mesh_object)
         worker_session.session().submit(
-            context, "bake", {"workspace": workspace(props), "size": int(props.texture_size)},
+            context, "bake", {"workspace": workspace(context), "size": int(props.texture_size)},
             on_done=reply_handler(context.scene, texture.apply_bake, ends_training=True),
             on_progress=_progress_handler(context.scene))
         props.start_progress()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import bpy
 
+from . import worker_setup
 from .images import CURVE_IMAGE, PREVIEW_IMAGE
+from .messages import wrapped_label
+from .wire_api import error_title
+
+HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows all of it
 
 STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
 
@@ -24,7 +29,8 @@ class _DFFPanel:
 
 
 class DFF_PT_status(_DFFPanel, bpy.types.Panel):
-    """Outcome of the latest request: a message, or the error with what to do about it."""
+    """Outcome of the latest request (a message, or the error in plain words with what to do),
+    and why the worker cannot run, if it cannot."""
 
     bl_label = "DFF"
     bl_options = {'HIDE_HEADER'}
@@ -32,18 +38,27 @@ class DFF_PT_status(_DFFPanel, bpy.types.Panel):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         props = context.scene.dff
-        return bool(props.message or props.error)
+        return bool(props.message or props.error or worker_setup.context_problem(context))
 
     def draw(self, context: bpy.types.Context) -> None:
         props = context.scene.dff
-        column = self.layout.column(align=True)
+        layout = self.layout
+        problem = worker_setup.context_problem(context)
+        if problem:
+            box = layout.box()
+            wrapped_label(context, box, f"Worker: {problem}", icon='ERROR')
+            box.operator("preferences.addon_show", text="Open Preferences",
+                         icon='PREFERENCES').module = __package__
         if props.error:
+            column = layout.column(align=True)
             column.alert = True
-            column.label(text=f"{props.error_code}: {props.error}", icon='ERROR')
-            if props.error_hint:
-                column.label(text=props.error_hint.strip().splitlines()[-1], icon='INFO')
-        else:
-            column.label(text=props.message, icon='INFO')
+            wrapped_label(context, column, error_title(props.error_code), icon='ERROR')
+            wrapped_label(context, column, props.error)
+            if props.error_hint.strip():
+                wrapped_label(context, column, props.error_hint.strip(), icon='INFO', max_lines=HINT_LINES)
+            layout.operator("dff.error_details", text="Details", icon='TEXT')
+        elif props.message:
+            wrapped_label(context, layout, props.message, icon='INFO')
 
 
 class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
@@ -69,6 +84,10 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         capture.prop(props, "capture_resolution")
         capture.prop(props, "capture_samples")
         capture.prop(props, "capture_path")
+        if not props.capture_path.strip():
+            where = ("Into dff_capture beside the .blend" if bpy.data.filepath else
+                     "Unsaved file: into a new folder of the add-on's user folder, kept after Blender quits")
+            wrapped_label(context, capture, where)
         capture.operator("dff.capture_scene", icon='RENDER_STILL')
         if props.n_images:
             render = context.scene.render

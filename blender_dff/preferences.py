@@ -1,12 +1,16 @@
-"""Add-on preferences: which Python runs the worker, or which remote worker to reach."""
+"""Add-on preferences: which Python runs the worker (and making one), or which remote worker
+to reach. The state shown here (probe, build, connection) lives in `worker_setup`."""
 
 from __future__ import annotations
 
-import sys
+import os
 from dataclasses import dataclass
 
 import bpy
-from bpy.props import IntProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+# For an add-on registered by a script (no preferences entry): the worker's Python.
+PYTHON_ENV = "DFF_WORKER_PYTHON"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,12 @@ class WorkerSettings:
         return bool(self.host)
 
 
+def _python_changed(self: DFFPreferences, context: bpy.types.Context) -> None:
+    from . import worker_setup
+
+    worker_setup.start_probe(bpy.path.abspath(self.python))
+
+
 class DFFPreferences(bpy.types.AddonPreferences):
     """Worker settings, shown under Preferences > Add-ons > DFF."""
 
@@ -30,9 +40,18 @@ class DFFPreferences(bpy.types.AddonPreferences):
 
     python: StringProperty(
         name="Python",
-        description="Python interpreter with torch installed, used to start the local worker",
+        description="Python interpreter with the worker's packages (torch, ...), used to start the "
+                    "local worker; Create Worker Environment makes one and fills this in",
         subtype='FILE_PATH',
-        default=sys.executable,
+        default="",
+        update=_python_changed,
+    )
+    torch_variant: EnumProperty(
+        name="PyTorch",
+        description="Which PyTorch build the worker environment gets",
+        items=[('cuda', "NVIDIA GPU (CUDA)", "PyTorch with CUDA: training on an NVIDIA GPU"),
+               ('cpu', "CPU only", "A smaller PyTorch without CUDA (slow training)")],
+        default='cuda',
     )
     host: StringProperty(
         name="Remote Host",
@@ -53,26 +72,68 @@ class DFFPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: bpy.types.Context) -> None:
+        from .messages import wrapped_label
+        from . import worker_setup
+
         layout = self.layout
-        layout.prop(self, "python")
         box = layout.box()
-        box.label(text="Remote worker (leave the host empty for a local one)")
+        box.label(text="Local worker", icon='CONSOLE')
+        box.prop(self, "python")
+        python = bpy.path.abspath(self.python)
+        report = worker_setup.report_for(python)
+        status = box.column(align=True)
+        if not python:
+            status.label(text="No worker Python yet: create the worker environment below.", icon='INFO')
+        elif python in worker_setup.STATE.probing:
+            status.label(text="Checking the worker Python...", icon='TIME')
+        elif report is not None:
+            status.alert = not report.ok
+            wrapped_label(context, status, report.summary, icon='CHECKMARK' if report.ok else 'ERROR')
+        row = box.row(align=True)
+        row.operator("dff.check_worker", icon='FILE_REFRESH')
+        row.operator("dff.stop_worker", icon='X')
+
+        create = box.box().column()
+        create.label(text="Worker environment (downloads PyTorch and the worker's packages, several GB)")
+        create.row().prop(self, "torch_variant", expand=True)
+        build = worker_setup.building()
+        if build is not None:
+            row = create.row(align=True)
+            row.progress(factor=build.fraction, type='BAR', text=build.message[:80])
+            row.operator("dff.cancel_worker_env", text="", icon='CANCEL')
+        else:
+            create.operator("dff.create_worker_env", icon='PACKAGE')
+        if worker_setup.STATE.build_error:
+            failed = create.column(align=True)
+            failed.alert = True
+            wrapped_label(context, failed, worker_setup.STATE.build_error, icon='ERROR', max_lines=8)
+        if not bpy.app.online_access:
+            wrapped_label(context, create, "Allow Online Access is off (Preferences > System): the button shows "
+                                           "the commands to run by hand instead.", icon='INFO')
+
+        box = layout.box()
+        box.label(text="Remote worker (leave the host empty for a local one)", icon='URL')
         box.prop(self, "host")
         row = box.row()
         row.active = bool(self.host)
         row.prop(self, "port")
         row.prop(self, "token")
+        row = box.row()
+        row.enabled = bool(self.host)
+        row.operator("dff.test_connection", icon='LINKED')
+        if worker_setup.STATE.connection:
+            wrapped_label(context, box, worker_setup.STATE.connection, icon='INFO')
 
 
 def worker_settings(context: bpy.types.Context) -> WorkerSettings:
     """The current settings. When the add-on was registered by a script rather than enabled
-    in the preferences, it has no preferences entry, so the defaults apply."""
+    in the preferences, it has no preferences entry: the Python comes from $DFF_WORKER_PYTHON."""
     addon = context.preferences.addons.get(__package__)
     if addon is None or addon.preferences is None:
-        return WorkerSettings(python=sys.executable)
+        return WorkerSettings(python=os.environ.get(PYTHON_ENV, ""))
     prefs = addon.preferences
     return WorkerSettings(
-        python=bpy.path.abspath(prefs.python) or sys.executable,
+        python=bpy.path.abspath(prefs.python),
         host=prefs.host.strip(),
         port=prefs.port,
         token=prefs.token,

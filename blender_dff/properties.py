@@ -13,7 +13,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import selection
+from . import messages, selection, wire_api
 
 
 def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:
@@ -116,13 +116,13 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         name="CLIP Model",
         description="open_clip model name (a ViT, e.g. ViT-B-16, ViT-L-14, or a multilingual one "
                     "such as xlm-roberta-base-ViT-B-32 for non-English queries)",
-        default="ViT-B-16",
+        default=wire_api.CLIP_MODEL,
     )
     clip_pretrained: StringProperty(
         name="Pretrained",
         description="open_clip pretrained tag (downloaded once, needs Allow Online Access) or "
                     "the path of a checkpoint file",
-        default="laion2b_s34b_b88k",
+        default=wire_api.CLIP_PRETRAINED,
     )
     sam_checkpoint: StringProperty(
         name="SAM Checkpoint",
@@ -204,6 +204,7 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         self.error_hint = str(error.get("hint") or "")
         self.message = ""
         print(f"DFF error [{self.error_code}]: {self.error} {self.error_hint}".rstrip())
+        messages.report('ERROR', f"{wire_api.error_title(self.error_code)}: {self.error}")
 
     def start_progress(self) -> None:
         self.running = True

@@ -33,7 +33,7 @@ CPU_INDEX_URL = "https://download.pytorch.org/whl/cpu"
 # PyPI has no CUDA builds of torch for Windows. This index must be one of the CUDA builds
 # published for the torch pinned in worker_requirements.txt (2.14.1): check the +cuXYZ wheels
 # listed at https://download.pytorch.org/whl/torch/ whenever either changes.
-CUDA_INDEX_URL = "https://download.pytorch.org/whl/cu128"
+CUDA_INDEX_URL = "https://download.pytorch.org/whl/cu130"
 COMPLETE_MARKER = ".dff_complete"  # written last: the environment is whole
 BUILDING_MARKER = ".dff_building"  # written first: a folder this code is (or was) building
 # Set by Blender or a shell for their own Python; another interpreter must not inherit them.

@@ -16,6 +16,7 @@ from typing import Callable
 import bpy
 from bpy.app.handlers import persistent
 
+from . import worker_setup
 from .client import Reply, WorkerClient
 from .preferences import WorkerSettings, worker_settings
 
@@ -135,16 +136,11 @@ class WorkerSession:
 
 
 def make_client(settings: WorkerSettings) -> WorkerClient:
+    problem = worker_setup.problem(settings)
+    if problem:
+        raise WorkerUnavailable(f"{problem} (Edit > Preferences > Add-ons > DFF)")
     if settings.remote:
-        if not settings.port or not settings.token:
-            raise WorkerUnavailable(
-                f"the remote worker at '{settings.host}' needs a port and a token: set them "
-                "in Preferences > Add-ons > DFF, or clear the host to use a local worker")
         return WorkerClient(host=settings.host, port=settings.port, token=settings.token)
-    if not os.path.isfile(settings.python):
-        raise WorkerUnavailable(
-            f"Python interpreter not found: '{settings.python}'. Set one with torch "
-            "installed in Preferences > Add-ons > DFF")
     return WorkerClient(python=settings.python, worker_path=worker_pythonpath(),
                         offline=not bpy.app.online_access)
 

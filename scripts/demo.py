@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -85,6 +86,8 @@ def main() -> None:
                        check=True)
 
     bpy.ops.wm.read_homefile(use_empty=True)
+    # Registered by this script, the add-on has no preferences: its worker runs with this Python.
+    os.environ.setdefault("DFF_WORKER_PYTHON", sys.executable)
     blender_dff.register()
     try:
         props = bpy.context.scene.dff

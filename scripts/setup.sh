@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up the project from nothing: a virtual environment in .venv with everything the worker,
-# the tests and the Blender add-on tests need (bpy 4.5 is Blender as a Python 3.11 module).
+# the tests and the Blender add-on tests need (bpy 4.5 is Blender as a Python 3.11 module),
+# and one small environment per other Blender version the add-on is tested on, in
+# .venv-blender/<version> (bpy and the tests' packages only; their worker runs from .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
@@ -12,4 +14,32 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
+
+# Other Blender versions: "<Python version> <bpy version>" (each bpy wheel is built for one Python).
+OTHER_BLENDERS=("3.11 4.2.23" "3.11 5.0.1" "3.13 5.3.0")
+
+find_python() {  # an interpreter of version $1: on PATH, or one that pyenv installed
+  local candidate
+  for candidate in "python$1" "$(pyenv root 2>/dev/null)/versions/$1"*/bin/"python$1"; do
+    if "$candidate" -c 'import sys' >/dev/null 2>&1; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+for spec in "${OTHER_BLENDERS[@]}"; do
+  read -r python_version bpy_version <<<"$spec"
+  env=".venv-blender/$bpy_version"
+  if [ ! -x "$env/bin/python" ]; then
+    if ! base=$(find_python "$python_version"); then
+      echo "warning: no Python $python_version here: the add-on is not tested on Blender $bpy_version" >&2
+      continue
+    fi
+    "$base" -m venv "$env"
+  fi
+  "$env/bin/python" -m pip install --quiet --upgrade pip
+  "$env/bin/python" -m pip install --quiet "bpy==$bpy_version" -r tests/requirements-blender.txt
+done
 echo "ready: .venv/bin/python"

@@ -7,6 +7,7 @@ headless command line, both in subprocesses so this process's Blender and torch 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The worker's Python: this one, unless the add-on's tests run on another Blender (whose Python
+# has no torch; see test_blender_versions.py). The add-on, registered by the tests without a
+# preferences entry, reads it from the same variable.
+WORKER_PYTHON = os.environ.setdefault("DFF_WORKER_PYTHON", sys.executable)
 
 # Small enough to train in about two minutes on two CPU cores, big enough to segment.
 TINY_SCENE = ["--resolution", "48", "--views", "24", "--test-views", "4", "--objects", "3", "--samples", "8"]
@@ -43,12 +48,14 @@ def broken_copy(scene: Path, out: Path, breakage: str) -> Path:
 
 def run_worker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m external_worker ...` as a user would type it."""
-    return subprocess.run([sys.executable, "-m", "external_worker", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([WORKER_PYTHON, "-m", "external_worker", *args], cwd=REPO, capture_output=True,
                           text=True, check=check, timeout=1200)
 
 
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> Path:
+    if os.environ.get("DFF_TEST_SCENE"):  # made by the run that started this one
+        return Path(os.environ["DFF_TEST_SCENE"])
     out = tmp_path_factory.mktemp("scene") / "tiny"
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_scene.py"), "--out", str(out), *TINY_SCENE],
                    check=True, capture_output=True, timeout=600)
@@ -57,6 +64,8 @@ def tiny_scene(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_workspace(tiny_scene, tmp_path_factory) -> Path:
+    if os.environ.get("DFF_TEST_WORKSPACE"):
+        return Path(os.environ["DFF_TEST_WORKSPACE"])
     ws = tmp_path_factory.mktemp("trained") / "workspace"
     run_worker("run", "--dataset", str(tiny_scene), "--workspace", str(ws), *TINY_TRAINING)
     return ws

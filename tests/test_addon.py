@@ -516,9 +516,12 @@ def test_reply_lands_in_the_scene_that_asked(worker, tmp_path):
     asking.dff.workspace_path = str(tmp_path)
     assert bpy.ops.dff.load_mesh() == {'FINISHED'}
     other = bpy.data.scenes.new("Other")
-    bpy.context.window.scene = other
     worker.reply(worker.sent[0], mesh_reply(*cube_arrays(cuts=1)))
-    blender_dff.worker_session.pump()
+    # The user has switched to the other scene when the reply comes. (Setting window.scene
+    # instead crashes bpy 4.2 in background mode now and then.)
+    with bpy.context.temp_override(scene=other, view_layer=other.view_layers[0]):
+        assert bpy.context.scene == other
+        blender_dff.worker_session.pump()
     assert asking.dff.mesh_object is not None and other.dff.mesh_object is None
     assert asking.objects.get("DFF Mesh") and not other.objects
 
@@ -625,8 +628,10 @@ def test_missing_interpreter_is_reported_before_starting(addon):
     from blender_dff.preferences import WorkerSettings
     from blender_dff.worker_session import WorkerUnavailable, make_client
 
-    with pytest.raises(WorkerUnavailable, match="Python interpreter not found: '/nowhere/py'"):
+    with pytest.raises(WorkerUnavailable, match="worker Python not found: '/nowhere/py'"):
         make_client(WorkerSettings(python="/nowhere/py"))
+    with pytest.raises(WorkerUnavailable, match="no worker Python yet: create the worker environment"):
+        make_client(WorkerSettings(python=""))  # never Blender's own interpreter
     with pytest.raises(WorkerUnavailable, match="needs a port and a token"):
         make_client(WorkerSettings(python=sys.executable, host="gpu.example"))
 

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 import addon_utils  # noqa: E402 -- importable only once bpy is
 import pytest
+
+from test_addon_setup import RecordingLayout
 
 REPO = Path(__file__).resolve().parents[1]
 REPO_MODULE = "dff_test_repo"
@@ -68,7 +71,25 @@ def test_install_enable_disable(extension_zip, extension_repo):
     assert {"import_dataset", "train", "cancel", "select_text", "separate"} <= set(
         dir(bpy.ops.dff))
     assert "dff" in bpy.types.Scene.bl_rna.properties
-    assert bpy.context.preferences.addons[MODULE].preferences.python == sys.executable
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    assert prefs.python == ""  # never Blender's own interpreter, which has no torch
+
+    # What it makes goes under the extension's user folder, which Blender keeps.
+    user = Path(bpy.utils.extension_path_user(MODULE))
+    assert sys.modules[f"{MODULE}.worker_setup"].env_dir() == user / "worker_env"
+    capture = sys.modules[f"{MODULE}.folders"].capture_folder(bpy.context.scene.dff)
+    assert Path(capture).parent == user / "captures" and not capture.startswith(bpy.app.tempdir)
+
+    # Until a worker Python is set, the preferences offer to make one and the panels say why
+    # the worker's operators are greyed out.
+    assert not bpy.ops.dff.import_dataset.poll()
+    layout = RecordingLayout()
+    proxy = SimpleNamespace(layout=layout, **{name: getattr(prefs, name)
+                                              for name in ("python", "torch_variant", "host", "port", "token")})
+    type(prefs).draw(proxy, bpy.context)
+    assert "No worker Python yet: create the worker environment below." in layout.labels()
+    assert {"dff.create_worker_env", "dff.check_worker", "dff.stop_worker", "dff.test_connection"} <= set(
+        layout.operators())
 
     # The installed add-on hands its worker a PYTHONPATH under which both the bundled
     # worker and the add-on's wire protocol import.

@@ -1,0 +1,259 @@
+"""Setting the add-on up as an artist does, in real Blender (headless): the worker's environment
+(probe, Create Worker Environment, what the panels say while it is missing), where the add-on's
+folders go, and how errors read. Panels are drawn into a recording layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import pytest
+
+import blender_dff
+from blender_dff.client import Reply
+from test_addon import ScriptedClient, addon  # noqa: F401 -- `addon` is a fixture
+
+TINY_PACKAGE = "dffsetup_dummy"
+
+
+class RecordingLayout:
+    """Stands in for bpy.types.UILayout: records what a draw function puts in it."""
+
+    def __init__(self, log: list | None = None) -> None:
+        self.log = [] if log is None else log
+
+    def _child(self, *args, **kwargs) -> RecordingLayout:
+        return RecordingLayout(self.log)
+
+    row = column = box = split = grid_flow = _child
+
+    def label(self, text: str = "", icon: str = 'NONE') -> None:
+        self.log.append(("label", text, icon))
+
+    def operator(self, idname: str, text: str = "", icon: str = 'NONE') -> SimpleNamespace:
+        self.log.append(("operator", idname, text))
+        return SimpleNamespace()
+
+    def prop(self, data, name: str, **kwargs) -> None:
+        self.log.append(("prop", name))
+
+    def progress(self, factor: float = 0.0, type: str = 'BAR', text: str = "") -> None:
+        self.log.append(("progress", factor, text))
+
+    def template_icon(self, **kwargs) -> None:
+        self.log.append(("icon",))
+
+    def labels(self) -> list[str]:
+        return [entry[1] for entry in self.log if entry[0] == "label"]
+
+    def operators(self) -> list[str]:
+        return [entry[1] for entry in self.log if entry[0] == "operator"]
+
+
+def draw(panel: type, region_width: int = 300, layout: RecordingLayout | None = None) -> RecordingLayout:
+    """Draw `panel` into a recording layout as a sidebar `region_width` pixels wide would."""
+    layout = layout or RecordingLayout()
+    context = SimpleNamespace(scene=bpy.context.scene, preferences=bpy.context.preferences,
+                              region=SimpleNamespace(width=region_width))
+    panel.draw(SimpleNamespace(layout=layout), context)
+    return layout
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> str:
+    """A Python with nothing installed (a venv without even pip)."""
+    env = tmp_path_factory.mktemp("bare") / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    return str(env / "bin" / "python")
+
+
+# --- the worker's environment ------------------------------------------------------------
+
+
+def test_a_python_without_the_packages_greys_out_the_worker_operators(addon, monkeypatch, bare_python):
+    from blender_dff import worker_setup
+    from blender_dff.panels import DFF_PT_status
+
+    monkeypatch.setenv("DFF_WORKER_PYTHON", bare_python)
+    worker_setup.start_probe(bare_python)
+    report = worker_setup.wait_for_probe(bare_python)
+    assert report is not None and not report.ok
+    assert {"torch", "trimesh", "PyMCubes", "numpy", "open_clip_torch"} <= set(report.missing)
+    props = bpy.context.scene.dff
+    props.dataset_path = str(Path(bare_python).parent)
+    assert not bpy.ops.dff.import_dataset.poll()
+    with pytest.raises(RuntimeError, match="missing: .*torch"):
+        bpy.ops.dff.import_dataset()
+    layout = draw(DFF_PT_status)
+    text = " ".join(layout.labels())
+    assert "Worker:" in text and "torch" in text and "trimesh" in text
+    assert "preferences.addon_show" in layout.operators()
+
+
+def test_no_python_set_says_to_create_the_environment(addon, monkeypatch):
+    from blender_dff.panels import DFF_PT_status
+
+    monkeypatch.setenv("DFF_WORKER_PYTHON", "")
+    assert not bpy.ops.dff.train.poll()
+    assert "create the worker environment" in " ".join(draw(DFF_PT_status).labels())
+
+
+def _tiny_wheel(folder: Path) -> Path:
+    """A minimal valid wheel of a one-module package, so that pip installs it offline."""
+    dist = f"{TINY_PACKAGE}-1.0.dist-info"
+    files = {f"{TINY_PACKAGE}/__init__.py": "VALUE = 1\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {TINY_PACKAGE}\nVersion: 1.0\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{dist}/RECORD,,\n"
+    path = folder / f"{TINY_PACKAGE}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return path
+
+
+def test_create_worker_environment_builds_a_venv_that_the_probe_then_finds(addon, monkeypatch, tmp_path):
+    from blender_dff import worker_env, worker_setup
+
+    monkeypatch.setattr(worker_setup, "env_dir", lambda: tmp_path / "worker_env")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _tiny_wheel(wheels)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{TINY_PACKAGE}\n")
+    bpy.context.preferences.system.use_online_access = True
+    assert bpy.app.online_access
+    result = bpy.ops.dff.create_worker_env(requirements=str(requirements),
+                                           pip_args=f"--no-index --find-links {wheels}")
+    assert result == {'FINISHED'}
+    assert worker_setup.building() is not None
+    layout = RecordingLayout()
+    worker_setup.draw_status_bar(SimpleNamespace(layout=layout), bpy.context)
+    assert "dff.cancel_worker_env" in layout.operators()
+    assert any(entry[0] == "progress" for entry in layout.log)
+    deadline = time.monotonic() + 300
+    while worker_setup.pump():
+        assert time.monotonic() < deadline, "the environment was not made in time"
+        time.sleep(0.2)
+    assert not worker_setup.STATE.build_error
+    python = str(worker_env.default_env_python(tmp_path / "worker_env"))
+    report = worker_setup.wait_for_probe(python)
+    assert report is not None and report.ok and not report.missing, report
+    run = subprocess.run([python, "-c", f"import {TINY_PACKAGE}; print({TINY_PACKAGE}.VALUE)"],
+                         capture_output=True, text=True)
+    assert run.stdout.strip() == "1"
+
+
+def test_without_online_access_nothing_is_downloaded_and_the_commands_are_shown(addon, monkeypatch, tmp_path):
+    from blender_dff import worker_setup
+
+    monkeypatch.setattr(worker_setup, "env_dir", lambda: tmp_path / "worker_env")
+    bpy.context.preferences.system.use_online_access = False
+    assert not bpy.app.online_access
+    with pytest.raises(RuntimeError, match="Allow Online Access is off") as error:
+        bpy.ops.dff.create_worker_env()
+    assert str(tmp_path / "worker_env") in str(error.value) and "pip install" in str(error.value)
+    assert worker_setup.building() is None and not (tmp_path / "worker_env").exists()
+
+
+def test_stop_worker_ends_the_worker_process(addon):
+    from blender_dff import worker_session
+
+    replies = []
+    worker_session.session().submit(bpy.context, "ping", {}, on_done=replies.append)
+    deadline = time.monotonic() + 120
+    while not replies:
+        assert time.monotonic() < deadline, "the worker did not answer"
+        worker_session.pump()
+        time.sleep(0.05)
+    assert replies[0].ok, replies[0].error
+    pid = replies[0].result["pid"]
+    assert bpy.ops.dff.stop_worker() == {'FINISHED'}
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():  # our child: the close reaps it
+        assert time.monotonic() < deadline, "the worker is still running"
+        time.sleep(0.1)
+
+
+# --- folders -----------------------------------------------------------------------------
+
+
+def test_an_unsaved_file_captures_into_a_folder_blender_keeps(addon):
+    from blender_dff import folders
+
+    assert not bpy.data.filepath
+    out = folders.capture_folder(bpy.context.scene.dff)
+    assert not out.startswith(bpy.app.tempdir)
+    assert Path(out).parent == Path(folders.data_folder("captures"))
+
+
+def test_a_dataset_that_cannot_be_written_gets_its_workspace_in_a_folder_of_ours(addon, monkeypatch, tmp_path):
+    from blender_dff import folders
+
+    props = bpy.context.scene.dff
+    props.dataset_path = str(tmp_path)
+    monkeypatch.setattr(folders.os, "access", lambda path, mode: False)  # as a read-only share
+    dataset, workspace = folders.resolve_paths(props, remote=False)
+    assert dataset == str(tmp_path)
+    assert Path(workspace).parent == Path(folders.data_folder("workspaces"))
+    assert props.workspace_path == workspace  # shown in the panel, kept in the .blend
+
+
+def test_a_remote_worker_gets_its_paths_as_typed(addon, monkeypatch):
+    from blender_dff import operators, worker_setup
+    from blender_dff.preferences import WorkerSettings
+
+    remote = WorkerSettings(python="", host="gpu.example", port=5555, token="t")
+    monkeypatch.setattr(operators, "worker_settings", lambda context: remote)
+    monkeypatch.setattr(worker_setup, "worker_settings", lambda context: remote)
+    client = ScriptedClient()
+    blender_dff.worker_session.session().use_client(client)
+    props = bpy.context.scene.dff
+    props.dataset_path = "/data/room"  # a folder on the worker's machine, not on this one
+    assert bpy.ops.dff.import_dataset() == {'FINISHED'}
+    assert client.sent[-1].params["dataset"] == "/data/room"
+    assert client.sent[-1].params["workspace"] == "/data/room/dff_workspace"
+
+
+# --- errors ------------------------------------------------------------------------------
+
+LONG_MESSAGE = ("the image 'train/r_017.png' is 640 x 480 but the other images of the dataset are "
+                "800 x 800: every image of a dataset must have the same size")
+LONG_HINT = "\n".join(f"worker log line {k}: something happened" for k in range(12))
+
+
+def test_a_long_error_wraps_to_the_sidebar_and_details_show_all_of_it(addon, capfd):
+    from blender_dff.messages import DFF_OT_error_details, error_details
+    from blender_dff.panels import DFF_PT_status
+
+    props = bpy.context.scene.dff
+    props.show_error({"code": "bad_dataset", "message": LONG_MESSAGE, "hint": LONG_HINT})
+    assert "Error: The dataset cannot be read: the image 'train/r_017.png'" in capfd.readouterr().out
+
+    labels = draw(DFF_PT_status, region_width=240).labels()
+    assert labels[0] == "The dataset cannot be read"  # the code in plain words
+    assert max(len(line) for line in labels) <= 30
+    assert " ".join(labels).replace("  ", " ").count("every image of a dataset must have the same size") == 1
+    assert "worker log line 11: something happened" in " ".join(labels)
+    assert "worker log line 0: something happened" not in " ".join(labels)  # the panel shows the end
+    details = RecordingLayout()
+    DFF_OT_error_details.draw(SimpleNamespace(layout=details), bpy.context)
+    shown = "\n".join(details.labels())
+    assert LONG_MESSAGE in shown.replace("\n", " ")
+    assert all(line in shown for line in LONG_HINT.splitlines())
+    assert error_details(props).endswith(LONG_HINT)
+
+
+def test_worker_errors_reach_the_info_log(addon, capfd):
+    client = ScriptedClient()
+    blender_dff.worker_session.session().use_client(client)
+    bpy.context.scene.dff.workspace_path = str(Path.cwd())
+    assert bpy.ops.dff.load_mesh() == {'FINISHED'}
+    client.reply(client.sent[-1], Reply.failure("stage_missing", "no mesh yet", "Train first."))
+    blender_dff.worker_session.pump()
+    assert "Error: An earlier stage has not run yet: no mesh yet" in capfd.readouterr().out
