@@ -74,6 +74,7 @@ class DFF_OT_create_worker_env(bpy.types.Operator):
         column.label(text="Turn it on and press Create again, or run these commands, then set Python:")
         for line in wrap(manual_commands(context), DETAILS_WIDTH):
             column.label(text=line)
+        self.layout.operator("dff.copy_worker_commands", icon='COPYDOWN')
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if not bpy.app.online_access:
@@ -97,6 +98,19 @@ def _variant(context: bpy.types.Context) -> str:
 
 def manual_commands(context: bpy.types.Context) -> str:
     return worker_env.manual_commands(worker_setup.env_dir(), worker_setup.base_python(), _variant(context))
+
+
+class DFF_OT_copy_worker_commands(bpy.types.Operator):
+    """Put the commands that create the worker environment by hand on the clipboard"""
+
+    bl_idname = "dff.copy_worker_commands"
+    bl_label = "Copy Commands"
+    bl_options = {'INTERNAL'}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context.window_manager.clipboard = manual_commands(context)
+        self.report({'INFO'}, "Copied the commands to the clipboard")
+        return {'FINISHED'}
 
 
 class DFF_OT_cancel_worker_env(bpy.types.Operator):
@@ -150,7 +164,7 @@ class DFF_OT_test_connection(bpy.types.Operator):
         return {'FINISHED'}
 
 
-_CLASSES = (DFF_OT_check_worker, DFF_OT_stop_worker, DFF_OT_create_worker_env, DFF_OT_cancel_worker_env,
-            DFF_OT_test_connection)
+_CLASSES = (DFF_OT_check_worker, DFF_OT_stop_worker, DFF_OT_create_worker_env, DFF_OT_copy_worker_commands,
+            DFF_OT_cancel_worker_env, DFF_OT_test_connection)
 
 register, unregister = bpy.utils.register_classes_factory(_CLASSES)

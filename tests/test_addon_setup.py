@@ -159,6 +159,12 @@ def test_without_online_access_nothing_is_downloaded_and_the_commands_are_shown(
         bpy.ops.dff.create_worker_env()
     assert str(tmp_path / "worker_env") in str(error.value) and "pip install" in str(error.value)
     assert worker_setup.building() is None and not (tmp_path / "worker_env").exists()
+    from blender_dff.worker_operators import DFF_OT_create_worker_env
+
+    dialog = RecordingLayout()  # what the button shows instead
+    DFF_OT_create_worker_env.draw(SimpleNamespace(layout=dialog), bpy.context)
+    assert any(str(tmp_path / "worker_env") in line for line in dialog.labels())
+    assert "dff.copy_worker_commands" in dialog.operators()
 
 
 def test_stop_worker_ends_the_worker_process(addon):
