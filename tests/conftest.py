@@ -27,6 +27,16 @@ TINY_SCENE = ["--resolution", "48", "--views", "24", "--test-views", "4", "--obj
 TINY_TRAINING = ["--steps", "250", "--feature-steps", "150", "--resolution", "96"]
 
 
+# Tests that use these fixtures render or train (minutes); `pytest -m "not slow"` leaves them out.
+SLOW_FIXTURES = {"tiny_scene", "trained_workspace", "label_names", "ground_truth"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 BREAKAGES = ["missing_folder", "malformed_json", "missing_image", "size_mismatch"]
 
 

@@ -230,6 +230,7 @@ def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon,
     assert props.error_code == "workspace_in_use" and "downscale 2" in props.error
 
 
+@pytest.mark.slow
 def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tmp_path):
     """The round trip: a Blender scene captured by the add-on (rendered in a background process),
     imported, trained briefly; the mesh lies on the scene's objects."""

@@ -33,7 +33,8 @@ def extension_zip(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def extension_repo(tmp_path):
-    """A user extension repository in a temporary folder, removed afterwards."""
+    """A user extension repository in a temporary folder, removed afterwards; an empty file."""
+    bpy.ops.wm.read_homefile(use_empty=True)
     repos = bpy.context.preferences.extensions.repos
     repo = repos.new(name="DFF Test", module=REPO_MODULE, custom_directory=str(tmp_path),
                      source='USER')
