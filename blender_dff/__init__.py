@@ -3,12 +3,16 @@
 Train a NeRF and a distilled feature field on posed photos (in a separate worker process),
 bring the extracted mesh into Blender, select its parts by text and separate them.
 
-This package must stay importable without bpy: the worker imports `blender_dff.protocol`.
+This package must stay importable without bpy: the worker imports `blender_dff.wire`.
 So bpy and the Blender-side modules are imported inside `register()` / `unregister()` only.
 """
 
-_MODULES = ("preferences", "properties", "messages", "operators", "worker_operators", "click_tool", "panels",
-            "worker_setup", "worker_session")
+# The add-on's module name as Blender registers it (bl_ext.<repository>.blender_dff when installed
+# as an extension): the id of its preferences and of its user folder.
+ADDON_ID = __name__
+
+_MODULES = ("preferences", "properties", "ui.messages", "operators.base", "operators.worker", "operators.click",
+            "ui.panels", "worker.state", "worker.session")
 
 
 def register() -> None:

@@ -15,6 +15,8 @@ import time
 
 import bpy
 
+from . import ADDON_ID
+
 WORKSPACE_DEFAULT = "dff_workspace"
 CAPTURE_DEFAULT = "dff_capture"
 
@@ -26,11 +28,10 @@ class UserError(ValueError):
 def data_folder(sub: str) -> str:
     """A folder of ours that Blender keeps: the extension's user folder, or, for an add-on
     registered outside the extension system, one in Blender's user data files."""
-    package = __package__
     try:
-        return bpy.utils.extension_path_user(package, path=sub, create=True)
+        return bpy.utils.extension_path_user(ADDON_ID, path=sub, create=True)
     except ValueError:  # not installed as an extension (a script or test registered it)
-        return bpy.utils.user_resource('DATAFILES', path=os.path.join(package, sub), create=True)
+        return bpy.utils.user_resource('DATAFILES', path=os.path.join(ADDON_ID, sub), create=True)
 
 
 def local_folder(path: str, what: str) -> str:

@@ -1,5 +1,5 @@
 """Add-on preferences: which Python runs the worker (and making one), or which remote worker
-to reach. The state shown here (probe, build, connection) lives in `worker_setup`."""
+to reach. The state shown here (probe, build, connection) lives in `worker_state`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 
 import bpy
+
+from . import ADDON_ID
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 # For an add-on registered by a script (no preferences entry): the worker's Python.
@@ -28,15 +30,15 @@ class WorkerSettings:
 
 
 def _python_changed(self: DFFPreferences, context: bpy.types.Context) -> None:
-    from . import worker_setup
+    from .worker import state as worker_state
 
-    worker_setup.start_probe(bpy.path.abspath(self.python))
+    worker_state.start_probe(bpy.path.abspath(self.python))
 
 
 class DFFPreferences(bpy.types.AddonPreferences):
     """Worker settings, shown under Preferences > Add-ons > DFF."""
 
-    bl_idname = __package__
+    bl_idname = ADDON_ID
 
     python: StringProperty(
         name="Python",
@@ -72,19 +74,19 @@ class DFFPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: bpy.types.Context) -> None:
-        from .messages import wrapped_label
-        from . import worker_setup
+        from .ui.messages import wrapped_label
+        from .worker import state as worker_state
 
         layout = self.layout
         box = layout.box()
         box.label(text="Local worker", icon='CONSOLE')
         box.prop(self, "python")
         python = bpy.path.abspath(self.python)
-        report = worker_setup.report_for(python)
+        report = worker_state.report_for(python)
         status = box.column(align=True)
         if not python:
             status.label(text="No worker Python yet: create the worker environment below.", icon='INFO')
-        elif python in worker_setup.STATE.probing:
+        elif python in worker_state.STATE.probing:
             status.label(text="Checking the worker Python...", icon='TIME')
         elif report is not None:
             status.alert = not report.ok
@@ -96,17 +98,17 @@ class DFFPreferences(bpy.types.AddonPreferences):
         create = box.box().column()
         create.label(text="Worker environment (downloads PyTorch and the worker's packages, several GB)")
         create.row().prop(self, "torch_variant", expand=True)
-        build = worker_setup.building()
+        build = worker_state.building()
         if build is not None:
             row = create.row(align=True)
             row.progress(factor=build.fraction, type='BAR', text=build.message[:80])
             row.operator("dff.cancel_worker_env", text="", icon='CANCEL')
         else:
             create.operator("dff.create_worker_env", icon='PACKAGE')
-        if worker_setup.STATE.build_error:
+        if worker_state.STATE.build_error:
             failed = create.column(align=True)
             failed.alert = True
-            wrapped_label(context, failed, worker_setup.STATE.build_error, icon='ERROR', max_lines=8)
+            wrapped_label(context, failed, worker_state.STATE.build_error, icon='ERROR', max_lines=8)
         if not bpy.app.online_access:
             wrapped_label(context, create, "Allow Online Access is off (Preferences > System): the button shows "
                                            "the commands to run by hand instead.", icon='INFO')
@@ -121,14 +123,14 @@ class DFFPreferences(bpy.types.AddonPreferences):
         row = box.row()
         row.enabled = bool(self.host)
         row.operator("dff.test_connection", icon='LINKED')
-        if worker_setup.STATE.connection:
-            wrapped_label(context, box, worker_setup.STATE.connection, icon='INFO')
+        if worker_state.STATE.connection:
+            wrapped_label(context, box, worker_state.STATE.connection, icon='INFO')
 
 
 def worker_settings(context: bpy.types.Context) -> WorkerSettings:
     """The current settings. When the add-on was registered by a script rather than enabled
     in the preferences, it has no preferences entry: the Python comes from $DFF_WORKER_PYTHON."""
-    addon = context.preferences.addons.get(__package__)
+    addon = context.preferences.addons.get(ADDON_ID)
     if addon is None or addon.preferences is None:
         return WorkerSettings(python=os.environ.get(PYTHON_ENV, ""))
     prefs = addon.preferences

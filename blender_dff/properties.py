@@ -13,7 +13,9 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import messages, selection, wire_api
+from .ui import messages
+from .scene import selection
+from .wire import api as wire_api
 
 
 def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:

@@ -21,9 +21,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED, TINY_MODEL
+from blender_dff.wire.api import CLIP_MODEL, CLIP_PRETRAINED, TINY_MODEL
 
-from .datasets import BOUNDS, TEST_EVERY
+from .datasets.dataset import BOUNDS, TEST_EVERY
 from .errors import WorkerError
 
 
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace):
-    from .pipeline import TrainSettings
+    from .config import TrainSettings
 
     s = TrainSettings()
     if getattr(args, "steps", None):
@@ -126,8 +126,8 @@ def settings_from(args: argparse.Namespace):
 
 
 def serve(args: argparse.Namespace) -> None:
-    from .handlers import make_handlers
-    from .server import announce_stdout, serve as serve_forever
+    from .server.handlers import make_handlers
+    from .server.server import announce_stdout, serve as serve_forever
 
     token = os.environ.get("DFF_WORKER_TOKEN") or secrets.token_urlsafe(24)
     loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from . import pipeline
         from .progress import TqdmReporter
-        from .relevancy import split_terms
+        from .queries.relevancy import split_terms
         from .workspace import Workspace, atomic_path
 
         ws = Workspace(args.workspace)

@@ -94,7 +94,7 @@ class LabelTextOracle:
         self.teacher, self.names = teacher, names
 
     def targets(self, dataset, views: np.ndarray):
-        from .teachers import PixelTargets
+        from .teachers.registry import PixelTargets
 
         ids = sorted(self.names)
         table = self.teacher.encoder.encode_text(["background"] + [self.names[i] for i in ids]).cpu()

@@ -8,26 +8,26 @@ Used by the command line (`__main__`) and by the server's handlers alike.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED
 
-from .bake import TEXTURE_SIZES, Bake, bake_texture
-from .datasets import TEST_EVERY, Dataset, check_trainable, load_dataset
+from .mesh.bake import TEXTURE_SIZES, Bake, bake_texture
+from .datasets.dataset import TEST_EVERY, Dataset, check_trainable, load_dataset
 from .errors import WorkerError
-from .click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
-from .face_codes import FaceCodes
-from .features import (FeatureConfig, background_feature, face_codes, face_features_name, load_features,
-                       train_features, use_augmentation)
-from .mesh import Cameras, Mesh, MeshConfig, extract_mesh
-from .nerf_training import TrainConfig, device, load_field, train_nerf
+from .queries.click import ClickPrompt, Geometry, ViewRenderer, faces_in_box, sam_click
+from .features.face_codes import FaceCodes
+from .config import FeatureConfig, MeshConfig, TrainConfig, TrainSettings
+from .features.train import (background_feature, face_codes, face_features_name, load_features, train_features,
+                             use_augmentation)
+from .mesh.extract import Cameras, Mesh, extract_mesh
+from .nerf.train import device, load_field, train_nerf
 from .progress import Reporter
-from .rays import SceneFrame
-from .relevancy import split_terms
-from .teachers import TEACHER_TYPES, LabelsTeacher, SamFeatureTeacher, Teacher, make_teacher
+from .geometry.frame import SceneFrame
+from .queries.relevancy import split_terms
+from .teachers.registry import TEACHER_TYPES, LabelsTeacher, SamFeatureTeacher, Teacher, make_teacher
 from .workspace import Workspace, cached
 
 MESH_FILE = "mesh.npz"
@@ -47,19 +47,6 @@ class Scene:
         train = self.dataset.split == "train"
         return Cameras(self.frame.normalise_poses(self.dataset.c2w[train]), self.dataset.intrinsics[train],
                        self.dataset.height, self.dataset.width)
-
-
-@dataclass
-class TrainSettings:
-    """Everything `train_all` runs, with defaults that suit a small scene on a CPU."""
-
-    nerf: TrainConfig = field(default_factory=TrainConfig)
-    mesh: MeshConfig = field(default_factory=MeshConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    teacher: str = "labels"
-    sam_checkpoint: str = ""  # for the sam teacher: a checkpoint path, or "tiny" (random, for tests)
-    clip_model: str = CLIP_MODEL  # for the clip teacher: an open_clip model name, or "tiny" (random)
-    clip_pretrained: str = CLIP_PRETRAINED  # its pretrained tag or checkpoint file
 
 
 IMPORT_DEFAULTS = {"downscale": 1, "test_every": TEST_EVERY, "bounds": "auto"}

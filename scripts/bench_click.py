@@ -36,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
 from timing import timed  # noqa: E402
-from external_worker.click import ClickPrompt, ViewRenderer, sam_click  # noqa: E402
+from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click  # noqa: E402
 from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels  # noqa: E402
-from external_worker.features import FeatureConfig, load_features, quadrature_samples  # noqa: E402
-from external_worker.nerf_training import device, load_field  # noqa: E402
+from external_worker.config import FeatureConfig
+from external_worker.features.train import load_features, quadrature_samples  # noqa: E402
+from external_worker.nerf.train import device, load_field  # noqa: E402
 from external_worker.progress import SilentReporter, TqdmReporter  # noqa: E402
-from external_worker.raycast import first_hit  # noqa: E402
-from external_worker.sam_teacher import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402
+from external_worker.geometry.raycast import first_hit  # noqa: E402
+from external_worker.teachers.sam_model import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def real_size_decoder(checkpoint: str) -> tuple[SamTeacher, str]:
     decoder is the same size for every model type, so its timing holds."""
     from segment_anything import sam_model_registry
 
-    from external_worker.sam_teacher import load_sam
+    from external_worker.teachers.sam_model import load_sam
 
     if checkpoint and checkpoint != "tiny":
         return SamTeacher(load_sam(Path(checkpoint)).to(device())), checkpoint

@@ -28,11 +28,11 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
-from external_worker.click import ClickPrompt  # noqa: E402
+from external_worker.queries.click import ClickPrompt  # noqa: E402
 from external_worker.errors import WorkerError  # noqa: E402
-from external_worker.mesh import Mesh  # noqa: E402
+from external_worker.mesh.extract import Mesh  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.visibility import project  # noqa: E402
+from external_worker.geometry.visibility import project  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bpy  # noqa: E402
 from mathutils import Matrix  # noqa: E402
 
-from blender_dff.client import Reply  # noqa: E402
-from blender_dff.mesh_import import apply_mesh  # noqa: E402
+from blender_dff.worker.client import Reply  # noqa: E402
+from blender_dff.scene.mesh_import import apply_mesh  # noqa: E402
 
 
 def import_time(n_faces: int) -> None:
@@ -71,8 +71,8 @@ def cycles_render(mesh, bake, c2w: np.ndarray, intrinsics: np.ndarray, height: i
     """The textured mesh seen by one camera, lit by nothing but its texture as emission:
     (H, W, 3) sRGB and (H, W) alpha, top row first."""
     import blender_dff
-    from blender_dff.cameras import camera_parameters
-    from blender_dff.texture import apply_bake
+    from blender_dff.scene.cameras import camera_parameters
+    from blender_dff.scene.texture import apply_bake
 
     bpy.ops.wm.read_homefile(use_empty=True)
     blender_dff.register()
@@ -111,11 +111,11 @@ def cycles_render(mesh, bake, c2w: np.ndarray, intrinsics: np.ndarray, height: i
 
 def bake_figures(workspace: Path, size: int, views: int) -> None:
     from external_worker import pipeline
-    from external_worker.bake import covered_texels
-    from external_worker.mesh import surface_colours
-    from external_worker.nerf_training import load_field
+    from external_worker.mesh.bake import covered_texels
+    from external_worker.mesh.extract import surface_colours
+    from external_worker.nerf.train import load_field
     from external_worker.progress import TqdmReporter
-    from external_worker.rays import SceneFrame
+    from external_worker.geometry.frame import SceneFrame
     from external_worker.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +141,7 @@ def bake_figures(workspace: Path, size: int, views: int) -> None:
 
         import torch
 
-        from external_worker.nerf_training import render_view
+        from external_worker.nerf.train import render_view
 
         scene = pipeline.open_scene(ws)
         dataset = scene.dataset

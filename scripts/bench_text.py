@@ -36,16 +36,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_dff.wire_api import CLIP_MODEL, TINY_MODEL  # noqa: E402
+from blender_dff.wire.api import CLIP_MODEL, TINY_MODEL  # noqa: E402
 from external_worker import pipeline  # noqa: E402
 from timing import timed  # noqa: E402
-from external_worker.clip_teacher import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
+from external_worker.teachers.clip_model import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
 from external_worker.evaluation import LabelTextOracle, face_miou  # noqa: E402
-from external_worker.face_codes import FaceCodes  # noqa: E402
-from external_worker.features import FeatureConfig, FeatureField, face_codes  # noqa: E402
-from external_worker.nerf_training import device  # noqa: E402
+from external_worker.features.face_codes import FaceCodes  # noqa: E402
+from external_worker.config import FeatureConfig
+from external_worker.features.train import FeatureField, face_codes  # noqa: E402
+from external_worker.nerf.train import device  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
+from external_worker.queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_dff import worker_env  # noqa: E402
+from blender_dff.worker import environment as worker_env  # noqa: E402
 
 
 def main() -> int:

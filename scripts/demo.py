@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import blender_dff  # noqa: E402
-from blender_dff import worker_session  # noqa: E402
+from blender_dff.worker import session as worker_session  # noqa: E402
 
 
 def wait_for(props, what: str, done) -> None:

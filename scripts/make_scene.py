@@ -39,8 +39,8 @@ from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_dff.capture import (GOLDEN_ANGLE, atomic_path, looking_at, orbit, render_views,  # noqa: E402
-                                 setup_render, write_json)
+from blender_dff.capture.render import (GOLDEN_ANGLE, atomic_path, looking_at, orbit, render_views, setup_render,
+                                        write_json)
 
 FOV_DEG = 40.0
 WIDTH_RANGE = (0.5, 0.8)  # horizontal extent of each object, scene units

@@ -20,7 +20,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
-from blender_dff.client import Reply, WorkerClient
+from blender_dff.worker.client import Reply, WorkerClient
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def addon():
     """The add-on registered in an empty scene; unregistered afterwards."""
     bpy.ops.wm.read_homefile(use_empty=True)
     blender_dff.register()
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     yield blender_dff
     worker_session.session().shutdown()
@@ -89,7 +89,7 @@ class ScriptedClient:
 
 @pytest.fixture
 def worker(addon) -> ScriptedClient:
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     client = ScriptedClient()
     worker_session.session().use_client(client)
@@ -132,7 +132,7 @@ def edit_mode_selection(obj) -> np.ndarray:
 
 def make_mesh(addon) -> tuple[bpy.types.Object, tuple]:
     """The scene as after training: "DFF Mesh" from a cube, a workspace path."""
-    from blender_dff.mesh_import import apply_mesh
+    from blender_dff.scene.mesh_import import apply_mesh
 
     arrays = cube_arrays()
     apply_mesh(bpy.context, mesh_reply(*arrays))
@@ -141,7 +141,7 @@ def make_mesh(addon) -> tuple[bpy.types.Object, tuple]:
 
 
 def pump_until(done: Callable[[], bool], seconds: float = 30.0) -> None:
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     deadline = time.monotonic() + seconds
     while not done():
@@ -154,8 +154,8 @@ def pump_until(done: Callable[[], bool], seconds: float = 30.0) -> None:
 
 
 def test_package_imports_without_bpy():
-    # The worker imports blender_dff.protocol in a Python that has no bpy.
-    code = "import sys, blender_dff, blender_dff.protocol; assert 'bpy' not in sys.modules"
+    # The worker imports blender_dff.wire in a Python that has no bpy.
+    code = "import sys, blender_dff, blender_dff.wire.framing, blender_dff.wire.api; assert 'bpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -174,7 +174,7 @@ def test_register_unregister_twice():
 
 
 def test_worker_pythonpath_of_a_checkout(addon):
-    from blender_dff.worker_session import worker_pythonpath
+    from blender_dff.worker.session import worker_pythonpath
 
     # In the repository, external_worker and blender_dff both live in the root.
     assert worker_pythonpath() == str(REPO)
@@ -201,7 +201,7 @@ def camera_reply(n: int, width: int = 640, height: int = 480) -> tuple[Reply, np
 
 
 def test_apply_import_poses_cameras(addon):
-    from blender_dff.cameras import COLLECTION_NAME, apply_import
+    from blender_dff.scene.cameras import COLLECTION_NAME, apply_import
 
     reply, intrinsics = camera_reply(3)
     message = apply_import(bpy.context, reply)
@@ -236,7 +236,7 @@ def test_apply_import_poses_cameras(addon):
 def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
     from PIL import Image
 
-    from blender_dff.cameras import COLLECTION_NAME, POINT_COLOR_ATTR, POINTS_NAME, apply_import
+    from blender_dff.scene.cameras import COLLECTION_NAME, POINT_COLOR_ATTR, POINTS_NAME, apply_import
 
     reply, _ = camera_reply(3)
     Image.new("RGB", (64, 48), (255, 0, 0)).save(tmp_path / "r_0.png")
@@ -269,7 +269,7 @@ def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
 
 
 def test_capture_plan_orbits_the_selection_or_uses_the_scene_cameras(addon, tmp_path):
-    from blender_dff.scene_capture import plan_capture
+    from blender_dff.capture.plan import plan_capture
 
     with pytest.raises(ValueError, match="nothing to capture"):
         plan_capture(bpy.context, tmp_path, 'ORBIT', 16, 64, 4)
@@ -306,7 +306,7 @@ def test_capture_plan_orbits_the_selection_or_uses_the_scene_cameras(addon, tmp_
 
 
 def test_apply_import_rejects_mismatched_arrays(addon):
-    from blender_dff.cameras import apply_import
+    from blender_dff.scene.cameras import apply_import
 
     reply, _ = camera_reply(3)
     reply.arrays["intrinsics"] = reply.arrays["intrinsics"][:2]
@@ -318,7 +318,7 @@ def test_apply_import_rejects_mismatched_arrays(addon):
 
 
 def test_apply_mesh_creates_and_replaces_dff_mesh(addon):
-    from blender_dff.mesh_import import COLOR_ATTR, FACE_INDEX_ATTR, MESH_NAME, apply_mesh
+    from blender_dff.scene.mesh_import import COLOR_ATTR, FACE_INDEX_ATTR, MESH_NAME, apply_mesh
 
     vertices, faces, colors = cube_arrays(cuts=3)
     apply_mesh(bpy.context, mesh_reply(vertices, faces, colors))
@@ -344,7 +344,7 @@ def test_apply_mesh_creates_and_replaces_dff_mesh(addon):
 
 
 def test_degenerate_faces_are_dropped_but_keep_the_worker_order(addon):
-    from blender_dff.mesh_import import FACE_INDEX_ATTR, build_mesh
+    from blender_dff.scene.mesh_import import FACE_INDEX_ATTR, build_mesh
 
     vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=np.float32)
     faces = np.array([[0, 1, 2], [1, 1, 3], [1, 3, 2]], dtype=np.int32)
@@ -354,7 +354,7 @@ def test_degenerate_faces_are_dropped_but_keep_the_worker_order(addon):
 
 
 def test_apply_mesh_rejects_bad_faces(addon):
-    from blender_dff.mesh_import import apply_mesh
+    from blender_dff.scene.mesh_import import apply_mesh
 
     vertices, faces, colors = cube_arrays(cuts=1)
     faces[0, 0] = len(vertices)
@@ -367,7 +367,7 @@ def test_apply_mesh_rejects_bad_faces(addon):
 
 
 def test_apply_query_writes_attributes_group_and_selection(addon):
-    from blender_dff.selection import PROBABILITY_ATTR, apply_query
+    from blender_dff.scene.selection import PROBABILITY_ATTR, apply_query
 
     obj, (_, faces, _) = make_mesh(addon)
     probability = np.random.default_rng(1).uniform(0.0, 1.0, len(faces)).astype(np.float32)
@@ -400,7 +400,7 @@ def test_threshold_reselects_without_the_worker(worker):
     (sent,) = worker.sent
     assert (sent.method, sent.params["text"]) == ("query_text", "mug")
     worker.reply(sent, query_reply(probability))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert np.array_equal(edit_mode_selection(obj), probability > 0.5)
 
     bpy.context.scene.dff.threshold = 0.8  # in edit mode
@@ -414,7 +414,7 @@ def test_threshold_reselects_without_the_worker(worker):
 
 
 def test_separate_moves_the_selection_into_an_object(worker):
-    from blender_dff.selection import apply_query
+    from blender_dff.scene.selection import apply_query
 
     obj, (_, faces, colors) = make_mesh(worker)
     probability = np.random.default_rng(2).uniform(0.0, 1.0, len(faces)).astype(np.float32)
@@ -450,8 +450,8 @@ def bake_reply(faces: np.ndarray, size: int = 16) -> Reply:
 
 
 def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(worker):
-    from blender_dff.selection import apply_query
-    from blender_dff.texture import IMAGE_NAME, UV_NAME
+    from blender_dff.scene.selection import apply_query
+    from blender_dff.scene.texture import IMAGE_NAME, UV_NAME
 
     obj, (_, faces, _) = make_mesh(worker)
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
@@ -459,7 +459,7 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     assert (sent.method, sent.params["size"]) == ("bake", 2048) and bpy.context.scene.dff.running
     reply = bake_reply(faces)
     worker.reply(sent, reply)
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     props = bpy.context.scene.dff
     assert not props.running and not props.error, props.error
     face_index = read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
@@ -488,7 +488,7 @@ def test_bad_bake_replies_are_refused(worker):
     good = bake_reply(faces)
     worker.reply(worker.sent[-1], Reply(ok=True, result={}, arrays={"uv": good.arrays["uv"][:-1],
                                                                     "texture": good.arrays["texture"]}))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     props = bpy.context.scene.dff
     assert props.error_code == "apply_failed" and "faces the texture was baked for" in props.error
     assert "DFF Texture" not in bpy.data.images and not obj.data.uv_layers
@@ -506,7 +506,7 @@ def test_import_operator_sends_paths_and_applies_reply(worker, tmp_path):
                            "downscale": 1, "test_every": 8, "bounds": "auto"}
     assert props.workspace_path == str(tmp_path / "dff_workspace")
     worker.reply(sent, camera_reply(3)[0])
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert len(bpy.data.collections["DFF Cameras"].objects) == 3
     assert props.n_images == 3 and not props.error
 
@@ -521,7 +521,7 @@ def test_reply_lands_in_the_scene_that_asked(worker, tmp_path):
     # instead crashes bpy 4.2 in background mode now and then.)
     with bpy.context.temp_override(scene=other, view_layer=other.view_layers[0]):
         assert bpy.context.scene == other
-        blender_dff.worker_session.pump()
+        blender_dff.worker.session.pump()
     assert asking.dff.mesh_object is not None and other.dff.mesh_object is None
     assert asking.objects.get("DFF Mesh") and not other.objects
 
@@ -552,12 +552,12 @@ def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
 
     worker.progress(sent, {"stage": "nerf", "step": 50, "total": 200,
                            "metrics": {"loss": 0.02, "psnr": 21.5}, "eta": 12.0})
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert (props.stage, props.step, props.total) == ("nerf", 50, 200)
     assert props.progress == pytest.approx(0.25) and props.psnr == pytest.approx(21.5)
 
     worker.reply(sent, mesh_reply(*cube_arrays(cuts=1)))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert not props.running and props.mesh_object is not None
     assert "PSNR 31.50" in props.message
 
@@ -566,7 +566,7 @@ def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     assert worker.cancelled == [worker.sent[-1].id]
     worker.reply(worker.sent[-1], Reply.failure("cancelled", "cancelled by the user",
                                                 "Run the same stage again to resume."))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert not props.running and props.error_code == "cancelled"
 
 
@@ -579,7 +579,7 @@ def test_training_curve_is_kept_thinned_and_drawn(worker, tmp_path):
         worker.progress(sent, {"stage": "nerf", "step": step, "total": 600,
                                "metrics": {"loss": 0.01, "psnr": 10 + 20 * step / 600}})
     worker.progress(sent, {"stage": "features", "step": 1, "total": 10, "metrics": {"psnr": 99.0}})
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     steps = [p.step for p in props.training_curve]
     assert 128 <= len(steps) <= 256 and steps[0] == 1 and steps[-1] == 600 and np.all(np.diff(steps) > 0)
     assert props.training_curve[-1].psnr == pytest.approx(30.0)
@@ -593,10 +593,10 @@ def test_training_curve_is_kept_thinned_and_drawn(worker, tmp_path):
     assert image.preview is not None and tuple(image.preview.image_size) == (width, height)
 
     worker.reply(sent, mesh_reply(*cube_arrays(cuts=1)))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     bpy.ops.dff.train()  # a new run from step 1 starts a new curve
     worker.progress(worker.sent[-1], {"stage": "nerf", "step": 1, "total": 10, "metrics": {"psnr": 12.0}})
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert [(p.step, p.psnr) for p in props.training_curve] == [(1, 12.0)]
 
 
@@ -605,14 +605,14 @@ def test_worker_error_reply_is_shown(worker):
     assert bpy.ops.dff.select_text(text="unicorn") == {'FINISHED'}
     worker.reply(worker.sent[0], Reply.failure("unknown_label", "no label 'unicorn'",
                                                "Known labels: mug, table"))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     props = bpy.context.scene.dff
     assert (props.error_code, props.error, props.error_hint) == (
         "unknown_label", "no label 'unicorn'", "Known labels: mug, table")
 
 
 def test_worker_that_fails_to_start_reports_why(addon, tmp_path):
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     failing = [sys.executable, "-c", "import sys; sys.exit('no torch in this Python')"]
     worker_session.session().use_client(WorkerClient(command=failing))
@@ -626,7 +626,7 @@ def test_worker_that_fails_to_start_reports_why(addon, tmp_path):
 
 def test_missing_interpreter_is_reported_before_starting(addon):
     from blender_dff.preferences import WorkerSettings
-    from blender_dff.worker_session import WorkerUnavailable, make_client
+    from blender_dff.worker.session import WorkerUnavailable, make_client
 
     with pytest.raises(WorkerUnavailable, match="worker Python not found: '/nowhere/py'"):
         make_client(WorkerSettings(python="/nowhere/py"))
@@ -666,7 +666,7 @@ def test_clip_teacher_sends_its_model_and_queries_their_comparison(worker, tmp_p
 
 def heat_map(obj) -> np.ndarray:
     """The heat map's colour of each face (its first corner), object mode."""
-    from blender_dff.selection import HEAT_ATTR
+    from blender_dff.scene.selection import HEAT_ATTR
 
     colours = read(obj.data.color_attributes[HEAT_ATTR].data, "color", np.float32, 4)
     first_loop = read(obj.data.polygons, "loop_start", np.int32)
@@ -674,13 +674,13 @@ def heat_map(obj) -> np.ndarray:
 
 
 def test_heat_map_shows_relevancy_and_follows_the_threshold(worker):
-    from blender_dff.selection import HEAT_ATTR
+    from blender_dff.scene.selection import HEAT_ATTR
 
     obj, (_, faces, _) = make_mesh(worker)
     probability = np.linspace(0.0, 1.0, len(faces), dtype=np.float32)
     bpy.ops.dff.select_text(text="mug")
     worker.reply(worker.sent[-1], query_reply(probability))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     bpy.ops.object.mode_set(mode='OBJECT')
     assert obj.data.color_attributes.active_color_name == HEAT_ATTR
     before = heat_map(obj)
@@ -702,20 +702,20 @@ def test_heat_map_shows_relevancy_and_follows_the_threshold(worker):
 
 
 def test_long_queries_are_sent_whole_and_name_things_within_blenders_limit(worker):
-    from blender_dff.selection import MASK_PREFIX
+    from blender_dff.scene.selection import MASK_PREFIX
 
     obj, (_, faces, _) = make_mesh(worker)
     query = "the small red ceramic mug with a chipped handle on the kitchen table " * 2
     bpy.ops.dff.select_text(text=query)
     assert worker.sent[-1].params["text"] == query.strip()
     worker.reply(worker.sent[-1], query_reply(np.ones(len(faces), np.float32)))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     (group,) = obj.vertex_groups
     assert query.startswith(group.name) and len(group.name.encode()) <= 63 - len(MASK_PREFIX)
     bpy.ops.dff.select_text(text="chair " * 80)
     worker.reply(worker.sent[-1], Reply.failure("query_too_long", "the query is longer than the 77 tokens",
                                                 "Use a shorter phrase."))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert bpy.context.scene.dff.error_code == "query_too_long"
 
 
@@ -735,7 +735,7 @@ def test_operators_report_bad_input(worker, call, expected):
 
 
 def test_operators_report_empty_query_and_missing_dataset(worker, tmp_path):
-    from blender_dff.selection import apply_query
+    from blender_dff.scene.selection import apply_query
 
     _, (_, faces, _) = make_mesh(worker)
     props = bpy.context.scene.dff

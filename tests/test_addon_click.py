@@ -17,7 +17,7 @@ from bpy_extras import view3d_utils
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
-from blender_dff.client import Reply
+from blender_dff.worker.client import Reply
 from test_addon import (  # noqa: F401 -- `addon` is a fixture
     ScriptedClient,
     addon,
@@ -45,7 +45,7 @@ class ArrayClient(ScriptedClient):
 @pytest.fixture
 def worker(addon) -> ArrayClient:
     client = ArrayClient()
-    blender_dff.worker_session.session().use_client(client)
+    blender_dff.worker.session.session().use_client(client)
     return client
 
 
@@ -57,7 +57,7 @@ def load_mesh(worker: ArrayClient) -> tuple[bpy.types.Object, int]:
     bpy.context.scene.dff.workspace_path = WORKSPACE
     assert bpy.ops.dff.load_mesh() == {'FINISHED'}
     worker.reply(worker.sent[-1], mesh_reply(vertices, faces, colors))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     obj = bpy.context.scene.dff.mesh_object
     assert len(obj.data.polygons) == len(faces) - 1
     return obj, len(faces)
@@ -75,7 +75,7 @@ def probability_reply(probability: np.ndarray, **result) -> Reply:
 
 def deliver(worker: ArrayClient, reply: Reply) -> None:
     worker.reply(worker.sent[-1], reply)
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
 
 
 # --- click ------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_click_reply_without_a_label_is_an_error(worker):
 
 
 def test_cancelling_takes_back_what_the_click_selected(worker):
-    from blender_dff.selection import clear_query
+    from blender_dff.scene.selection import clear_query
 
     obj, n_faces = load_mesh(worker)
     bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))])
@@ -191,7 +191,7 @@ def test_cancelling_takes_back_what_the_click_selected(worker):
     ([((10, 10), (10, 10), {}), ((5, 5), (60, 40), {"add": True})], [((10, 10), True)], ((5, 5), (60, 40))),
 ])
 def test_presses_and_releases_become_clicks_and_boxes(addon, events, clicks, box):
-    from blender_dff.click_tool import PromptBuilder
+    from blender_dff.operators.click import PromptBuilder
 
     prompt = PromptBuilder()
     for start, end, modifiers in events:
@@ -204,7 +204,7 @@ def test_presses_and_releases_become_clicks_and_boxes(addon, events, clicks, box
 
 
 def test_only_clicks_to_leave_out_are_no_prompt(addon):
-    from blender_dff.click_tool import PromptBuilder
+    from blender_dff.operators.click import PromptBuilder
 
     prompt = PromptBuilder(clicks=[((3, 3), False)])
     assert not prompt.has_object()
@@ -218,7 +218,7 @@ def test_only_clicks_to_leave_out_are_no_prompt(addon):
 
 @pytest.mark.parametrize("mode", ['OBJECT', 'EDIT'])
 def test_select_similar_sends_the_selection_in_worker_order(worker, mode):
-    from blender_dff.modes import set_mode
+    from blender_dff.scene.modes import set_mode
 
     obj, n_faces = load_mesh(worker)
     mesh = obj.data
@@ -285,7 +285,7 @@ def viewport(screen: bpy.types.Screen) -> tuple[bpy.types.Area, bpy.types.Region
 
 
 def test_viewport_under_the_mouse(addon):
-    from blender_dff.click_tool import viewport_at
+    from blender_dff.operators.click import viewport_at
 
     screen = bpy.context.window.screen
     area, window = viewport(screen)
@@ -311,7 +311,7 @@ def orthographic_view(region: bpy.types.Region) -> SimpleNamespace:
 
 @pytest.mark.parametrize("projection", ["perspective", "orthographic"])
 def test_click_ray_passes_through_the_clicked_point(addon, projection):
-    from blender_dff.click_tool import click_ray
+    from blender_dff.operators.click import click_ray
 
     area, region = viewport(bpy.context.window.screen)
     rv3d = area.spaces.active.region_3d  # the startup file's perspective view

@@ -15,7 +15,7 @@ import bpy
 import pytest
 
 import blender_dff
-from blender_dff.client import Reply
+from blender_dff.worker.client import Reply
 from test_addon import ScriptedClient, addon  # noqa: F401 -- `addon` is a fixture
 
 TINY_PACKAGE = "dffsetup_dummy"
@@ -76,12 +76,12 @@ def bare_python(tmp_path_factory) -> str:
 
 
 def test_a_python_without_the_packages_greys_out_the_worker_operators(addon, monkeypatch, bare_python):
-    from blender_dff import worker_setup
-    from blender_dff.panels import DFF_PT_status
+    from blender_dff.worker import state as worker_state
+    from blender_dff.ui.panels import DFF_PT_status
 
     monkeypatch.setenv("DFF_WORKER_PYTHON", bare_python)
-    worker_setup.start_probe(bare_python)
-    report = worker_setup.wait_for_probe(bare_python)
+    worker_state.start_probe(bare_python)
+    report = worker_state.wait_for_probe(bare_python)
     assert report is not None and not report.ok
     assert {"torch", "trimesh", "PyMCubes", "numpy", "open_clip_torch"} <= set(report.missing)
     props = bpy.context.scene.dff
@@ -96,7 +96,7 @@ def test_a_python_without_the_packages_greys_out_the_worker_operators(addon, mon
 
 
 def test_no_python_set_says_to_create_the_environment(addon, monkeypatch):
-    from blender_dff.panels import DFF_PT_status
+    from blender_dff.ui.panels import DFF_PT_status
 
     monkeypatch.setenv("DFF_WORKER_PYTHON", "")
     assert not bpy.ops.dff.train.poll()
@@ -118,9 +118,9 @@ def _tiny_wheel(folder: Path) -> Path:
 
 
 def test_create_worker_environment_builds_a_venv_that_the_probe_then_finds(addon, monkeypatch, tmp_path):
-    from blender_dff import worker_env, worker_setup
+    from blender_dff.worker import environment as worker_env, state as worker_state
 
-    monkeypatch.setattr(worker_setup, "env_dir", lambda: tmp_path / "worker_env")
+    monkeypatch.setattr(worker_state, "env_dir", lambda: tmp_path / "worker_env")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _tiny_wheel(wheels)
@@ -131,18 +131,18 @@ def test_create_worker_environment_builds_a_venv_that_the_probe_then_finds(addon
     result = bpy.ops.dff.create_worker_env(requirements=str(requirements),
                                            pip_args=f"--no-index --find-links {wheels}")
     assert result == {'FINISHED'}
-    assert worker_setup.building() is not None
+    assert worker_state.building() is not None
     layout = RecordingLayout()
-    worker_setup.draw_status_bar(SimpleNamespace(layout=layout), bpy.context)
+    worker_state.draw_status_bar(SimpleNamespace(layout=layout), bpy.context)
     assert "dff.cancel_worker_env" in layout.operators()
     assert any(entry[0] == "progress" for entry in layout.log)
     deadline = time.monotonic() + 300
-    while worker_setup.pump():
+    while worker_state.pump():
         assert time.monotonic() < deadline, "the environment was not made in time"
         time.sleep(0.2)
-    assert not worker_setup.STATE.build_error
+    assert not worker_state.STATE.build_error
     python = str(worker_env.default_env_python(tmp_path / "worker_env"))
-    report = worker_setup.wait_for_probe(python)
+    report = worker_state.wait_for_probe(python)
     assert report is not None and report.ok and not report.missing, report
     run = subprocess.run([python, "-c", f"import {TINY_PACKAGE}; print({TINY_PACKAGE}.VALUE)"],
                          capture_output=True, text=True)
@@ -150,16 +150,16 @@ def test_create_worker_environment_builds_a_venv_that_the_probe_then_finds(addon
 
 
 def test_without_online_access_nothing_is_downloaded_and_the_commands_are_shown(addon, monkeypatch, tmp_path):
-    from blender_dff import worker_setup
+    from blender_dff.worker import state as worker_state
 
-    monkeypatch.setattr(worker_setup, "env_dir", lambda: tmp_path / "worker_env")
+    monkeypatch.setattr(worker_state, "env_dir", lambda: tmp_path / "worker_env")
     bpy.context.preferences.system.use_online_access = False
     assert not bpy.app.online_access
     with pytest.raises(RuntimeError, match="Allow Online Access is off") as error:
         bpy.ops.dff.create_worker_env()
     assert str(tmp_path / "worker_env") in str(error.value) and "pip install" in str(error.value)
-    assert worker_setup.building() is None and not (tmp_path / "worker_env").exists()
-    from blender_dff.worker_operators import DFF_OT_create_worker_env
+    assert worker_state.building() is None and not (tmp_path / "worker_env").exists()
+    from blender_dff.operators.worker import DFF_OT_create_worker_env
 
     dialog = RecordingLayout()  # what the button shows instead
     DFF_OT_create_worker_env.draw(SimpleNamespace(layout=dialog), bpy.context)
@@ -168,7 +168,7 @@ def test_without_online_access_nothing_is_downloaded_and_the_commands_are_shown(
 
 
 def test_stop_worker_ends_the_worker_process(addon):
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     replies = []
     worker_session.session().submit(bpy.context, "ping", {}, on_done=replies.append)
@@ -211,14 +211,15 @@ def test_a_dataset_that_cannot_be_written_gets_its_workspace_in_a_folder_of_ours
 
 
 def test_a_remote_worker_gets_its_paths_as_typed(addon, monkeypatch):
-    from blender_dff import operators, worker_setup
+    from blender_dff.operators import base as operators
+    from blender_dff.worker import state as worker_state
     from blender_dff.preferences import WorkerSettings
 
     remote = WorkerSettings(python="", host="gpu.example", port=5555, token="t")
     monkeypatch.setattr(operators, "worker_settings", lambda context: remote)
-    monkeypatch.setattr(worker_setup, "worker_settings", lambda context: remote)
+    monkeypatch.setattr(worker_state, "worker_settings", lambda context: remote)
     client = ScriptedClient()
-    blender_dff.worker_session.session().use_client(client)
+    blender_dff.worker.session.session().use_client(client)
     props = bpy.context.scene.dff
     props.dataset_path = "/data/room"  # a folder on the worker's machine, not on this one
     assert bpy.ops.dff.import_dataset() == {'FINISHED'}
@@ -234,8 +235,8 @@ LONG_HINT = "\n".join(f"worker log line {k}: something happened" for k in range(
 
 
 def test_a_long_error_wraps_to_the_sidebar_and_details_show_all_of_it(addon, capfd):
-    from blender_dff.messages import DFF_OT_error_details, error_details
-    from blender_dff.panels import DFF_PT_status
+    from blender_dff.ui.messages import DFF_OT_error_details, error_details
+    from blender_dff.ui.panels import DFF_PT_status
 
     props = bpy.context.scene.dff
     props.show_error({"code": "bad_dataset", "message": LONG_MESSAGE, "hint": LONG_HINT})
@@ -257,9 +258,9 @@ def test_a_long_error_wraps_to_the_sidebar_and_details_show_all_of_it(addon, cap
 
 def test_worker_errors_reach_the_info_log(addon, capfd):
     client = ScriptedClient()
-    blender_dff.worker_session.session().use_client(client)
+    blender_dff.worker.session.session().use_client(client)
     bpy.context.scene.dff.workspace_path = str(Path.cwd())
     assert bpy.ops.dff.load_mesh() == {'FINISHED'}
     client.reply(client.sent[-1], Reply.failure("stage_missing", "no mesh yet", "Train first."))
-    blender_dff.worker_session.pump()
+    blender_dff.worker.session.pump()
     assert "Error: An earlier stage has not run yet: no mesh yet" in capfd.readouterr().out

@@ -17,14 +17,14 @@ from PIL import Image
 import blender_dff
 from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker.evaluation import nearest_ground_truth_labels
-from external_worker.raycast import first_hit
+from external_worker.geometry.raycast import first_hit
 
 
 @pytest.fixture
 def addon():
     bpy.ops.wm.read_homefile(use_empty=True)
     blender_dff.register()
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     yield bpy.context.scene.dff
     worker_session.session().shutdown()
@@ -33,7 +33,7 @@ def addon():
 
 def pump_until(done, seconds: float = 600.0) -> None:
     """What Blender's timer does between redraws: deliver worker replies on the main thread."""
-    from blender_dff import worker_session
+    from blender_dff.worker import session as worker_session
 
     deadline = time.monotonic() + seconds
     while not done():
@@ -199,7 +199,7 @@ def test_import_errors_name_the_file(addon, tiny_scene, tmp_path, breakage, expe
 
 
 def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon, tmp_path):
-    from blender_dff.cameras import COLLECTION_NAME, POINTS_NAME
+    from blender_dff.scene.cameras import COLLECTION_NAME, POINTS_NAME
     from test_datasets import colmap_model, random_pixels, ring_poses
 
     props = addon
@@ -234,7 +234,8 @@ def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon,
 def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tmp_path):
     """The round trip: a Blender scene captured by the add-on (rendered in a background process),
     imported, trained briefly; the mesh lies on the scene's objects."""
-    from blender_dff import scene_capture, worker_session
+    from blender_dff.capture import plan as capture_plan
+    from blender_dff.worker import session as worker_session
     from external_worker.evaluation import chamfer
 
     props = addon
@@ -254,7 +255,7 @@ def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tm
     deadline = time.monotonic() + 300
     while not (props.n_images or props.error):
         assert time.monotonic() < deadline, "the capture did not finish"
-        scene_capture.pump()
+        capture_plan.pump()
         worker_session.pump()
         time.sleep(0.05)
     assert not props.error, (props.error, props.error_hint)
@@ -338,7 +339,7 @@ def test_text_query_with_the_clip_teacher(addon, tiny_scene, trained_workspace, 
     """Train the clip teacher (tiny random open_clip) beside the labels one through the panel's
     settings, then type queries: relevancy, heat map, both comparisons, and the worker's
     refusal of a query longer than CLIP's context."""
-    from blender_dff.selection import HEAT_ATTR, PROBABILITY_ATTR
+    from blender_dff.scene.selection import HEAT_ATTR, PROBABILITY_ATTR
 
     props = addon
     workspace = tmp_path / "ws"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from external_worker import pipeline
-from external_worker.bake import covered_texels, fill_empty
+from external_worker.mesh.bake import covered_texels, fill_empty
 from external_worker.errors import WorkerError
 from external_worker.progress import SilentReporter
 from external_worker.workspace import Workspace

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from external_worker.datasets import load_dataset
-from external_worker.visibility import project
+from external_worker.datasets.dataset import load_dataset
+from external_worker.geometry.visibility import project
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_click_capture.py"
 

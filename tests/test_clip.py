@@ -10,17 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from blender_dff.wire_api import CLIP_MODEL, CLIP_PRETRAINED
+from blender_dff.wire.api import CLIP_MODEL, CLIP_PRETRAINED
 from conftest import run_worker
 from external_worker import pipeline
-from external_worker.click import ClickPrompt
-from external_worker.clip_teacher import ClipEncoder, load_clip
+from external_worker.queries.click import ClickPrompt
+from external_worker.teachers.clip_model import ClipEncoder, load_clip
 from external_worker.errors import WorkerError
 from external_worker.evaluation import LabelTextOracle, nearest_ground_truth_labels
-from external_worker.features import FeatureConfig, FeatureField, face_codes
-from external_worker.handlers import make_handlers
+from external_worker.config import FeatureConfig
+from external_worker.features.train import FeatureField, face_codes
+from external_worker.server.handlers import make_handlers
 from external_worker.progress import SilentReporter
-from external_worker.relevancy import against_negatives, in_label_set, split_terms
+from external_worker.queries.relevancy import against_negatives, in_label_set, split_terms
 from external_worker.workspace import Workspace
 
 

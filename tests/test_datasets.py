@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from external_worker.datasets import Dataset, load_dataset
+from external_worker.datasets.dataset import Dataset, load_dataset
 from external_worker.errors import DatasetError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -249,7 +249,7 @@ def test_llff_resizes_the_full_size_folder_when_images_k_is_missing(tmp_path):
 
 def test_llff_uses_the_only_downscaled_folder_and_says_so(tmp_path, caplog):
     llff_scene(tmp_path, 2, "images_4", (6, 4))
-    with caplog.at_level(logging.WARNING, logger="external_worker.datasets"):
+    with caplog.at_level(logging.WARNING, logger="external_worker.datasets.dataset"):
         ds = load_dataset(tmp_path)
     assert ds.names[0].startswith("images_4/")
     assert "images_4" in caplog.text

@@ -46,8 +46,8 @@ def extension_repo(tmp_path):
 
 def test_zip_layout(extension_zip):
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    assert {"blender_manifest.toml", "LICENSE", "__init__.py", "operators.py", "client.py",
-            "protocol.py", "worker_requirements.txt", "probe_worker_env.py",
+    assert {"blender_manifest.toml", "LICENSE", "__init__.py", "operators/base.py", "worker/client.py",
+            "wire/framing.py", "worker/requirements.txt", "worker/probe.py",
             "external_worker/__init__.py"} <= names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     assert not any(name.startswith("blender_dff/") for name in names)
@@ -77,7 +77,7 @@ def test_install_enable_disable(extension_zip, extension_repo):
 
     # What it makes goes under the extension's user folder, which Blender keeps.
     user = Path(bpy.utils.extension_path_user(MODULE))
-    assert sys.modules[f"{MODULE}.worker_setup"].env_dir() == user / "worker_env"
+    assert sys.modules[f"{MODULE}.worker.state"].env_dir() == user / "worker_env"
     capture = sys.modules[f"{MODULE}.folders"].capture_folder(bpy.context.scene.dff)
     assert Path(capture).parent == user / "captures" and not capture.startswith(bpy.app.tempdir)
 
@@ -93,15 +93,15 @@ def test_install_enable_disable(extension_zip, extension_repo):
         layout.operators())
 
     # The installed add-on hands its worker a PYTHONPATH under which both the bundled
-    # worker and the add-on's wire protocol import.
-    pythonpath = sys.modules[f"{MODULE}.worker_session"].worker_pythonpath()
-    code = ("import external_worker, blender_dff.protocol as p, sys; "
+    # worker and the add-on's wire package import.
+    pythonpath = sys.modules[f"{MODULE}.worker.session"].worker_pythonpath()
+    code = ("import external_worker, blender_dff.wire.framing as p, sys; "
             "print(external_worker.__file__, p.__file__); assert 'bpy' not in sys.modules")
     run = subprocess.run([sys.executable, "-c", code], cwd=os.path.expanduser("~"),
                          env={**os.environ, "PYTHONPATH": pythonpath},
                          check=True, capture_output=True, text=True)
     assert run.stdout.split() == [str(installed / "external_worker" / "__init__.py"),
-                                  str(installed / "protocol.py")]
+                                  str(installed / "wire" / "framing.py")]
 
     addon_utils.disable(MODULE, default_set=True)
     assert not hasattr(bpy.types, "DFF_OT_train")

@@ -13,7 +13,7 @@ from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker import pipeline
 from external_worker.errors import WorkerError
 from external_worker.evaluation import chamfer, face_miou
-from external_worker.nerf_training import TrainConfig
+from external_worker.config import TrainConfig
 from external_worker.workspace import Workspace
 
 

@@ -10,11 +10,11 @@ import pytest
 import trimesh
 
 from external_worker import pipeline
-from external_worker.click import ClickPrompt, ViewRenderer, sam_click
+from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click
 from external_worker.errors import WorkerError
 from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels
-from external_worker.handlers import make_handlers
-from external_worker.raycast import first_hit
+from external_worker.server.handlers import make_handlers
+from external_worker.geometry.raycast import first_hit
 from external_worker.workspace import Workspace
 
 

@@ -13,10 +13,11 @@ from scipy.spatial.transform import Rotation
 
 from external_worker import pipeline
 from external_worker.errors import WorkerError
-from external_worker.features import (AugmentedViewCache, FeatureConfig, augmented_view, face_features_name,
-                                      interpolate_camera, quadrature_samples, random_camera_pair, stored_background,
-                                      train_features, use_augmentation)
-from external_worker.nerf_training import load_field
+from external_worker.features.train import (AugmentedViewCache, augmented_view, face_features_name,
+                                            interpolate_camera, quadrature_samples, random_camera_pair,
+                                            stored_background, train_features, use_augmentation)
+from external_worker.config import FeatureConfig
+from external_worker.nerf.train import load_field
 from external_worker.workspace import Workspace
 
 # Few new views (each costs seconds on a CPU), still more than the cache holds.
@@ -90,7 +91,7 @@ def test_sam_teacher_settings_fail_before_training(sam_workspace, tmp_path):
 def test_click_runs_sams_decoder_on_rendered_features(sam_workspace, tiny_scene):
     import json
 
-    from external_worker.click import ClickPrompt
+    from external_worker.queries.click import ClickPrompt
 
     ws, *_ = sam_workspace
     eye = np.array(json.loads((tiny_scene / "transforms_train.json").read_text())["frames"][0]["transform_matrix"])[:3, 3]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from external_worker import sam_teacher
+from external_worker.teachers import sam_model as sam_teacher
 from external_worker.errors import WorkerError
-from external_worker.sam_teacher import SamTeacher, build_tiny_sam, load_sam, model_type_of_checkpoint
+from external_worker.teachers.sam_model import SamTeacher, build_tiny_sam, load_sam, model_type_of_checkpoint
 
 HEIGHT, WIDTH = 48, 64
 

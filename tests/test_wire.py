@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_dff import protocol
-from blender_dff.client import WorkerClient
-from blender_dff.protocol import ConnectionClosed, ProtocolError
-from external_worker import server
+from blender_dff.wire import framing
+from blender_dff.worker.client import WorkerClient
+from blender_dff.wire.framing import ConnectionClosed, ProtocolError
+from external_worker.server import server
 from external_worker.errors import Cancelled, WorkerError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ ROUND_TRIP_ARRAYS = {
 
 
 def test_round_trip_keeps_dtype_shape_and_values() -> None:
-    message = protocol.decode(protocol.encode({"type": "reply", "id": 7}, ROUND_TRIP_ARRAYS))
+    message = framing.decode(framing.encode({"type": "reply", "id": 7}, ROUND_TRIP_ARRAYS))
     assert message.header == {"type": "reply", "id": 7}
     assert set(message.arrays) == set(ROUND_TRIP_ARRAYS)
     for name, sent in ROUND_TRIP_ARRAYS.items():
@@ -63,7 +63,7 @@ def test_round_trip_keeps_dtype_shape_and_values() -> None:
 def test_big_endian_and_strided_input_arrive_as_little_endian_copies_of_the_values() -> None:
     big = np.arange(6, dtype=">f8").reshape(2, 3)
     strided = np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2]
-    message = protocol.decode(protocol.encode({"type": "x"}, {"big": big, "strided": strided}))
+    message = framing.decode(framing.encode({"type": "x"}, {"big": big, "strided": strided}))
     assert message.arrays["big"].dtype == np.dtype("<f8")
     np.testing.assert_array_equal(message.arrays["big"], big)
     np.testing.assert_array_equal(message.arrays["strided"], strided)
@@ -71,22 +71,22 @@ def test_big_endian_and_strided_input_arrive_as_little_endian_copies_of_the_valu
 
 def test_numpy_scalars_in_headers_become_json_numbers() -> None:
     header = {"type": "reply", "result": {"loss": np.float32(0.5), "n": np.int64(3)}}
-    decoded = protocol.decode(protocol.encode(header)).header
+    decoded = framing.decode(framing.encode(header)).header
     assert decoded["result"] == {"loss": 0.5, "n": 3}
 
 
 def test_sender_rejects_what_it_cannot_send() -> None:
     with pytest.raises(ValueError, match="'bad'.*object"):
-        protocol.encode({"type": "x"}, {"bad": np.array([object()])})
+        framing.encode({"type": "x"}, {"bad": np.array([object()])})
     with pytest.raises(ValueError, match="reserved"):
-        protocol.encode({"type": "x", "arrays": []})
+        framing.encode({"type": "x", "arrays": []})
     with pytest.raises(ValueError, match="type"):
-        protocol.encode({"id": 1})
+        framing.encode({"id": 1})
     with pytest.raises(TypeError, match="set"):
-        protocol.encode({"type": "x", "value": {1, 2}})
+        framing.encode({"type": "x", "value": {1, 2}})
 
 
-def _frame(header: dict | bytes, payload: bytes = b"", *, magic: bytes = protocol.MAGIC,
+def _frame(header: dict | bytes, payload: bytes = b"", *, magic: bytes = framing.MAGIC,
            header_len: int | None = None, payload_len: int | None = None) -> bytes:
     """A hand-made message, so the receiver can be fed anything."""
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
@@ -103,8 +103,8 @@ def _entry(name: str = "a", dtype: str = "float32", shape: list | None = None,
 
 @pytest.mark.parametrize("data, match", [
     (_frame({"type": "x"}, magic=b"HTTP"), "bad magic"),
-    (_frame(b"", header_len=protocol.MAX_HEADER_BYTES + 1), "header of"),
-    (_frame({"type": "x"}, payload_len=protocol.MAX_PAYLOAD_BYTES + 1), "payload of"),
+    (_frame(b"", header_len=framing.MAX_HEADER_BYTES + 1), "header of"),
+    (_frame({"type": "x"}, payload_len=framing.MAX_PAYLOAD_BYTES + 1), "payload of"),
     (_frame(b"\xff\xfe not json"), "not UTF-8 JSON"),
     (_frame({"no_type": 1}), "'type'"),
     (_frame({"type": "x", "arrays": [_entry(dtype="object")]}, bytes(16)), "dtype 'object'"),
@@ -119,40 +119,40 @@ def _entry(name: str = "a", dtype: str = "float32", shape: list | None = None,
 ])
 def test_receiver_rejects_malformed_messages(data: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        protocol.decode(data)
+        framing.decode(data)
 
 
 def test_receiver_applies_the_callers_payload_limit() -> None:
-    data = protocol.encode({"type": "x"}, {"a": np.zeros(100, dtype=np.uint8)})
-    assert protocol.decode(data, max_payload=100).arrays["a"].shape == (100,)
+    data = framing.encode({"type": "x"}, {"a": np.zeros(100, dtype=np.uint8)})
+    assert framing.decode(data, max_payload=100).arrays["a"].shape == (100,)
     with pytest.raises(ProtocolError, match="exceeds the limit 99"):
-        protocol.decode(data, max_payload=99)
+        framing.decode(data, max_payload=99)
 
 
 def test_end_of_stream_between_messages_is_a_clean_close_but_inside_one_is_an_error() -> None:
-    data = protocol.encode({"type": "x"}, {"a": np.ones(10)})
+    data = framing.encode({"type": "x"}, {"a": np.ones(10)})
     left, right = socket.socketpair()
     with left, right:
         left.sendall(data + data[:20])
         left.close()
-        assert protocol.recv_message(right).arrays["a"].sum() == 10
+        assert framing.recv_message(right).arrays["a"].sum() == 10
         with pytest.raises(ProtocolError, match="middle of a message"):
-            protocol.recv_message(right)
+            framing.recv_message(right)
     left, right = socket.socketpair()
     with left, right:
         left.close()
         with pytest.raises(ConnectionClosed):
-            protocol.recv_message(right)
+            framing.recv_message(right)
 
 
 def test_send_and_recv_over_a_socket() -> None:
     big = np.random.default_rng(0).random((256, 1024), dtype=np.float32)  # 1 MiB
     left, right = socket.socketpair()
     with left, right:
-        sender = threading.Thread(target=protocol.send_message,
+        sender = threading.Thread(target=framing.send_message,
                                   args=(left, {"type": "reply", "id": 1}, {"big": big}))
         sender.start()
-        message = protocol.recv_message(right)
+        message = framing.recv_message(right)
         sender.join()
     np.testing.assert_array_equal(message.arrays["big"], big)
 
@@ -242,19 +242,19 @@ def _session(port: int, token: str = TOKEN):
     """A raw, authenticated connection to the test server."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     with sock:
-        protocol.send_message(sock, {"type": "hello", "token": token,
-                                     "version": protocol.PROTOCOL_VERSION})
+        framing.send_message(sock, {"type": "hello", "token": token,
+                                     "version": framing.PROTOCOL_VERSION})
         yield sock
 
 
 def _call(sock: socket.socket, request_id: int, method: str, params: dict | None = None,
-          arrays: dict | None = None) -> list[protocol.Message]:
+          arrays: dict | None = None) -> list[framing.Message]:
     """Send a request and collect its messages up to and including the final one."""
-    protocol.send_message(sock, {"type": "request", "id": request_id, "method": method,
+    framing.send_message(sock, {"type": "request", "id": request_id, "method": method,
                                  "params": params or {}}, arrays)
     messages = []
     while not messages or messages[-1].type == "progress":
-        messages.append(protocol.recv_message(sock))
+        messages.append(framing.recv_message(sock))
     return messages
 
 
@@ -268,7 +268,7 @@ def worker_port():
     port = ports.get(timeout=TIMEOUT)
     yield port
     with _session(port) as sock:
-        assert protocol.recv_message(sock).type == "welcome"
+        assert framing.recv_message(sock).type == "welcome"
         assert _call(sock, 999, "shutdown")[-1].type == "reply"
     thread.join(TIMEOUT)
     assert not thread.is_alive(), "serve() did not return after shutdown"
@@ -289,15 +289,15 @@ def test_announce_stdout_prints_one_json_line(capsys: pytest.CaptureFixture) -> 
 
 def test_wrong_token_is_rejected_and_the_connection_closed(worker_port: int) -> None:
     with _session(worker_port, token="guess") as sock:
-        answer = protocol.recv_message(sock)
+        answer = framing.recv_message(sock)
         assert answer.type == "error" and answer.header["code"] == "auth_failed"
         with pytest.raises(ConnectionClosed):
-            protocol.recv_message(sock)
+            framing.recv_message(sock)
 
 
 def test_requests_get_replies_and_structured_errors(worker_port: int) -> None:
     with _session(worker_port) as sock:
-        welcome = protocol.recv_message(sock)
+        welcome = framing.recv_message(sock)
         assert welcome.header == {"type": "welcome", "version": 1, "pid": os.getpid()}
 
         reply = _call(sock, 1, "echo", {"x": [1, 2]}, {"v": np.arange(3.0)})[-1]
@@ -305,7 +305,7 @@ def test_requests_get_replies_and_structured_errors(worker_port: int) -> None:
         np.testing.assert_array_equal(reply.arrays["v"], [0.0, 2.0, 4.0])
 
         assert _call(sock, 2, "ping")[-1].header["result"] == {
-            "version": protocol.PROTOCOL_VERSION, "pid": os.getpid()}
+            "version": framing.PROTOCOL_VERSION, "pid": os.getpid()}
 
         unknown = _call(sock, 3, "train_nerf")[-1].header
         assert unknown["code"] == "unknown_method" and unknown["id"] == 3
@@ -323,7 +323,7 @@ def test_requests_get_replies_and_structured_errors(worker_port: int) -> None:
 
 def test_progress_arrives_in_order_before_the_reply(worker_port: int) -> None:
     with _session(worker_port) as sock:
-        protocol.recv_message(sock)
+        framing.recv_message(sock)
         messages = _call(sock, 1, "stages")
     assert messages[-1].header == {"type": "reply", "id": 1, "result": {"done": True}}
     events = [m.header for m in messages[:-1]]
@@ -340,12 +340,12 @@ def test_progress_arrives_in_order_before_the_reply(worker_port: int) -> None:
 
 def test_cancel_stops_a_running_job(worker_port: int) -> None:
     with _session(worker_port) as sock:
-        protocol.recv_message(sock)
-        protocol.send_message(sock, {"type": "request", "id": 1, "method": "until_cancelled",
+        framing.recv_message(sock)
+        framing.send_message(sock, {"type": "request", "id": 1, "method": "until_cancelled",
                                      "params": {}})
-        assert protocol.recv_message(sock).header["stage"] == "train"  # the job is running
-        protocol.send_message(sock, {"type": "cancel", "id": 1})
-        answer = protocol.recv_message(sock).header
+        assert framing.recv_message(sock).header["stage"] == "train"  # the job is running
+        framing.send_message(sock, {"type": "cancel", "id": 1})
+        answer = framing.recv_message(sock).header
     assert answer["type"] == "error" and answer["id"] == 1 and answer["code"] == "cancelled"
 
 
@@ -353,12 +353,12 @@ def test_bad_framing_drops_only_that_connection(worker_port: int) -> None:
     with socket.create_connection(("127.0.0.1", worker_port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         with pytest.raises((ConnectionClosed, ConnectionResetError)):
-            protocol.recv_message(sock)
+            framing.recv_message(sock)
     with _session(worker_port) as sock:  # still serving
-        protocol.recv_message(sock)
+        framing.recv_message(sock)
         assert _call(sock, 1, "ping")[-1].type == "reply"
-        protocol.send_message(sock, {"type": "request", "id": "one", "method": "ping"})
-        assert protocol.recv_message(sock).header["code"] == "bad_request"
+        framing.send_message(sock, {"type": "request", "id": "one", "method": "ping"})
+        assert framing.recv_message(sock).header["code"] == "bad_request"
 
 
 # --- client ------------------------------------------------------------------------------
@@ -437,7 +437,7 @@ def test_remote_client_with_a_wrong_token_fails_its_requests(worker_port: int) -
 
 WORKER_SCRIPT = """
 import os, sys, time
-from external_worker import server
+from external_worker.server import server
 
 def block(params, arrays, context):
     print("worker is blocking now", file=sys.stderr, flush=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from blender_dff import worker_env
-from blender_dff.probe_worker_env import applicable_requirements
+from blender_dff.worker import environment as worker_env
+from blender_dff.worker.probe import applicable_requirements
 
 DUMMY = "dffprobe_dummy"
 

@@ -20,7 +20,7 @@ START_TIMEOUT_S = 60.0
 # training job, prints the worker's pid once things run, then waits to be killed.
 PARENT_SCRIPT = """
 import sys, threading, time
-from blender_dff.client import WorkerClient
+from blender_dff.worker.client import WorkerClient
 
 repo, workspace, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 client = WorkerClient(python=sys.executable, worker_path=repo)

@@ -1,0 +1,1 @@
+"""Capture Scene: plan the views in Blender, render them in a background Blender."""

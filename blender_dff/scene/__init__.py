@@ -1,0 +1,1 @@
+"""Worker replies turned into Blender data: cameras, meshes, selections, textures, images."""

@@ -1,0 +1,142 @@
+"""numpy arrays from the worker -> the "DFF Mesh" object (bulk `foreach_set`, no Python loops)."""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from ..worker.client import Reply
+from .modes import set_mode
+
+MESH_NAME = "DFF Mesh"
+COLOR_ATTR = "Col"
+# The worker's index of each face: queries answer in the worker's face order, and this
+# keeps the mapping valid after Blender drops degenerate faces or the user separates parts.
+FACE_INDEX_ATTR = "dff_face_index"
+MATERIAL_NAME = "DFF Vertex Colour"
+
+
+def _checked(name: str, value: object, dtype: type, width: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"mesh array '{name}' must have shape (N, {width}), got {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def triangle_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct edges (E, 2) of triangles `faces` (F, 3), and the edge of each corner (3F,):
+    corner k of a face runs from its vertex k to vertex k+1, as Blender's loops do."""
+    pairs = np.stack([faces.ravel(), np.roll(faces, -1, axis=1).ravel()], axis=1)
+    edges, corner_edges = np.unique(np.sort(pairs, axis=1), axis=0, return_inverse=True)
+    return edges.astype(np.int32), corner_edges.astype(np.int32).ravel()
+
+
+def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
+               colors: np.ndarray | None = None) -> bpy.types.Mesh:
+    """A new triangle mesh. `vertices` (V,3), `faces` (F,3) indices into them, `colors`
+    (V,3) sRGB in [0,1] become the point colour attribute "Col"."""
+    vertices = _checked("vertices", vertices, np.float32, 3)
+    faces = _checked("faces", faces, np.int32, 3)
+    if not np.isfinite(vertices).all():
+        raise ValueError("mesh array 'vertices' holds NaN or infinite coordinates")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError(
+            f"mesh array 'faces' refers to vertex {int(faces.max())} (or a negative one) "
+            f"but there are {len(vertices)} vertices")
+    if colors is not None:
+        colors = _checked("vertex_colors", colors, np.float32, 3)
+        if len(colors) != len(vertices):
+            raise ValueError(f"mesh array 'vertex_colors' has {len(colors)} rows for "
+                             f"{len(vertices)} vertices")
+
+    # Faces that repeat a vertex have no area; dropping them here keeps their worker index
+    # out of FACE_INDEX_ATTR (Blender's validate would drop them too, noisily).
+    kept = np.flatnonzero((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2])
+                          & (faces[:, 0] != faces[:, 2])).astype(np.int32)
+    faces = faces[kept]
+
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(vertices))
+    mesh.vertices.foreach_set("co", vertices.ravel())
+    # The edges are written here rather than by `update(calc_edges=True)`: in Blender 5.0 that
+    # leaves the edge selection attribute at the wrong length, and writing the selection then
+    # crashes Blender.
+    edges, corner_edges = triangle_edges(faces)
+    mesh.edges.add(len(edges))
+    mesh.edges.foreach_set("vertices", edges.ravel())
+    mesh.loops.add(faces.size)
+    mesh.loops.foreach_set("vertex_index", faces.ravel())
+    mesh.loops.foreach_set("edge_index", corner_edges)
+    mesh.polygons.add(len(faces))
+    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    index = mesh.attributes.new(FACE_INDEX_ATTR, 'INT', 'FACE')
+    index.data.foreach_set("value", kept)
+    if colors is not None:
+        rgba = np.ones((len(colors), 4), dtype=np.float32)
+        rgba[:, :3] = np.clip(colors, 0.0, 1.0)
+        color = mesh.color_attributes.new(COLOR_ATTR, 'FLOAT_COLOR', 'POINT')
+        color.data.foreach_set("color_srgb", rgba.ravel())  # stored linear, converted here
+        mesh.color_attributes.active_color = color
+        mesh.color_attributes.render_color_index = mesh.color_attributes.active_color_index
+        mesh.materials.append(_vertex_colour_material())
+    mesh.update()
+    mesh.validate(clean_customdata=False)  # e.g. duplicate faces, dropped with their attributes
+    return mesh
+
+
+def node_material(name: str) -> bpy.types.Material:
+    """A new material with a node tree (Principled BSDF -> Material Output)."""
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:  # Blender 4.x; from 5.0 every material has its nodes
+        material.use_nodes = True
+    return material
+
+
+def _vertex_colour_material() -> bpy.types.Material:
+    """A material that renders the "Col" attribute (shared by all DFF meshes)."""
+    material = bpy.data.materials.get(MATERIAL_NAME)
+    if material is not None:
+        return material
+    material = node_material(MATERIAL_NAME)
+    nodes = material.node_tree.nodes
+    shader = nodes.get("Principled BSDF")
+    attribute = nodes.new("ShaderNodeVertexColor")
+    attribute.layer_name = COLOR_ATTR
+    attribute.location = (shader.location.x - 300, shader.location.y)
+    material.node_tree.links.new(attribute.outputs["Color"], shader.inputs["Base Color"])
+    return material
+
+
+WORKER_FACES_PROP = "dff_worker_faces"
+
+
+def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
+    """Put the mesh of a `train` or `get_mesh` reply into "DFF Mesh" (created, or its data
+    replaced), at the world frame. Returns a summary for the user."""
+    arrays = reply.arrays
+    missing = {"vertices", "faces"} - set(arrays)
+    if missing:
+        raise ValueError(f"the worker's mesh reply lacks the arrays {sorted(missing)}")
+    mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
+                      arrays.get("vertex_colors"))
+    # The worker's face count: selections sent back to it need one value per worker face, and
+    # Blender may hold fewer (degenerate faces dropped, parts separated).
+    mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
+    props = context.scene.dff
+    obj = props.mesh_object
+    if obj is None or context.scene.objects.get(obj.name) != obj:
+        obj = bpy.data.objects.new(MESH_NAME, mesh)
+        context.scene.collection.objects.link(obj)
+    else:
+        if obj.mode != 'OBJECT':
+            set_mode(context, obj, 'OBJECT')
+        old = obj.data
+        obj.data = mesh
+        obj.vertex_groups.clear()  # they described the faces of the old mesh
+        if old.users == 0:
+            bpy.data.meshes.remove(old)
+    obj.matrix_world = Matrix.Identity(4)
+    props.mesh_object = obj
+    props.active_query = ""
+    return f"Mesh '{obj.name}': {len(mesh.vertices)} vertices, {len(mesh.polygons)} faces"

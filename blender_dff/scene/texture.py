@@ -1,0 +1,91 @@
+"""A `bake` reply -> UV map "DFF UV", the packed image "DFF Texture" and a material that
+renders it, on every DFF mesh of the worker's mesh (the main one and the parts separated from
+it). The image texture node is the active one, so Texture Paint edits the image right away."""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from ..worker.client import Reply
+from .images import write_image
+from .mesh_import import FACE_INDEX_ATTR, WORKER_FACES_PROP, node_material
+from .modes import set_mode
+
+UV_NAME = "DFF UV"
+IMAGE_NAME = "DFF Texture"
+MATERIAL_NAME = "DFF Texture"
+
+
+def _checked_arrays(reply: Reply) -> tuple[np.ndarray, np.ndarray]:
+    uv, texture = reply.arrays.get("uv"), reply.arrays.get("texture")
+    if uv is None or texture is None:
+        raise ValueError("the worker's bake reply lacks the arrays 'uv' and 'texture'")
+    if uv.ndim != 3 or uv.shape[1:] != (3, 2) or not np.isfinite(uv).all():
+        raise ValueError(f"the bake's 'uv' must be finite, of shape (faces, 3, 2), got {uv.shape}")
+    if texture.ndim != 3 or texture.shape[2] != 3 or texture.shape[0] != texture.shape[1] \
+            or texture.dtype != np.uint8:
+        raise ValueError(f"the bake's 'texture' must be a square RGB uint8 image, got {texture.shape} "
+                         f"{texture.dtype}")
+    return uv, texture
+
+
+def _write_uv(mesh: bpy.types.Mesh, uv: np.ndarray) -> None:
+    """Each loop takes the texture coordinate of its worker face's corner."""
+    polygons = len(mesh.polygons)
+    face_index = np.empty(polygons, np.int32)
+    mesh.attributes[FACE_INDEX_ATTR].data.foreach_get("value", face_index)
+    loop_start = np.empty(polygons, np.int32)
+    loop_total = np.empty(polygons, np.int32)
+    mesh.polygons.foreach_get("loop_start", loop_start)
+    mesh.polygons.foreach_get("loop_total", loop_total)
+    loop_face = np.repeat(np.arange(polygons), loop_total)
+    corner = np.arange(len(mesh.loops)) - loop_start[loop_face]
+    layer = mesh.uv_layers.get(UV_NAME) or mesh.uv_layers.new(name=UV_NAME)
+    layer.data.foreach_set("uv", uv[face_index[loop_face], np.minimum(corner, 2)].ravel())
+    mesh.uv_layers.active = layer
+
+
+def _image(texture: np.ndarray) -> bpy.types.Image:
+    image = write_image(IMAGE_NAME, texture)
+    image.pack()  # saved inside the .blend, so a painted texture travels with the file
+    return image
+
+
+def _material(image: bpy.types.Image) -> bpy.types.Material:
+    material = bpy.data.materials.get(MATERIAL_NAME)
+    if material is None:
+        material = node_material(MATERIAL_NAME)
+        nodes, links = material.node_tree.nodes, material.node_tree.links
+        shader = nodes.get("Principled BSDF")
+        shader.inputs["Roughness"].default_value = 1.0  # the bake holds the lit colour: no highlights
+        uv_map = nodes.new("ShaderNodeUVMap")
+        uv_map.uv_map = UV_NAME
+        uv_map.location = (shader.location.x - 600, shader.location.y)
+        texture = nodes.new("ShaderNodeTexImage")
+        texture.location = (shader.location.x - 350, shader.location.y)
+        links.new(uv_map.outputs["UV"], texture.inputs["Vector"])
+        links.new(texture.outputs["Color"], shader.inputs["Base Color"])
+    texture = next(n for n in material.node_tree.nodes if n.type == 'TEX_IMAGE')
+    texture.image = image
+    material.node_tree.nodes.active = texture  # the image Texture Paint paints on
+    return material
+
+
+def apply_bake(context: bpy.types.Context, reply: Reply) -> str:
+    """Put a bake on every object whose mesh came from the worker's mesh. Returns a summary."""
+    uv, texture = _checked_arrays(reply)
+    targets = [obj for obj in context.scene.objects
+               if obj.type == 'MESH' and FACE_INDEX_ATTR in obj.data.attributes
+               and obj.data.get(WORKER_FACES_PROP) == len(uv)]
+    if not targets:
+        raise ValueError(f"no DFF mesh in the scene has the {len(uv)} faces the texture was baked for: "
+                         "Load Mesh, then bake again")
+    material = _material(_image(texture))
+    for obj in targets:
+        set_mode(context, obj, 'OBJECT')
+        _write_uv(obj.data, uv)
+        obj.data.materials.clear()
+        obj.data.materials.append(material)
+    names = ", ".join(f"'{obj.name}'" for obj in targets)
+    return f"Baked a {texture.shape[0]} x {texture.shape[0]} texture onto {names}"

@@ -1,0 +1,1 @@
+"""Panels, messages and the preferences' drawing."""

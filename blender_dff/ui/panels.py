@@ -1,0 +1,175 @@
+"""The "DFF" tab of the 3D viewport's sidebar: Status, Scene, Train and Select panels."""
+
+from __future__ import annotations
+
+import bpy
+
+from .. import ADDON_ID
+from ..worker import state as worker_state
+from ..scene.images import CURVE_IMAGE, PREVIEW_IMAGE
+from .messages import wrapped_label
+from ..wire.api import error_title
+
+HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows all of it
+
+STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class _DFFPanel:
+    bl_space_type = 'VIEW_3D'
+    bl_region_type = 'UI'
+    bl_category = "DFF"
+
+
+class DFF_PT_status(_DFFPanel, bpy.types.Panel):
+    """Outcome of the latest request (a message, or the error in plain words with what to do),
+    and why the worker cannot run, if it cannot."""
+
+    bl_label = "DFF"
+    bl_options = {'HIDE_HEADER'}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        props = context.scene.dff
+        return bool(props.message or props.error or worker_state.context_problem(context))
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        layout = self.layout
+        problem = worker_state.context_problem(context)
+        if problem:
+            box = layout.box()
+            wrapped_label(context, box, f"Worker: {problem}", icon='ERROR')
+            box.operator("preferences.addon_show", text="Open Preferences",
+                         icon='PREFERENCES').module = ADDON_ID
+        if props.error:
+            column = layout.column(align=True)
+            column.alert = True
+            wrapped_label(context, column, error_title(props.error_code), icon='ERROR')
+            wrapped_label(context, column, props.error)
+            if props.error_hint.strip():
+                wrapped_label(context, column, props.error_hint.strip(), icon='INFO', max_lines=HINT_LINES)
+            layout.operator("dff.error_details", text="Details", icon='TEXT')
+        elif props.message:
+            wrapped_label(context, layout, props.message, icon='INFO')
+
+
+class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
+    """Dataset and workspace folders, and the import of the dataset's cameras."""
+
+    bl_label = "Scene"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        layout.prop(props, "dataset_path")
+        layout.prop(props, "workspace_path")
+        options = layout.column(align=True)
+        options.prop(props, "image_scale")
+        options.prop(props, "test_every")
+        options.prop(props, "bounds")
+        layout.operator("dff.import_dataset", icon='IMPORT')
+        capture = layout.box().column(align=True)
+        capture.label(text="Or capture this Blender scene:")
+        capture.prop(props, "capture_source")
+        if props.capture_source == 'ORBIT':
+            capture.prop(props, "capture_views")
+        capture.prop(props, "capture_resolution")
+        capture.prop(props, "capture_samples")
+        capture.prop(props, "capture_path")
+        if not props.capture_path.strip():
+            where = ("Into dff_capture beside the .blend" if bpy.data.filepath else
+                     "Unsaved file: into a new folder of the add-on's user folder, kept after Blender quits")
+            wrapped_label(context, capture, where)
+        capture.operator("dff.capture_scene", icon='RENDER_STILL')
+        if props.n_images:
+            render = context.scene.render
+            layout.label(text=f"{props.n_images} images, "
+                              f"{render.resolution_x}x{render.resolution_y}")
+
+
+class DFF_PT_train(_DFFPanel, bpy.types.Panel):
+    """Training settings, progress and cancel."""
+
+    bl_label = "Train"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        settings = layout.column()
+        settings.enabled = not props.running
+        settings.prop(props, "teacher")
+        if props.teacher == 'sam':
+            settings.prop(props, "sam_checkpoint")
+        elif props.teacher == 'clip':
+            settings.prop(props, "clip_model")
+            settings.prop(props, "clip_pretrained")
+        settings.prop(props, "nerf_steps")
+        settings.prop(props, "feature_steps")
+        settings.prop(props, "mesh_resolution")
+        settings.prop(props, "max_faces")
+        row = layout.row(align=True)
+        row.operator("dff.train", icon='PLAY')
+        row.operator("dff.load_mesh", icon='MESH_DATA')
+        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        if preview is not None and preview.preview is not None:
+            layout.label(text="Render | photo (first training view)")
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
+        curve = bpy.data.images.get(CURVE_IMAGE)
+        if curve is not None and curve.preview is not None and len(props.training_curve) > 1:
+            first, last = props.training_curve[0], props.training_curve[-1]
+            layout.label(text=f"Training PSNR {first.psnr:.1f} -> {last.psnr:.1f} dB, steps {first.step}-{last.step}")
+            layout.template_icon(icon_value=curve.preview.icon_id, scale=8.0)
+        if not props.running:
+            return
+        stage = STAGE_NAMES.get(props.stage, props.stage) or "Starting"
+        text = f"{stage} {props.step}/{props.total}" if props.total else stage
+        layout.progress(factor=props.progress, type='BAR', text=text)
+        metrics = f"loss {props.loss:.4f}  PSNR {props.psnr:.2f} dB"
+        if props.eta >= 0.0:
+            metrics += f"  ETA {_duration(props.eta)}"
+        layout.label(text=metrics)
+        layout.operator("dff.cancel", icon='CANCEL')
+
+
+class DFF_PT_select(_DFFPanel, bpy.types.Panel):
+    """Text query, click, similar, threshold and separate."""
+
+    bl_label = "Select"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.dff
+        row = layout.row(align=True)
+        row.prop(props, "query_text", text="")
+        row.operator("dff.select_text", icon='VIEWZOOM')
+        if props.teacher == 'clip':
+            layout.prop(props, "text_mode", expand=True)
+            layout.prop(props, "label_set" if props.text_mode == 'LABEL_SET' else "negatives", text="")
+        if props.labels:
+            flow = layout.grid_flow(columns=3, even_columns=True, align=True)
+            for label in props.labels:
+                flow.operator("dff.select_text", text=label.name).text = label.name
+        row = layout.row(align=True)
+        row.operator("dff.click_select", text="Click", icon='RESTRICT_SELECT_OFF')
+        row.operator("dff.select_similar", text="Similar", icon='SELECT_EXTEND')
+        row = layout.row(align=True)
+        row.prop(props, "threshold", slider=True)
+        row.operator("dff.show_heat_map", text="", icon='COLOR')
+        layout.operator("dff.separate", icon='MOD_EXPLODE')
+        row = layout.row(align=True)
+        row.prop(props, "texture_size", text="")
+        row.operator("dff.bake_texture", icon='TEXTURE')
+
+
+_CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
+
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)

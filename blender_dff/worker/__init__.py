@@ -1,0 +1,1 @@
+"""The worker process from Blender's side: its environment, starting it, talking to it."""

@@ -1,0 +1,1 @@
+"""Captures on disk -> one Dataset record (posed images, bounds, optional labels)."""

@@ -1,0 +1,1 @@
+"""Frames, cameras, ray casts and visibility: the geometry every stage shares."""

@@ -1,0 +1,1 @@
+"""The NeRF turned into a mesh, and its texture baked."""

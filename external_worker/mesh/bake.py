@@ -1,0 +1,114 @@
+"""Texture bake: a UV atlas of the mesh (xatlas) and an image of the radiance field's colour.
+
+Each texel covered by a triangle of the atlas gets the colour the field emits at its surface
+point towards the outside, along the interpolated normal: the view of a camera facing the
+surface. That is one field query per texel with no visibility test, and it is what the vertex
+colours already use; averaging over the training cameras that see the point would cost a
+visibility test per texel and camera for a view-dependent part that a texture cannot keep
+anyway. Empty texels take the colour of the nearest covered one, so seams do not bleed the
+background when the image is filtered or mip-mapped.
+
+The image is stored bottom row first (Blender's `Image.pixels` order; v = 0 at the bottom);
+the PNG written to the workspace is flipped to the usual top-first order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .extract import surface_colours
+from ..nerf.field import NerfField
+from ..progress import Reporter
+
+TEXTURE_SIZES = (512, 1024, 2048, 4096)
+PADDING = 2  # texels between charts: bilinear filtering never reads another chart; dilation fills the gap
+
+
+@dataclass
+class Bake:
+    uv: np.ndarray       # (F, 3, 2) float32: each face corner's texture coordinate, in [0, 1]
+    texture: np.ndarray  # (size, size, 3) uint8 sRGB, bottom row first
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"uv": self.uv, "texture": self.texture}
+
+
+def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
+    """Per-corner texture coordinates (F, 3, 2) in [0, 1] of an atlas packed for a size x size image."""
+    import xatlas
+
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32))
+    pack = xatlas.PackOptions()
+    pack.resolution = size
+    pack.padding = PADDING
+    pack.bilinear = True
+    atlas.generate(pack_options=pack)
+    _, indices, uvs = atlas[0]  # faces come back in the input order, with seam-split vertices
+    return uvs[indices].astype(np.float32)
+
+
+def covered_texels(uv: np.ndarray, size: int, budget: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The texels whose centre lies in a triangle of the atlas: (face, barycentric (T, 3), texel
+    index row * size + col with row 0 at v = 0), for triangles batched to `budget` candidates."""
+    xy = uv * size - 0.5  # texel (row, col) has its centre at x = col, y = row
+    low = np.clip(np.ceil(xy.min(1)), 0, size - 1).astype(np.int64)
+    high = np.clip(np.floor(xy.max(1)), -1, size - 1).astype(np.int64)
+    extent = np.maximum(high - low + 1, 0)
+    count = extent[:, 0] * extent[:, 1]
+    faces, barys, texels = [], [], []
+    starts = np.searchsorted(np.cumsum(count), np.arange(0, count.sum(), budget), side="right")
+    for first, last in zip(starts, list(starts[1:]) + [len(uv)]):
+        chunk = np.arange(first, last)
+        n = count[chunk]
+        face = np.repeat(chunk, n)
+        offset = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        width = extent[face, 0]
+        col = low[face, 0] + offset % np.maximum(width, 1)
+        row = low[face, 1] + offset // np.maximum(width, 1)
+        a, b, c = xy[face, 0], xy[face, 1], xy[face, 2]
+        v0, v1 = b - a, c - a
+        p = np.stack([col, row], 1) - a
+        det = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]
+        safe = np.where(np.abs(det) > 1e-12, det, 1.0)
+        beta = (p[:, 0] * v1[:, 1] - p[:, 1] * v1[:, 0]) / safe
+        gamma = (v0[:, 0] * p[:, 1] - v0[:, 1] * p[:, 0]) / safe
+        inside = (np.abs(det) > 1e-12) & (beta >= -1e-6) & (gamma >= -1e-6) & (beta + gamma <= 1 + 1e-6)
+        faces.append(face[inside])
+        barys.append(np.stack([1 - beta - gamma, beta, gamma], 1)[inside].astype(np.float32))
+        texels.append((row * size + col)[inside])
+    if not faces:
+        return np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(faces), np.concatenate(barys), np.concatenate(texels)
+
+
+def fill_empty(image: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Every texel outside the charts takes the colour of the nearest texel inside one."""
+    if not filled.any():
+        return image
+    _, nearest = ndimage.distance_transform_edt(~filled, return_indices=True)
+    return image[nearest[0], nearest[1]]
+
+
+def bake_texture(field: NerfField, vertices: np.ndarray, faces: np.ndarray, vertex_normals: np.ndarray,
+                 size: int, reporter: Reporter) -> Bake:
+    """UV atlas and baked colour texture of a mesh given in the field's normalised frame."""
+    reporter.progress("bake", 0, 3, None, f"unwrapping {len(faces):,} faces")
+    uv = uv_atlas(vertices, faces, size)
+    reporter.progress("bake", 1, 3, None, f"colouring the {size} x {size} texture")
+    face, bary, texel = covered_texels(uv, size)
+    corners = faces[face]
+    points = np.einsum("tk,tkc->tc", bary, vertices[corners].astype(np.float32))
+    normals = np.einsum("tk,tkc->tc", bary, vertex_normals[corners].astype(np.float32))
+    colours = surface_colours(field, points, normals)
+    image = np.zeros((size * size, 3), np.float32)
+    image[texel] = colours
+    filled = np.zeros(size * size, bool)
+    filled[texel] = True
+    reporter.progress("bake", 2, 3, None, "filling the gaps between charts")
+    image = fill_empty(image.reshape(size, size, 3), filled.reshape(size, size))
+    reporter.progress("bake", 3, 3, None, "texture baked")
+    return Bake(uv, np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))

@@ -1,0 +1,1 @@
+"""The radiance field: hash encoding, field, occupancy grid, volume rendering, training."""

@@ -1,0 +1,1 @@
+"""Selections from per-face features: text, clicks and similar-to-selection."""

@@ -1,0 +1,301 @@
+"""Clicks and boxes answered in 3D: SAM's decoder on features rendered from the mesh (SAN eq. 7),
+carried to other views so that one click selects the whole object, back side included.
+
+A prompt arrives as rays from the viewport (clicks, and the four corners of a dragged box). We
+look along the first positive click (or the box's centre) with a virtual square camera wide
+enough to hold every prompt; its 64 x 64 feature map is the per-face features of the face seen
+in each of SAM's cells (faces are smaller than cells, so a z-buffer of face centroids covers the
+image), with the field's background feature elsewhere. SAM's prompt encoder and mask decoder
+turn it into a mask, which goes to the faces visible in that view. No image encoder runs at
+query time.
+
+Cross-view self-prompting (the idea of SA3D, on rendered features): training cameras, turned
+towards the selected faces, each get a box and a point prompt made from the current selection
+as they see it; masks that agree with what earlier views decided are kept, and every face's
+probability is the share of the views that see it which put it in the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..errors import WorkerError
+from ..features.face_codes import FaceCodes
+from ..geometry.raycast import first_hit
+from ..teachers.sam_model import SAM_FEATURE_SIZE, SamTeacher
+from ..geometry.visibility import visible_faces
+
+VIEW_SIZE = 256          # pixels of a virtual view (SAM upsamples its masks to this)
+MIN_FOV_DEGREES = 50.0   # the clicked view: at least this wide, wider if the prompts need it
+MAX_FOV_DEGREES = 100.0
+CLICK_VIEW_WEIGHT = 2.0  # the view the user clicked in counts as two votes
+MIN_FACES_IN_VIEW = 20   # fewer selected faces in sight: the view says nothing about the object
+MIN_AGREEMENT = 0.5      # IoU with the faces earlier views decided, under which a mask is dropped
+
+
+@dataclass
+class Geometry:
+    """A mesh as the click code needs it: triangles' centroids, unit normals and bounding radii."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    centroids: np.ndarray
+    normals: np.ndarray
+    radii: np.ndarray  # farthest vertex from the centroid, per face
+
+    @classmethod
+    def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "Geometry":
+        tri = vertices[faces]
+        centroids = tri.mean(1)
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
+        radii = np.linalg.norm(tri - centroids[:, None], axis=2).max(1)
+        return cls(vertices, faces, centroids, normals, radii)
+
+    def hit(self, origin: np.ndarray, direction: np.ndarray) -> tuple[int, float]:
+        """First face the ray hits and its distance ((-1, inf) for none). Only faces whose bounding
+        sphere the ray's line passes through are tested, a few hundred of a mesh's 100k+."""
+        direction = _unit(np.asarray(direction, np.float64)[None], "click")[0]
+        to_centroid = self.centroids - np.asarray(origin, np.float64)
+        along = to_centroid @ direction
+        off_line = np.einsum("ij,ij->i", to_centroid, to_centroid) - along ** 2
+        near = np.flatnonzero(off_line <= self.radii ** 2 * 1.0001)
+        face, distance = first_hit(self.vertices, self.faces[near], origin, direction)
+        return (int(near[face]), distance) if face >= 0 else (-1, distance)
+
+
+@dataclass
+class ClickPrompt:
+    """What the user did in the viewport, as world-frame rays: clicks with labels (1 = object,
+    0 = background) and optionally a box as its four corner rays, in order around the box."""
+
+    origins: np.ndarray      # (N, 3)
+    directions: np.ndarray   # (N, 3), normalised
+    labels: np.ndarray       # (N,) int
+    box_origins: np.ndarray | None = None     # (4, 3)
+    box_directions: np.ndarray | None = None  # (4, 3)
+
+    def __post_init__(self) -> None:
+        self.origins = np.asarray(self.origins, np.float64).reshape(-1, 3)
+        self.directions = _unit(np.asarray(self.directions, np.float64).reshape(-1, 3), "click")
+        self.labels = np.asarray(self.labels, np.int64).reshape(-1)
+        if len(self.labels) != len(self.origins) or len(self.directions) != len(self.origins):
+            raise WorkerError("bad_prompt", f"{len(self.origins)} click origins, {len(self.directions)} directions "
+                              f"and {len(self.labels)} labels", "Send one origin, direction and label per click.")
+        if not np.isin(self.labels, (0, 1)).all():
+            raise WorkerError("bad_prompt", f"click labels must be 1 (object) or 0 (background), got "
+                              f"{self.labels.tolist()}", "Use 1 for a click on the object, 0 for what to leave out.")
+        if self.box_origins is not None:
+            self.box_origins = np.asarray(self.box_origins, np.float64).reshape(-1, 3)
+            self.box_directions = _unit(np.asarray(self.box_directions, np.float64).reshape(-1, 3), "box corner")
+            if len(self.box_origins) != 4 or len(self.box_directions) != 4:
+                raise WorkerError("bad_prompt", f"a box needs 4 corner rays, got {len(self.box_origins)}",
+                                  "Send the rays through the box's four corners, in order around it.")
+        if not (self.labels == 1).any() and self.box_origins is None:
+            raise WorkerError("bad_prompt", "only background clicks were given",
+                              "Click on the object (or drag a box around it) before excluding parts of it.")
+
+    @classmethod
+    def single(cls, origin: np.ndarray, direction: np.ndarray) -> "ClickPrompt":
+        return cls(np.asarray(origin)[None], np.asarray(direction)[None], np.array([1]))
+
+    def main_ray(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ray the virtual view looks along: the first object click, else the box's centre."""
+        positive = np.flatnonzero(self.labels == 1)
+        if len(positive):
+            return self.origins[positive[0]], self.directions[positive[0]]
+        return self.box_origins.mean(0), _unit(self.box_directions.mean(0)[None], "box")[0]
+
+
+def _unit(v: np.ndarray, what: str) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    if not np.isfinite(v).all() or (norm == 0).any():
+        raise WorkerError("bad_prompt", f"a {what} ray has no direction", "Send non-zero, finite ray directions.")
+    return v / norm
+
+
+def look_at(eye: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """OpenGL camera-to-world at `eye` looking along `forward`, with the world's z up when possible."""
+    forward = np.asarray(forward, np.float64) / np.linalg.norm(forward)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    right = np.cross(forward, helper)
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, -forward, eye
+    return c2w
+
+
+def intrinsics_for(size: int, fov_degrees: float) -> np.ndarray:
+    focal = 0.5 * size / np.tan(np.radians(fov_degrees) / 2)
+    return np.array([focal, focal, size / 2, size / 2])
+
+
+def _project(points: np.ndarray, c2w: np.ndarray, fov: float, size: int = VIEW_SIZE) -> np.ndarray:
+    """(x, y) pixels of world points in a square view."""
+    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    depth = np.maximum(-local[:, 2], 1e-9)
+    fx, fy, cx, cy = intrinsics_for(size, fov)
+    return np.stack([fx * local[:, 0] / depth + cx, -fy * local[:, 1] / depth + cy], axis=1)
+
+
+def _fov_holding(c2w: np.ndarray, points: np.ndarray, margin: float = 1.3) -> float:
+    """Field of view (degrees) of a camera that sees `points` with a margin around them."""
+    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    depth = np.maximum(-local[:, 2], 1e-9)
+    half = np.degrees(np.arctan(np.abs(local[:, :2]).max(1) / depth)).max(initial=0.0)
+    return float(np.clip(2 * half * margin, MIN_FOV_DEGREES, MAX_FOV_DEGREES))
+
+
+class ViewRenderer:
+    """Feature maps and face visibility of square virtual views of one mesh."""
+
+    def __init__(self, geometry: Geometry, face_features: FaceCodes, background: np.ndarray,
+                 tolerance: float) -> None:
+        self.geometry = geometry
+        self.face_features = face_features
+        self.background = np.asarray(background, np.float32)
+        self.tolerance = tolerance
+
+    def faces_seen(self, c2w: np.ndarray, fov: float, size: int = VIEW_SIZE) -> tuple[np.ndarray, np.ndarray]:
+        """Faces visible in a square view (F,) and their pixel index (row * size + col)."""
+        g = self.geometry
+        return visible_faces(g.centroids, g.normals, c2w, intrinsics_for(size, fov), size, size, self.tolerance)
+
+    def feature_map(self, c2w: np.ndarray, cell_intrinsics: np.ndarray, rows: int = SAM_FEATURE_SIZE,
+                    cols: int = SAM_FEATURE_SIZE) -> torch.Tensor:
+        """(C, 64, 64) features of a camera whose intrinsics are given in feature cells: the
+        nearest visible face of each cell of the top-left rows x cols, the background feature
+        elsewhere (SAM pads images at the bottom and right)."""
+        cells = SAM_FEATURE_SIZE
+        g = self.geometry
+        visible, pixel = visible_faces(g.centroids, g.normals, c2w, cell_intrinsics, rows, cols, self.tolerance)
+        faces = np.flatnonzero(visible)
+        depth = np.linalg.norm(g.centroids[faces] - c2w[:3, 3], axis=1)
+        by_depth = faces[np.argsort(depth)]
+        cell, first = np.unique(pixel[by_depth], return_index=True)  # the nearest face of each cell
+        out = np.empty((self.background.shape[0], cells, cells), np.float32)
+        out[:] = self.background[:, None, None]
+        out[:, cell // cols, cell % cols] = self.face_features.rows(by_depth[first]).T
+        return torch.from_numpy(out)
+
+    def mask_faces(self, teacher: SamTeacher, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],
+                   points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
+        """Which faces SAM's best mask covers (F,), given the view's `faces_seen`."""
+        features = self.feature_map(c2w, intrinsics_for(SAM_FEATURE_SIZE, fov)).to(teacher.device)
+        multimask = box is None and (points is None or len(points) == 1)  # one click is ambiguous
+        masks, _ = teacher.decode(features, (VIEW_SIZE, VIEW_SIZE), points, labels, box, multimask=multimask)
+        visible, pixel = seen
+        in_mask = np.zeros(len(visible), bool)
+        in_mask[visible] = masks[0].reshape(-1)[pixel[visible]]
+        return in_mask
+
+
+def faces_in_box(geometry: Geometry, prompt: ClickPrompt, tolerance: float) -> np.ndarray:
+    """Faces seen inside the prompt's box from its centre ray (F,) bool."""
+    origin, direction = prompt.main_ray()
+    c2w = look_at(origin, direction)
+    depth = geometry.hit(origin, direction)[1]
+    depth = depth if np.isfinite(depth) else np.linalg.norm(geometry.centroids.mean(0) - origin)
+    corners = prompt.box_origins + depth * prompt.box_directions
+    fov = _fov_holding(c2w, corners, margin=1.1)
+    xy = _project(corners, c2w, fov)
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    visible, pixel = visible_faces(geometry.centroids, geometry.normals, c2w, intrinsics_for(VIEW_SIZE, fov),
+                                   VIEW_SIZE, VIEW_SIZE, tolerance)
+    col, row = pixel % VIEW_SIZE, pixel // VIEW_SIZE
+    return visible & (col >= x0) & (col <= x1) & (row >= y0) & (row <= y1)
+
+
+def sam_click(teacher: SamTeacher, renderer: ViewRenderer, prompt: ClickPrompt, cameras: np.ndarray,
+              views: int, click_depths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Per-face probability of the prompted object, and how many views voted.
+
+    `cameras` (M, 3) are positions to look from when carrying the mask to other views (the
+    training cameras); `views` is how many of them to use (0: the clicked view alone).
+    `click_depths` are the distances at which the clicks meet the mesh (inf: missed), when the
+    caller has cast them already."""
+    g = renderer.geometry
+    if click_depths is None:
+        click_depths = np.array([g.hit(o, d)[1] for o, d in zip(prompt.origins, prompt.directions)])
+    origin, direction = prompt.main_ray()
+    c2w = look_at(origin, direction)
+    hit = np.isfinite(click_depths) & (prompt.labels == 1)
+    depth = click_depths[hit][0] if hit.any() else g.hit(origin, direction)[1]
+    depth = depth if np.isfinite(depth) else np.linalg.norm(g.centroids.mean(0) - origin)
+    clicked = prompt.origins + np.where(np.isfinite(click_depths), click_depths, depth)[:, None] * prompt.directions
+    corners = [] if prompt.box_origins is None else [prompt.box_origins + depth * prompt.box_directions]
+    fov = _fov_holding(c2w, np.concatenate([clicked, *corners]))
+    points = _project(clicked, c2w, fov)
+    box = None
+    if corners:
+        xy = _project(corners[0], c2w, fov)
+        box = np.concatenate([xy.min(0), xy.max(0)])
+    seen_here = renderer.faces_seen(c2w, fov)
+    visible = seen_here[0]
+    in_mask = renderer.mask_faces(teacher, c2w, fov, seen_here, points, prompt.labels, box)
+    votes = np.where(visible, CLICK_VIEW_WEIGHT * in_mask, 0.0)
+    seen = np.where(visible, CLICK_VIEW_WEIGHT, 0.0)
+    used = 1
+    for eye in _views_around(g.centroids[in_mask], origin, cameras, views):
+        selected = (seen > 0) & (votes > 0.5 * seen)
+        if selected.sum() < MIN_FACES_IN_VIEW:
+            break
+        centre = g.centroids[selected].mean(0)
+        view = look_at(eye, centre - eye)
+        view_fov = _fov_holding(view, g.centroids[selected], margin=1.5)
+        seen_here = renderer.faces_seen(view, view_fov)
+        visible = seen_here[0]
+        known = visible & (seen > 0)
+        in_sight = known & selected
+        if in_sight.sum() < MIN_FACES_IN_VIEW:
+            continue  # hidden from here
+        box, point = _prompt_from_faces(g, in_sight, view, view_fov)
+        in_mask = renderer.mask_faces(teacher, view, view_fov, seen_here, point[None], np.array([1]), box)
+        agreement = (in_mask & in_sight).sum() / max((in_mask & known | in_sight).sum(), 1)
+        if agreement < MIN_AGREEMENT:
+            continue
+        votes += visible & in_mask
+        seen += visible
+        used += 1
+    return (votes / np.maximum(seen, 1e-9)).astype(np.float32), used
+
+
+def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, cameras: np.ndarray,
+                  count: int) -> list[np.ndarray]:
+    """Up to `count` camera positions spread around the object, nearest to the clicked view first
+    (so that the selection grows from what the user saw)."""
+    if count <= 0 or len(selected_centroids) == 0 or len(cameras) == 0:
+        return []
+    centre = selected_centroids.mean(0)
+    directions = cameras - centre
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True).clip(1e-12)
+    clicked = (clicked_from - centre) / max(np.linalg.norm(clicked_from - centre), 1e-12)
+    chosen: list[int] = []
+    closeness = directions @ clicked  # farthest-point sampling of directions, from the clicked one
+    for _ in range(min(count, len(cameras))):
+        pick = int(np.argmin(closeness))
+        chosen.append(pick)
+        closeness = np.maximum(closeness, directions @ directions[pick])
+    order = sorted(chosen, key=lambda i: -float(directions[i] @ clicked))
+    return [cameras[i] for i in order]
+
+
+def _prompt_from_faces(g: Geometry, faces: np.ndarray, c2w: np.ndarray, fov: float) -> tuple[np.ndarray, np.ndarray]:
+    """A box around the faces as a view sees them, and the point deepest inside them."""
+    cells = SAM_FEATURE_SIZE
+    scale = VIEW_SIZE / cells
+    xy = _project(g.centroids[faces], c2w, fov, cells)
+    col = np.clip(xy[:, 0].astype(int), 0, cells - 1)
+    row = np.clip(xy[:, 1].astype(int), 0, cells - 1)
+    occupied = np.zeros((cells, cells), bool)
+    occupied[row, col] = True
+    occupied = ndimage.binary_closing(occupied, iterations=1) | occupied
+    depth = ndimage.distance_transform_edt(np.pad(occupied, 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(depth.argmax()), depth.shape)
+    box = np.array([col.min(), row.min(), col.max() + 1, row.max() + 1], np.float64) * scale
+    return box, (np.array([c, r], np.float64) + 0.5) * scale

@@ -1,0 +1,1 @@
+"""The socket server and one handler per wire method."""
