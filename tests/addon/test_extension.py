@@ -16,7 +16,7 @@ import pytest
 
 from test_addon_setup import RecordingLayout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REPO_MODULE = "dff_test_repo"
 MODULE = f"bl_ext.{REPO_MODULE}.blender_dff"
 

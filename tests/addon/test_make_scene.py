@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_scene.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_scene.py"
 TRAIN_VIEWS, TEST_VIEWS, RESOLUTION = 4, 2, 32
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from external_worker.datasets.dataset import load_dataset
 from external_worker.geometry.visibility import project
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_click_capture.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_click_capture.py"
 
 
 def _load_script():

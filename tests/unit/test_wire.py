@@ -23,7 +23,7 @@ from blender_dff.wire.framing import ConnectionClosed, ProtocolError
 from external_worker.server import server
 from external_worker.errors import Cancelled, WorkerError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
 TIMEOUT = 20.0  # generous upper bound for anything that should take milliseconds
 

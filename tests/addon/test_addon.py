@@ -22,7 +22,7 @@ from mathutils import Euler, Matrix, Vector
 import blender_dff
 from blender_dff.worker.client import Reply, WorkerClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- fixtures and helpers -------------------------------------------------------------

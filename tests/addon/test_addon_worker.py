@@ -200,7 +200,7 @@ def test_import_errors_name_the_file(addon, tiny_scene, tmp_path, breakage, expe
 
 def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon, tmp_path):
     from blender_dff.scene.cameras import COLLECTION_NAME, POINTS_NAME
-    from test_datasets import colmap_model, random_pixels, ring_poses
+    from capture_files import colmap_model, random_pixels, ring_poses
 
     props = addon
     rng = np.random.default_rng(3)

@@ -148,7 +148,7 @@ def test_bad_datasets_get_errors_naming_the_file(tiny_scene, tmp_path, breakage,
 
 
 def test_import_refuses_what_cannot_be_trained(tmp_path):
-    from test_datasets import frame, look_at, random_pixels, save_image, single_transforms
+    from capture_files import frame, look_at, random_pixels, save_image, single_transforms
 
     rng = np.random.default_rng(0)
     for i in range(4):

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import REPO, WORKER_PYTHON
 
-ADDON_TESTS = ["tests/test_addon.py", "tests/test_addon_click.py", "tests/test_addon_setup.py",
-               "tests/test_addon_worker.py", "tests/test_extension.py"]
+ADDON_TESTS = ["tests/addon/test_addon.py", "tests/addon/test_addon_click.py", "tests/addon/test_addon_setup.py",
+               "tests/addon/test_addon_worker.py", "tests/addon/test_extension.py"]
 # pytest, then an exit without Python's finalisation: the bpy 4.2 module crashes there (exit code
 # -11) once any property with an update or poll callback was registered, add-on or not (a
 # FloatProperty(update=f) on a PropertyGroup is enough), after every test has passed.
