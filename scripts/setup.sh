@@ -14,6 +14,8 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
+# Both packages importable from anywhere (scripts, tests), edited in place.
+.venv/bin/python -m pip install --quiet --no-deps -e .
 
 # Other Blender versions: "<Python version> <bpy version>" (each bpy wheel is built for one Python).
 OTHER_BLENDERS=("3.11 4.2.23" "3.11 5.0.1" "3.13 5.3.0")
@@ -41,5 +43,6 @@ for spec in "${OTHER_BLENDERS[@]}"; do
   fi
   "$env/bin/python" -m pip install --quiet --upgrade pip
   "$env/bin/python" -m pip install --quiet "bpy==$bpy_version" -r tests/requirements-blender.txt
+  "$env/bin/python" -m pip install --quiet --no-deps -e .
 done
 echo "ready: .venv/bin/python"
