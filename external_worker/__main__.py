@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import pipeline
         from .progress import TqdmReporter
         from .queries.relevancy import split_terms
-        from .workspace import Workspace, atomic_path
+        from .workspace import Files, Workspace, atomic_path
+        from .queries.text import query_text
 
         ws = Workspace(args.workspace)
         reporter = TqdmReporter()
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imported {len(dataset)} views of {dataset.width}x{dataset.height} into {ws.root}")
         if args.command == "run":
             mesh, summary = pipeline.train_all(ws, settings, reporter)
-            print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(pipeline.MESH_EXPORT)}")
+            print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(Files.MESH_PLY)}")
         elif args.command != "import":
             scene = pipeline.open_scene(ws) if args.command not in ("query", "bake") else None
             if args.command == "train":
@@ -170,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"NeRF: {info.get('step', info.get('steps'))} steps, held-out PSNR {info.get('psnr')}")
             elif args.command == "mesh":
                 mesh = pipeline.run_mesh(scene, settings.mesh, reporter)
-                print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces: {ws.path(pipeline.MESH_EXPORT)}")
+                print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces: {ws.path(Files.MESH_PLY)}")
                 if args.out:
                     with atomic_path(args.out.resolve()) as tmp:
-                        shutil.copyfile(ws.path(pipeline.MESH_EXPORT), tmp)
+                        shutil.copyfile(ws.path(Files.MESH_PLY), tmp)
             elif args.command == "distill":
                 teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint,
                                                 settings.clip_model, settings.clip_pretrained)
@@ -181,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"feature field '{settings.teacher}' ready")
             elif args.command == "bake":
                 pipeline.run_bake(ws, args.size, reporter)
-                print(f"texture: {ws.path(pipeline.texture_name(args.size))} (UVs in {pipeline.bake_name(args.size)})")
+                print(f"texture: {ws.path(Files.texture(args.size))} (UVs in {Files.bake(args.size)})")
                 if args.out:
                     with atomic_path(args.out.resolve()) as tmp:
-                        shutil.copyfile(ws.path(pipeline.texture_name(args.size)), tmp)
+                        shutil.copyfile(ws.path(Files.texture(args.size)), tmp)
             elif args.command == "query":
                 negatives = None if args.negatives is None else split_terms(args.negatives, "list of negatives")
                 label_set = split_terms(args.label_set, "label set") if args.label_set else None
-                probability = pipeline.query_text(ws, args.text, args.teacher, negatives, label_set)
+                probability = query_text(ws, args.text, args.teacher, negatives, label_set)
                 print(f"{int((probability > 0.5).sum())} of {len(probability)} faces match '{args.text}'")
                 if args.out:
                     with atomic_path(args.out.resolve()) as tmp:

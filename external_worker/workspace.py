@@ -1,13 +1,14 @@
 """The workspace folder of one scene: everything a stage produces, written atomically.
 
-Layout:
+Its files and the stage keys of state.json are named here only (`Files`, `Stages`):
     state.json              dataset path, scene frame, what each stage has done
     cameras.npz             imported cameras (world frame)
     nerf.pt                 radiance field + occupancy grid + optimiser (resumable)
     mesh.npz / mesh.ply     extracted mesh (world frame) with vertex colours
     features_<teacher>.pt   feature field of one teacher (resumable)
     face_features_<teacher>.npz   per-face features as fp16 codes of the field's last layer
-                            (`features.FaceCodes`), one row per mesh face
+                            (`features.face_codes.FaceCodes`), one row per mesh face
+    bake_<size>.npz / texture_<size>.png   UV atlas and baked texture (top row first)
 """
 
 from __future__ import annotations
@@ -28,6 +29,55 @@ from .errors import WorkerError
 
 STATE_VERSION = 1
 CACHED_FILES = 4  # per process: the mesh and one teacher's face features, with room to switch
+
+
+
+class Files:
+    """The files a workspace holds."""
+
+    STATE = "state.json"
+    CAMERAS = "cameras.npz"
+    NERF = "nerf.pt"
+    MESH = "mesh.npz"
+    MESH_PLY = "mesh.ply"
+
+    @staticmethod
+    def features(teacher: str) -> str:
+        return f"features_{teacher}.pt"
+
+    @staticmethod
+    def face_features(teacher: str) -> str:
+        return f"face_features_{teacher}.npz"
+
+    @staticmethod
+    def bake(size: int) -> str:
+        return f"bake_{size}.npz"
+
+    @staticmethod
+    def texture(size: int) -> str:
+        return f"texture_{size}.png"
+
+
+class Stages:
+    """The stage keys of state.json: what each stage has done, with its settings."""
+
+    IMPORT = "import"
+    NERF = "nerf"
+    MESH = "mesh"
+    FACE_FEATURES_PREFIX = "face_features_"
+
+    @staticmethod
+    def features(teacher: str) -> str:
+        return f"features_{teacher}"
+
+    @staticmethod
+    def face_features(teacher: str) -> str:
+        return f"{Stages.FACE_FEATURES_PREFIX}{teacher}"
+
+    @staticmethod
+    def bake(size: int) -> str:
+        return f"bake_{size}"
+
 
 T = TypeVar("T")
 _cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -76,7 +126,7 @@ class Workspace:
 
     # --- state.json -------------------------------------------------------------------
     def load_state(self) -> dict[str, Any]:
-        path = self.path("state.json")
+        path = self.path(Files.STATE)
         if not path.exists():
             return {"version": STATE_VERSION, "stages": {}}
         try:
@@ -86,7 +136,7 @@ class Workspace:
                               "Delete the workspace folder and import the dataset again.") from exc
 
     def save_state(self, state: dict[str, Any]) -> None:
-        self.write_bytes("state.json", json.dumps(state, indent=2).encode("utf-8"))
+        self.write_bytes(Files.STATE, json.dumps(state, indent=2).encode("utf-8"))
 
     def update_stage(self, stage: str, **info: Any) -> dict[str, Any]:
         state = self.load_state()

@@ -44,7 +44,10 @@ from external_worker.nerf.train import device, load_field  # noqa: E402
 from external_worker.progress import SilentReporter, TqdmReporter  # noqa: E402
 from external_worker.geometry.raycast import first_hit  # noqa: E402
 from external_worker.teachers.sam_model import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402
-from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.workspace import Files, Workspace  # noqa: E402
+from external_worker.mesh.stored import mesh_voxel  # noqa: E402
+from external_worker.queries.faces import load_face_features, load_geometry  # noqa: E402
+from external_worker.queries.prompt import DEFAULT_CLICK_VIEWS, query_click  # noqa: E402
 
 
 def object_clicks(geometry, truth: np.ndarray, eyes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -83,22 +86,22 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, required=True, help="make_scene.py output (ground truth)")
     parser.add_argument("--workspace", type=Path, required=True, help="workspace trained on it (labels teacher)")
     parser.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint (default: tiny model)")
-    parser.add_argument("--views", type=int, default=pipeline.DEFAULT_CLICK_VIEWS, help="views a click is carried to")
+    parser.add_argument("--views", type=int, default=DEFAULT_CLICK_VIEWS, help="views a click is carried to")
     parser.add_argument("--sam-steps", type=int, default=600, help="distillation steps when the sam field is missing")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per latency figure")
     parser.add_argument("--encoders", default="vit_b,vit_h", help="SAM encoders to time without a checkpoint")
     args = parser.parse_args()
 
     ws = Workspace(args.workspace)
-    geometry = pipeline.load_geometry(ws)
+    geometry = load_geometry(ws)
     area = trimesh.Trimesh(geometry.vertices, geometry.faces, process=False).area_faces
     with np.load(args.scene / "ground_truth.npz") as gt:
         truth = nearest_ground_truth_labels(geometry.centroids, gt["vertices"], gt["faces"], gt["face_labels"])
-    cameras = ws.load_npz("cameras.npz")
+    cameras = ws.load_npz(Files.CAMERAS)
     train_eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
     test_eyes = cameras["c2w"][cameras["split"] == "test"][:, :3, 3]
     clicks = object_clicks(geometry, truth, test_eyes)
-    labels = pipeline.load_face_features(ws, "labels")
+    labels = load_face_features(ws, "labels")
     names = dict(zip(labels.teacher.class_ids, labels.teacher.class_names))
     print(f"device: {device()}  mesh: {len(geometry.faces):,} faces  objects clicked: {len(clicks)} of {len(names)}")
 
@@ -106,7 +109,7 @@ def main() -> None:
     print("\n1. labels teacher, one click per object from a held-out view: per-face IoU")
     ious, seconds = [], []
     for label, (eye, direction) in clicks.items():
-        t, result = timed(lambda: pipeline.query_click(ws, ClickPrompt.single(eye, direction), "labels"), args.repeats)
+        t, result = timed(lambda: query_click(ws, ClickPrompt.single(eye, direction), "labels"), args.repeats)
         ious.append(iou(result.probability > 0.5, truth == label, area))
         seconds.append(t)
         print(f"  {names[label]:>10}: IoU {ious[-1]:.4f}  ({t * 1000:.0f} ms)")
@@ -114,7 +117,7 @@ def main() -> None:
 
     # 2. the 3D part of a SAM click, with perfect 2D masks
     print(f"\n2. ideal 2D segmenter: IoU of the clicked view alone vs carried to {args.views} views")
-    renderer = ViewRenderer(geometry, labels.features, labels.background, 3 * pipeline.mesh_voxel(ws))
+    renderer = ViewRenderer(geometry, labels.features, labels.background, 3 * mesh_voxel(ws))
     oracle = LabelOracle(labels.background)
     single, multi = [], []
     for label, (eye, direction) in clicks.items():
@@ -132,9 +135,9 @@ def main() -> None:
         scene = pipeline.open_scene(ws)
         teacher = pipeline.make_teacher("sam", scene.dataset, args.sam_checkpoint or "tiny")
         pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=args.sam_steps), TqdmReporter())
-    sam = pipeline.load_face_features(ws, "sam")
+    sam = load_face_features(ws, "sam")
     decoder, decoder_name = real_size_decoder(args.sam_checkpoint)
-    sam_renderer = ViewRenderer(geometry, sam.features, sam.background, 3 * pipeline.mesh_voxel(ws))
+    sam_renderer = ViewRenderer(geometry, sam.features, sam.background, 3 * mesh_voxel(ws))
     print(f"\n3. SAM click latency (decoder: {decoder_name}), median of {args.repeats} x {len(clicks)} clicks")
     for views in (0, args.views):
         times = []

@@ -34,6 +34,8 @@ from external_worker.mesh.extract import Mesh  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.geometry.visibility import project  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.queries.prompt import query_click
+from external_worker.workspace import Files
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ethiopian_head"
@@ -175,7 +177,7 @@ def click_held_out_views(ws: Workspace, mesh: Mesh, scene: pipeline.Scene, stems
                          overlays: Path | None) -> tuple[list[Click], dict[int, float]]:
     """One click per held-out view at its mask's centroid, each selection scored in every held-out
     view; also the IoU of all mesh faces in each view."""
-    cameras = ws.load_npz("cameras.npz")
+    cameras = ws.load_npz(Files.CAMERAS)
     held_out = np.flatnonzero(cameras["split"] == "test")
     masks = {i: read_mask(source / "masks_5" / f"{stems[i]}.png") for i in held_out}
     # Clicks and renders at the masks' full size: the loaded images' cameras, scaled up.
@@ -189,7 +191,7 @@ def click_held_out_views(ws: Workspace, mesh: Mesh, scene: pipeline.Scene, stems
     for i in held_out:
         try:
             origin, direction = pixel_ray(cameras["c2w"][i], intrinsics[i], *mask_centroid(masks[i]))
-            result = pipeline.query_click(ws, ClickPrompt.single(origin, direction), teacher="labels")
+            result = query_click(ws, ClickPrompt.single(origin, direction), teacher="labels")
             query, selected = result.query, result.probability > 0.5
         except WorkerError as exc:  # a click that misses the mesh (or has no mask) selects nothing
             query, selected = exc.code, np.zeros(len(mesh.faces), bool)

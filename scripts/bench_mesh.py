@@ -113,6 +113,7 @@ def bake_figures(workspace: Path, size: int, views: int) -> None:
     from external_worker import pipeline
     from external_worker.mesh.bake import covered_texels
     from external_worker.mesh.extract import surface_colours
+    from external_worker.mesh.stored import load_mesh
     from external_worker.nerf.train import load_field
     from external_worker.progress import TqdmReporter
     from external_worker.geometry.frame import SceneFrame
@@ -124,7 +125,7 @@ def bake_figures(workspace: Path, size: int, views: int) -> None:
         state = ws.load_state()
         state["stages"] = {k: v for k, v in state["stages"].items() if not k.startswith("bake_")}
         ws.save_state(state)
-        mesh = pipeline.load_mesh(ws)
+        mesh = load_mesh(ws)
         start = time.perf_counter()
         bake = pipeline.run_bake(ws, size, TqdmReporter())
         seconds = time.perf_counter() - start

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
-from external_worker.config import NerfConfig  , TrainConfig# noqa: E402
+from external_worker.config import NerfConfig, TrainConfig# noqa: E402
 from external_worker.nerf.train import device, train_nerf  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402

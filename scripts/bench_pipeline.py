@@ -27,6 +27,7 @@ from external_worker import pipeline  # noqa: E402
 from external_worker.evaluation import chamfer, face_miou  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.queries.text import query_text
 
 
 def main() -> None:
@@ -77,7 +78,7 @@ def main() -> None:
 
     names = json.loads((scene_dir / "labels.json").read_text())
     start = time.perf_counter()
-    probabilities = np.stack([pipeline.query_text(ws, name) for name in names.values()], 1)
+    probabilities = np.stack([query_text(ws, name) for name in names.values()], 1)
     seconds["queries (all labels)"] = time.perf_counter() - start
     ids = [int(i) for i in names]
     predicted = np.asarray(ids)[probabilities.argmax(1)]

@@ -48,6 +48,8 @@ from external_worker.nerf.train import device  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.mesh.stored import load_mesh
+from external_worker.queries.faces import load_face_features
 
 
 def query_latency(n_faces: int, dim: int, repeats: int) -> None:
@@ -113,11 +115,11 @@ def teacher_vs_field(encoder: ClipEncoder, height: int, width: int, n_faces: int
 def label_set_miou(ws: Workspace, scene_dir: Path, names: dict[int, str]) -> tuple[float, dict[int, float]]:
     """Every face takes the label of labels.json it is most relevant to; mIoU against ground truth."""
     label_ids = sorted(names)
-    ff = pipeline.load_face_features(ws, "clip")
+    ff = load_face_features(ws, "clip")
     encoder = ff.teacher.encoder
     similarity = ff.features.cosine(encoder.encode_text([names[i] for i in label_ids]).cpu().numpy())
     predicted = np.asarray(label_ids)[similarity.argmax(0)]
-    mesh = pipeline.load_mesh(ws)
+    mesh = load_mesh(ws)
     with np.load(scene_dir / "ground_truth.npz") as gt:
         return face_miou(mesh.vertices, mesh.faces, predicted, gt["vertices"], gt["faces"], gt["face_labels"],
                          label_ids)
@@ -192,7 +194,7 @@ def main() -> None:
                          args.steps, names)
         miou, per_object = label_set_miou(ws, args.scene, names)
         print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
-        print(f"     mIoU {miou:.4f}   (distillation {seconds:.0f} s, {len(pipeline.load_mesh(ws).faces):,} faces)")
+        print(f"     mIoU {miou:.4f}   (distillation {seconds:.0f} s, {len(load_mesh(ws).faces):,} faces)")
         if not args.pretrained:
             print("  b. CLIP teacher: skipped, needs --pretrained (random weights would measure chance)")
             return

@@ -32,7 +32,7 @@ from ..progress import Reporter
 from ..geometry.frame import SceneFrame
 from ..geometry.camera import rays_for_pixels
 from ..teachers.registry import TEACHER_TYPES, Teacher
-from ..workspace import Workspace
+from ..workspace import Files, Stages, Workspace
 
 if TYPE_CHECKING:
     from ..datasets.dataset import Dataset
@@ -59,14 +59,6 @@ class FeatureField(nn.Module):
 
     def at_points(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
-
-
-def checkpoint_name(teacher: str) -> str:
-    return f"features_{teacher}.pt"
-
-
-def face_features_name(teacher: str) -> str:
-    return f"face_features_{teacher}.npz"
 
 
 @torch.no_grad()
@@ -201,8 +193,8 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
     dev = device()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    name = checkpoint_name(teacher.name)
-    stage = f"features_{teacher.name}"
+    name = Files.features(teacher.name)
+    stage = Stages.features(teacher.name)
     ckpt = workspace.load_torch(name) if workspace.path(name).exists() else None
     if ckpt:
         # The field and its schedule continue the checkpoint's; the step count and how the
@@ -274,8 +266,8 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
 
 
 def load_features(workspace: Workspace, teacher_name: str) -> tuple[FeatureField, Teacher]:
-    workspace.require(f"features_{teacher_name}", f"feature training with the '{teacher_name}' teacher")
-    ckpt = workspace.load_torch(checkpoint_name(teacher_name))
+    workspace.require(Stages.features(teacher_name), f"feature training with the '{teacher_name}' teacher")
+    ckpt = workspace.load_torch(Files.features(teacher_name))
     teacher = TEACHER_TYPES[teacher_name].from_dict(ckpt["teacher"])
     model = FeatureField(teacher.feature_dim, FeatureConfig(**ckpt["config"])).to(device())
     model.load_state_dict(ckpt["model"])

@@ -16,12 +16,11 @@ from .field import NerfField, OccupancyGrid, occupancy_threshold, render_rays
 from ..progress import Reporter
 from ..geometry.frame import SceneFrame
 from ..geometry.camera import pixel_rays, rays_for_pixels
-from ..workspace import Workspace
+from ..workspace import Files, Stages, Workspace
 
 if TYPE_CHECKING:
     from ..datasets.dataset import Dataset
 
-CHECKPOINT = "nerf.pt"
 PREVIEW_EVERY_S = 10.0  # wall-clock seconds between two preview renders while training, at least
 PREVIEW_SHARE = 0.05    # and at most this share of the training time spent on them
 PREVIEW_SIZE = 160      # longest side of a preview render, in pixels
@@ -57,8 +56,8 @@ def build_field(config: NerfConfig, dev: torch.device) -> tuple[NerfField, Occup
 
 def load_field(workspace: Workspace) -> tuple[NerfField, OccupancyGrid]:
     """The trained radiance field of a workspace, in eval mode, on the compute device."""
-    workspace.require("nerf", "the 'train' stage")
-    ckpt = workspace.load_torch(CHECKPOINT)
+    workspace.require(Stages.NERF, "the 'train' stage")
+    ckpt = workspace.load_torch(Files.NERF)
     field, grid = build_field(NerfConfig(**ckpt["config"]), device())
     field.load_state_dict(ckpt["field"])
     grid.load_state_dict(ckpt["grid"])
@@ -78,7 +77,7 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     dev = device()
     torch.manual_seed(config.seed)
     data = SceneTensors(dataset, frame, "train", dev)
-    ckpt = workspace.load_torch(CHECKPOINT) if workspace.path(CHECKPOINT).exists() else None
+    ckpt = workspace.load_torch(Files.NERF) if workspace.path(Files.NERF).exists() else None
     nerf_config = NerfConfig(**ckpt["config"]) if ckpt else replace(nerf_config or NerfConfig(),
                                                                      contract=dataset.unbounded)
     field, grid = build_field(nerf_config, dev)
@@ -96,10 +95,10 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     n_pixels = data.height * data.width
 
     def save(at_step: int) -> None:
-        workspace.save_torch(CHECKPOINT, {"config": asdict(nerf_config), "field": field.state_dict(),
+        workspace.save_torch(Files.NERF, {"config": asdict(nerf_config), "field": field.state_dict(),
                                           "grid": grid.state_dict(), "optimizer": optimizer.state_dict(),
                                           "step": at_step})
-        workspace.update_stage("nerf", step=at_step, target_steps=config.steps)
+        workspace.update_stage(Stages.NERF, step=at_step, target_steps=config.steps)
 
     start = last_preview = time.perf_counter()
     preview_every = PREVIEW_EVERY_S
@@ -145,7 +144,7 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     save(step)
     seconds = time.perf_counter() - start
     test_psnr = evaluate_psnr(field, grid, dataset, frame, reporter) if (dataset.split == "test").any() else None
-    workspace.update_stage("nerf", done=True, psnr=test_psnr, train_psnr=psnr_ema, seconds=seconds)
+    workspace.update_stage(Stages.NERF, done=True, psnr=test_psnr, train_psnr=psnr_ema, seconds=seconds)
     return {"steps": step, "psnr": test_psnr, "train_psnr": psnr_ema, "seconds": seconds}
 
 

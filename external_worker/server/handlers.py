@@ -15,11 +15,13 @@ import numpy as np
 
 from .. import pipeline
 from ..config import TrainSettings
+from ..mesh.stored import load_mesh
+from ..queries import prompt as click_query, similar as similar_query, text as text_query
 from ..datasets.dataset import TEST_EVERY
 from ..queries.click import ClickPrompt
 from ..errors import WorkerError
 from ..queries.relevancy import split_terms
-from ..workspace import Workspace
+from ..workspace import Files, Workspace
 
 MAX_CLICKS = 64       # clicks in one prompt
 MAX_CLICK_VIEWS = 32  # views a click may be carried to
@@ -137,10 +139,10 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
             result = pipeline.run_bake(ws, size, ctx)
         finally:
             training.release()
-        return {"size": size, "texture_path": str(ws.path(pipeline.texture_name(size)))}, result.to_arrays()
+        return {"size": size, "texture_path": str(ws.path(Files.texture(size)))}, result.to_arrays()
 
     def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        mesh = pipeline.load_mesh(Workspace(Params(params, root).path("workspace")))
+        mesh = load_mesh(Workspace(Params(params, root).path("workspace")))
         return {"n_faces": int(len(mesh.faces))}, mesh.to_arrays()
 
     def query_text(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
@@ -148,7 +150,7 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         text = p.text("text", max_len=1000)
         negatives = split_terms(p.text("negatives"), "list of negatives") if "negatives" in params else None
         label_set = split_terms(p.text("label_set"), "label set") if p.text("label_set", "") else None
-        probability = pipeline.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64),
+        probability = text_query.query_text(Workspace(p.path("workspace")), text, p.text("teacher", "labels", 64),
                                           negatives, label_set)
         return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
 
@@ -160,8 +162,8 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
                              [int(c.flag("object", True)) for c in clicks],
                              None if box is None else [c.vector("origin") for c in box],
                              None if box is None else [c.vector("direction") for c in box])
-        result = pipeline.query_click(Workspace(p.path("workspace")), prompt, p.text("teacher", "labels", 64),
-                                      p.integer("views", pipeline.DEFAULT_CLICK_VIEWS, 0, MAX_CLICK_VIEWS))
+        result = click_query.query_click(Workspace(p.path("workspace")), prompt, p.text("teacher", "labels", 64),
+                                      p.integer("views", click_query.DEFAULT_CLICK_VIEWS, 0, MAX_CLICK_VIEWS))
         return ({"query": result.query, "hit_face": result.hit_face, "views": result.views,
                  "n_faces": int(len(result.probability))}, {"face_probability": result.probability})
 
@@ -171,7 +173,7 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         if selected is None or selected.dtype != np.bool_ or selected.ndim != 1:
             raise WorkerError("bad_request", "array 'selected' must be a 1-D bool array (one value per face)",
                               "Send the selection of the workspace's mesh in its face order.")
-        probability = pipeline.query_similar(Workspace(p.path("workspace")), selected, p.text("teacher", "labels", 64))
+        probability = similar_query.query_similar(Workspace(p.path("workspace")), selected, p.text("teacher", "labels", 64))
         return {"n_faces": int(len(probability))}, {"face_probability": probability}
 
     return {"bake": bake, "query_click": query_click, "query_similar": query_similar, "import_dataset": import_dataset, "train": train, "get_mesh": get_mesh, "query_text": query_text}

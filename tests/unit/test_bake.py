@@ -13,6 +13,8 @@ from external_worker.mesh.bake import covered_texels, fill_empty
 from external_worker.errors import WorkerError
 from external_worker.progress import SilentReporter
 from external_worker.workspace import Workspace
+from external_worker.mesh.stored import load_mesh
+from external_worker.workspace import Files
 
 
 def test_two_triangles_over_the_square_cover_every_texel_once():
@@ -52,7 +54,7 @@ def baked(trained_workspace, tmp_path_factory):
 
 def test_bake_matches_the_vertex_colours_and_writes_a_png(baked):
     ws, bake = baked
-    mesh = pipeline.load_mesh(ws)
+    mesh = load_mesh(ws)
     assert bake.uv.shape == (len(mesh.faces), 3, 2) and bake.uv.min() >= 0 and bake.uv.max() <= 1
     assert bake.texture.shape == (512, 512, 3) and bake.texture.dtype == np.uint8
     # The texel under each face's centroid against the face's mean vertex colour.
@@ -60,15 +62,15 @@ def test_bake_matches_the_vertex_colours_and_writes_a_png(baked):
     row, col = np.minimum((centre[:, 1] * 512).astype(int), 511), np.minimum((centre[:, 0] * 512).astype(int), 511)
     difference = np.abs(bake.texture[row, col] / 255 - mesh.vertex_colors[mesh.faces].mean(1))
     assert difference.mean() < 0.05
-    png = np.asarray(Image.open(ws.path(pipeline.texture_name(512))))
+    png = np.asarray(Image.open(ws.path(Files.texture(512))))
     assert np.array_equal(png, bake.texture[::-1])  # PNG rows are top first
 
 
 def test_a_second_bake_is_read_back_and_bad_sizes_are_refused(baked):
     ws, bake = baked
-    written = ws.path(pipeline.bake_name(512)).stat().st_mtime_ns
+    written = ws.path(Files.bake(512)).stat().st_mtime_ns
     again = pipeline.run_bake(ws, 512, SilentReporter())
-    assert ws.path(pipeline.bake_name(512)).stat().st_mtime_ns == written
+    assert ws.path(Files.bake(512)).stat().st_mtime_ns == written
     assert np.array_equal(again.texture, bake.texture) and np.array_equal(again.uv, bake.uv)
     with pytest.raises(WorkerError, match="texture size 1000"):
         pipeline.run_bake(ws, 1000, SilentReporter())

@@ -23,6 +23,10 @@ from external_worker.server.handlers import make_handlers
 from external_worker.progress import SilentReporter
 from external_worker.queries.relevancy import against_negatives, in_label_set, split_terms
 from external_worker.workspace import Workspace
+from external_worker.queries.faces import load_geometry
+from external_worker.queries.prompt import query_click
+from external_worker.queries.text import query_text
+from external_worker.workspace import Files
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +141,7 @@ def clip_workspace(trained_workspace, tmp_path_factory, label_names):
 
 @pytest.fixture(scope="module")
 def truth(clip_workspace, ground_truth):
-    geometry = pipeline.load_geometry(clip_workspace)
+    geometry = load_geometry(clip_workspace)
     return nearest_ground_truth_labels(geometry.centroids, ground_truth["vertices"], ground_truth["faces"],
                                        ground_truth["face_labels"])
 
@@ -145,29 +149,29 @@ def truth(clip_workspace, ground_truth):
 def test_text_query_selects_the_named_object(clip_workspace, truth, label_names):
     names = list(label_names.values())
     for label, name in label_names.items():
-        relevancy = pipeline.query_text(clip_workspace, name, "clip", label_set=["background", *names])
+        relevancy = query_text(clip_workspace, name, "clip", label_set=["background", *names])
         chosen, target = relevancy > 0.5, truth == label
         assert (chosen & target).sum() / (chosen | target).sum() > 0.6, name
     both = list(label_names.items())[:2]
-    union = pipeline.query_text(clip_workspace, ", ".join(n for _, n in both), "clip", label_set=["background", *names])
+    union = query_text(clip_workspace, ", ".join(n for _, n in both), "clip", label_set=["background", *names])
     assert ((union > 0.5) & np.isin(truth, [l for l, _ in both])).sum() > 0.8 * np.isin(truth, [l for l, _ in both]).sum()
 
 
 def test_negatives_and_label_set_modes_differ_and_bad_text_is_refused(clip_workspace, label_names):
     name = next(iter(label_names.values()))
-    negatives = pipeline.query_text(clip_workspace, name, "clip")
-    label_set = pipeline.query_text(clip_workspace, name, "clip", label_set=list(label_names.values()))
+    negatives = query_text(clip_workspace, name, "clip")
+    label_set = query_text(clip_workspace, name, "clip", label_set=list(label_names.values()))
     assert negatives.shape == label_set.shape and ((negatives > 0.5) != (label_set > 0.5)).any()
     handlers = make_handlers()
     for text, code in (("  ", "empty_query"), ("chair " * 80, "query_too_long")):
         with pytest.raises(WorkerError) as error:
             handlers["query_text"]({"workspace": str(clip_workspace.root), "text": text, "teacher": "clip"}, {}, None)
         assert error.value.code == code
-    geometry = pipeline.load_geometry(clip_workspace)
-    eye = clip_workspace.load_npz("cameras.npz")["c2w"][0, :3, 3]
+    geometry = load_geometry(clip_workspace)
+    eye = clip_workspace.load_npz(Files.CAMERAS)["c2w"][0, :3, 3]
     on_mesh = ClickPrompt.single(eye, geometry.centroids.mean(0) - eye)
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(clip_workspace, on_mesh, "clip")
+        query_click(clip_workspace, on_mesh, "clip")
     assert error.value.code == "unsupported_query"
 
 

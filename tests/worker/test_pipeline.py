@@ -15,6 +15,8 @@ from external_worker.errors import WorkerError
 from external_worker.evaluation import chamfer, face_miou
 from external_worker.config import TrainConfig
 from external_worker.workspace import Workspace
+from external_worker.mesh.stored import load_mesh, mesh_voxel
+from external_worker.queries.text import query_text
 
 
 class RecordingReporter:
@@ -94,7 +96,7 @@ def test_face_budget_decimates_the_mesh_and_invalidates_face_features(trained_wo
     ws_dir = tmp_path / "ws"
     shutil.copytree(trained_workspace, ws_dir)
     ws = Workspace(ws_dir)
-    full = pipeline.load_mesh(ws)
+    full = load_mesh(ws)
     settings = ws.stage("mesh")["settings"]
     budget = len(full.faces) // 4
     scene = pipeline.open_scene(ws)
@@ -104,7 +106,7 @@ def test_face_budget_decimates_the_mesh_and_invalidates_face_features(trained_wo
     assert "face_features_labels" not in ws.load_state()["stages"]  # they described the old faces
     # The decimated surface stays on the full one: mean distance under a marching-cubes voxel.
     distance, _ = chamfer(small.vertices, small.faces, full.vertices, full.faces)
-    assert distance < pipeline.mesh_voxel(ws)
+    assert distance < mesh_voxel(ws)
 
 
 def test_missing_face_features_are_reported_and_rebuilt_by_training(trained_workspace, tmp_path):
@@ -113,14 +115,14 @@ def test_missing_face_features_are_reported_and_rebuilt_by_training(trained_work
     ws = Workspace(ws_dir)
     ws.path("face_features_labels.npz").unlink()
     with pytest.raises(WorkerError) as error:
-        pipeline.query_text(ws, "cube")
+        query_text(ws, "cube")
     assert error.value.code == "stage_missing" and "Train again" in error.value.hint
     scene = pipeline.open_scene(ws)
     teacher = pipeline.make_teacher("labels", scene.dataset)
     steps = ws.stage("features_labels")["step"]
     pipeline.run_features(scene, teacher, pipeline.FeatureConfig(steps=steps), RecordingReporter())
     assert ws.path("face_features_labels.npz").exists()
-    assert pipeline.query_text(ws, next(iter(teacher.class_names))).shape == (ws.stage("mesh")["n_faces"],)
+    assert query_text(ws, next(iter(teacher.class_names))).shape == (ws.stage("mesh")["n_faces"],)
 
 
 def test_labels_teacher_without_label_maps_fails_before_training(tiny_scene, tmp_path):

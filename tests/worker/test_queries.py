@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 import trimesh
 
-from external_worker import pipeline
 from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click
 from external_worker.errors import WorkerError
 from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels
 from external_worker.server.handlers import make_handlers
 from external_worker.geometry.raycast import first_hit
 from external_worker.workspace import Workspace
+from external_worker.mesh.stored import load_mesh, mesh_voxel
+from external_worker.queries.faces import load_face_features, load_geometry
+from external_worker.queries.prompt import query_click
+from external_worker.queries.similar import query_similar
+from external_worker.workspace import Files
 
 
 def test_first_hit_takes_the_nearest_triangle():
@@ -33,7 +37,7 @@ def test_first_hit_takes_the_nearest_triangle():
 def scene_parts(trained_workspace, tiny_scene, ground_truth):
     """The trained mesh, its faces' ground-truth labels, and a camera position of the dataset."""
     ws = Workspace(trained_workspace)
-    mesh = pipeline.load_mesh(ws)
+    mesh = load_mesh(ws)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     truth = nearest_ground_truth_labels(tm.triangles_center, ground_truth["vertices"], ground_truth["faces"],
                                         ground_truth["face_labels"])
@@ -67,7 +71,7 @@ def test_click_selects_the_object_under_the_cursor(scene_parts, label_names):
     targets = visible_objects(tm, truth, eye)
     assert targets
     for label, target in targets.items():
-        result = pipeline.query_click(ws, prompt(click(eye, target)))
+        result = query_click(ws, prompt(click(eye, target)))
         assert result.query == label_names[label] and truth[result.hit_face] == label
         chosen = result.probability > 0.5
         assert tm.area_faces[chosen & (truth == label)].sum() > 0.9 * tm.area_faces[chosen].sum()
@@ -80,15 +84,15 @@ def test_more_clicks_add_objects_and_background_clicks_remove_them(scene_parts, 
     if len(targets) < 2:
         pytest.skip("the first camera sees fewer than two objects unhidden")
     (a, at), (b, bt) = list(targets.items())[:2]
-    both = pipeline.query_click(ws, prompt(click(eye, at), click(eye, bt)))
+    both = query_click(ws, prompt(click(eye, at), click(eye, bt)))
     assert both.query == "+".join(sorted([label_names[a], label_names[b]], key=list(label_names.values()).index))
     chosen = both.probability > 0.5
     assert tm.area_faces[chosen & ((truth == a) | (truth == b))].sum() > 0.9 * tm.area_faces[chosen].sum()
     assert (chosen & (truth == a)).any() and (chosen & (truth == b)).any()
-    only_a = pipeline.query_click(ws, prompt(click(eye, at), click(eye, bt, on_object=False)))
+    only_a = query_click(ws, prompt(click(eye, at), click(eye, bt, on_object=False)))
     assert only_a.query == label_names[a]
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(ws, prompt(click(eye, at), click(eye, at, on_object=False)))
+        query_click(ws, prompt(click(eye, at), click(eye, at, on_object=False)))
     assert error.value.code == "empty_selection"
 
 
@@ -102,17 +106,17 @@ def test_a_box_selects_the_object_filling_it(scene_parts, label_names):
     half = 0.02 * np.linalg.norm(target - eye)  # a small box around the object's centre
     corners = [target + half * (sx * right + sy * up) for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     box = (np.repeat(eye[None], 4, 0), np.array(corners) - eye)
-    assert pipeline.query_click(ws, prompt(box=box)).query == label_names[label]
+    assert query_click(ws, prompt(box=box)).query == label_names[label]
     away = (np.repeat(eye[None], 4, 0), -(np.array(corners) - eye))
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(ws, prompt(box=away))
+        query_click(ws, prompt(box=away))
     assert error.value.code == "no_hit"
 
 
 def test_click_on_empty_space_says_so(scene_parts):
     ws, _, _, eye = scene_parts
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(ws, prompt(click(eye, 2 * eye)))  # looking away from the scene
+        query_click(ws, prompt(click(eye, 2 * eye)))  # looking away from the scene
     assert error.value.code == "no_hit"
 
 
@@ -134,9 +138,9 @@ def test_carrying_a_click_to_other_views_selects_the_back_side(scene_parts):
     """With an ideal 2D segmenter in place of SAM's decoder, one view sees only the front of an
     object; voting over views turned towards it selects nearly all of it."""
     ws, tm, truth, eye = scene_parts
-    ff = pipeline.load_face_features(ws, "labels")
-    renderer = ViewRenderer(pipeline.load_geometry(ws), ff.features, ff.background, 3 * pipeline.mesh_voxel(ws))
-    cameras = ws.load_npz("cameras.npz")
+    ff = load_face_features(ws, "labels")
+    renderer = ViewRenderer(load_geometry(ws), ff.features, ff.background, 3 * mesh_voxel(ws))
+    cameras = ws.load_npz(Files.CAMERAS)
     eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
     oracle = LabelOracle(ff.background)
     for label, target in visible_objects(tm, truth, eye).items():
@@ -157,12 +161,12 @@ def test_select_similar_grows_to_the_whole_object(scene_parts, label_names):
     label = next(iter(label_names))
     seed = np.zeros(len(truth), bool)
     seed[np.flatnonzero(truth == label)[:20]] = True  # a small patch of one object
-    similarity = pipeline.query_similar(ws, seed)
+    similarity = query_similar(ws, seed)
     assert similarity.dtype == np.float32 and 0 <= similarity.min() and similarity.max() <= 1
     assert np.median(similarity[truth == label]) > 0.9
     assert np.median(similarity[truth != label]) < 0.5
     with pytest.raises(WorkerError, match="no faces are selected"):
-        pipeline.query_similar(ws, np.zeros(len(truth), bool))
+        query_similar(ws, np.zeros(len(truth), bool))
 
 
 def test_wire_methods_check_their_inputs(trained_workspace):
@@ -191,10 +195,10 @@ def test_a_new_mesh_is_read_again_not_served_from_memory(trained_workspace, tmp_
     import shutil
 
     ws = Workspace(shutil.copytree(trained_workspace, tmp_path / "ws"))
-    before = pipeline.load_geometry(ws)
-    assert pipeline.load_geometry(ws) is before  # unchanged file: kept in memory
-    arrays = ws.load_npz(pipeline.MESH_FILE)
+    before = load_geometry(ws)
+    assert load_geometry(ws) is before  # unchanged file: kept in memory
+    arrays = ws.load_npz(Files.MESH)
     arrays["vertices"] = arrays["vertices"] + 1.0
-    ws.save_npz(pipeline.MESH_FILE, **arrays)
-    after = pipeline.load_geometry(ws)
+    ws.save_npz(Files.MESH, **arrays)
+    after = load_geometry(ws)
     assert np.allclose(after.vertices, before.vertices + 1.0)

@@ -13,12 +13,17 @@ from scipy.spatial.transform import Rotation
 
 from external_worker import pipeline
 from external_worker.errors import WorkerError
-from external_worker.features.train import (AugmentedViewCache, augmented_view, face_features_name,
+from external_worker.features.train import (AugmentedViewCache, augmented_view,
                                             interpolate_camera, quadrature_samples, random_camera_pair,
                                             stored_background, train_features, use_augmentation)
 from external_worker.config import FeatureConfig
 from external_worker.nerf.train import load_field
 from external_worker.workspace import Workspace
+from external_worker.mesh.stored import load_mesh
+from external_worker.queries.prompt import query_click
+from external_worker.queries.similar import query_similar
+from external_worker.queries.text import query_text
+from external_worker.workspace import Files
 
 # Few new views (each costs seconds on a CPU), still more than the cache holds.
 AUGMENTED = replace(FeatureConfig(), steps=60, augment="on", cache_size=3, reuse_probability=0.9)
@@ -60,7 +65,7 @@ def test_feature_imitation_learns_and_writes_256_wide_face_features(sam_workspac
     ws, _, _, recorder = sam_workspace
     assert len(recorder.losses) >= 50
     assert np.mean(recorder.losses[-10:]) < 0.8 * np.mean(recorder.losses[:5])
-    with np.load(ws.path(face_features_name("sam"))) as stored:
+    with np.load(ws.path(Files.face_features("sam"))) as stored:
         code, weight = stored["code"], stored["weight"]
     assert code.dtype == np.float16 and code.shape == (ws.stage("mesh")["n_faces"], 64) and weight.shape == (256, 64)
     assert np.isfinite(code.astype(np.float32)).all()
@@ -71,11 +76,11 @@ def test_select_similar_works_with_sam_features_and_text_is_refused(sam_workspac
     n = ws.stage("mesh")["n_faces"]
     selected = np.zeros(n, bool)
     selected[:50] = True
-    similarity = pipeline.query_similar(ws, selected, teacher="sam")
+    similarity = query_similar(ws, selected, teacher="sam")
     assert similarity.shape == (n,) and 0 <= similarity.min() and similarity.max() <= 1
     assert similarity[:50].mean() > similarity.mean()
     with pytest.raises(WorkerError) as error:
-        pipeline.query_text(ws, "cube", teacher="sam")
+        query_text(ws, "cube", teacher="sam")
     assert error.value.code == "unsupported_query"
 
 
@@ -95,9 +100,9 @@ def test_click_runs_sams_decoder_on_rendered_features(sam_workspace, tiny_scene)
 
     ws, *_ = sam_workspace
     eye = np.array(json.loads((tiny_scene / "transforms_train.json").read_text())["frames"][0]["transform_matrix"])[:3, 3]
-    mesh = pipeline.load_mesh(ws)
+    mesh = load_mesh(ws)
     target = mesh.vertices.mean(0)
-    result = pipeline.query_click(ws, ClickPrompt.single(eye, target - eye), teacher="sam", views=0)
+    result = query_click(ws, ClickPrompt.single(eye, target - eye), teacher="sam", views=0)
     assert result.query == "click" and result.hit_face >= 0 and result.views == 1
     probability = result.probability
     assert probability.shape == (len(mesh.faces),) and set(np.unique(probability)) <= {0.0, 1.0}
@@ -107,10 +112,10 @@ def test_click_runs_sams_decoder_on_rendered_features(sam_workspace, tiny_scene)
     facing_away = np.einsum("ij,ij->i", normals, eye - tri.mean(1)) < 0
     assert probability[facing_away].max(initial=0) == 0
     # Carried to other views, a probability is a share of votes.
-    carried = pipeline.query_click(ws, ClickPrompt.single(eye, target - eye), teacher="sam", views=4)
+    carried = query_click(ws, ClickPrompt.single(eye, target - eye), teacher="sam", views=4)
     assert 1 <= carried.views <= 5 and 0 <= carried.probability.min() and carried.probability.max() <= 1
     with pytest.raises(WorkerError) as error:
-        pipeline.query_click(ws, ClickPrompt.single(eye, eye - target), teacher="sam")
+        query_click(ws, ClickPrompt.single(eye, eye - target), teacher="sam")
     assert error.value.code == "no_hit"
 
 
