@@ -21,7 +21,8 @@ from .config import FeatureConfig, MeshConfig, TrainConfig, TrainSettings
 from .features.train import background_feature, face_codes, load_features, train_features, use_augmentation
 from .mesh.extract import Cameras, Mesh, extract_mesh
 from .mesh.stored import load_mesh
-from .nerf.train import device, load_field, train_nerf
+from .training import device
+from .nerf.train import load_field, train_nerf
 from .progress import Reporter
 from .geometry.frame import SceneFrame
 from .teachers.registry import Teacher, make_teacher

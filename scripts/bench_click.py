@@ -40,7 +40,8 @@ from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click  
 from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels  # noqa: E402
 from external_worker.config import FeatureConfig
 from external_worker.features.train import load_features, quadrature_samples  # noqa: E402
-from external_worker.nerf.train import device, load_field  # noqa: E402
+from external_worker.training import device
+from external_worker.nerf.train import load_field  # noqa: E402
 from external_worker.progress import SilentReporter, TqdmReporter  # noqa: E402
 from external_worker.geometry.raycast import first_hit  # noqa: E402
 from external_worker.teachers.sam_model import SAM_FEATURE_SIZE, SamTeacher  # noqa: E402

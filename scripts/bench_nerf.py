@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from external_worker import pipeline  # noqa: E402
 from external_worker.config import NerfConfig, TrainConfig# noqa: E402
-from external_worker.nerf.train import device, train_nerf  # noqa: E402
+from external_worker.training import device
+from external_worker.nerf.train import train_nerf  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402
 

@@ -44,7 +44,7 @@ from external_worker.evaluation import LabelTextOracle, face_miou  # noqa: E402
 from external_worker.features.face_codes import FaceCodes  # noqa: E402
 from external_worker.config import FeatureConfig
 from external_worker.features.train import FeatureField, face_codes  # noqa: E402
-from external_worker.nerf.train import device  # noqa: E402
+from external_worker.training import device  # noqa: E402
 from external_worker.progress import TqdmReporter  # noqa: E402
 from external_worker.queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
 from external_worker.workspace import Workspace  # noqa: E402

@@ -27,7 +27,8 @@ from ..nerf.encoding import HashGrid, mlp
 from ..errors import Cancelled, WorkerError
 from .face_codes import FaceCodes
 from ..nerf.field import NerfField, OccupancyGrid, render_rays, unit_cube
-from ..nerf.train import device, render_view
+from ..training import device
+from ..nerf.train import render_view
 from ..progress import Reporter
 from ..geometry.frame import SceneFrame
 from ..geometry.camera import rays_for_pixels

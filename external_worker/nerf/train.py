@@ -16,6 +16,7 @@ from .field import NerfField, OccupancyGrid, occupancy_threshold, render_rays
 from ..progress import Reporter
 from ..geometry.frame import SceneFrame
 from ..geometry.camera import pixel_rays, rays_for_pixels
+from ..training import device
 from ..workspace import Files, Stages, Workspace
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 PREVIEW_EVERY_S = 10.0  # wall-clock seconds between two preview renders while training, at least
 PREVIEW_SHARE = 0.05    # and at most this share of the training time spent on them
 PREVIEW_SIZE = 160      # longest side of a preview render, in pixels
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class SceneTensors:

@@ -18,7 +18,7 @@ import torch
 from .clip_model import DEFAULT_SIZES, TINY, ClipEncoder, load_clip
 from ..errors import DatasetError, WorkerError
 from ..features.face_codes import FaceCodes
-from ..nerf.train import device
+from ..training import device
 from ..queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set
 
 if TYPE_CHECKING:

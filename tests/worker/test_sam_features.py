@@ -13,9 +13,9 @@ from scipy.spatial.transform import Rotation
 
 from external_worker import pipeline
 from external_worker.errors import WorkerError
-from external_worker.features.train import (AugmentedViewCache, augmented_view,
-                                            interpolate_camera, quadrature_samples, random_camera_pair,
-                                            stored_background, train_features, use_augmentation)
+from external_worker.features.train import (AugmentedViewCache, augmented_view, interpolate_camera,
+                                            quadrature_samples, random_camera_pair, stored_background,
+                                            train_features, use_augmentation)
 from external_worker.config import FeatureConfig
 from external_worker.nerf.train import load_field
 from external_worker.workspace import Workspace
