@@ -11,8 +11,8 @@ So bpy and the Blender-side modules are imported inside `register()` / `unregist
 # as an extension): the id of its preferences and of its user folder.
 ADDON_ID = __name__
 
-_MODULES = ("preferences", "properties", "ui.messages", "operators.base", "operators.worker", "operators.click",
-            "ui.panels", "worker.state", "worker.session")
+_MODULES = ("preferences", "properties", "ui.messages", "operators.scene", "operators.train", "operators.select",
+            "operators.worker", "operators.click", "ui.panels", "worker.state", "worker.session")
 
 
 def register() -> None:

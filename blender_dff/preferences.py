@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 
 import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import ADDON_ID
-from bpy.props import EnumProperty, IntProperty, StringProperty
 
 # For an add-on registered by a script (no preferences entry): the worker's Python.
 PYTHON_ENV = "DFF_WORKER_PYTHON"

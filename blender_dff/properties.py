@@ -17,6 +17,31 @@ from .ui import messages
 from .scene import selection
 from .wire import api as wire_api
 
+# The wire's parameters whose defaults and ranges the properties take.
+_IMPORT, _TRAIN, _BAKE = wire_api.IMPORT_DATASET, wire_api.TRAIN, wire_api.BAKE
+
+
+def _enum_items(choices: tuple, words: dict) -> list[tuple[str, str, str]]:
+    """Enum items of the wire's `choices`, named and described by `words`: {choice: (name, description)}."""
+    return [(str(choice), *words[choice]) for choice in choices]
+
+
+_IMAGE_SCALE_ITEMS = _enum_items(wire_api.IMAGE_SCALES, {
+    1: ("1/1", "Full size"), 2: ("1/2", "Half size"), 4: ("1/4", "Quarter size"), 8: ("1/8", "Eighth size")})
+_BOUNDS_ITEMS = _enum_items(wire_api.BOUNDS, {
+    "auto": ("Auto", "Decide from the cameras: 360-degree captures without masks are unbounded"),
+    "box": ("Box", "Everything to reconstruct lies inside the box around the object or views"),
+    "unbounded": ("Unbounded", "Also model the background beyond the box (scene contraction)"),
+})
+_TEACHER_ITEMS = _enum_items(wire_api.TEACHERS, {
+    "labels": ("Labels", "Per-image label maps shipped with the dataset"),
+    "sam": ("SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)"),
+    "clip": ("CLIP", "open_clip's dense features, for text queries (MaskCLIP)"),
+})
+# 512 is left to the command line, for a quick look.
+_TEXTURE_SIZE_ITEMS = [(str(size), f"{size // 1024}K", f"{size} x {size}") for size in wire_api.TEXTURE_SIZES
+                       if size >= 1024]
+
 
 def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:
     # Re-thresholds the stored probabilities and recolours the heat map only: moving a slider
@@ -67,20 +92,17 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     image_scale: EnumProperty(
         name="Image Scale", description="Train on the photos at this fraction of their size "
                                         "(images_N folders are used when the dataset has them)",
-        items=[('1', "1/1", "Full size"), ('2', "1/2", "Half size"), ('4', "1/4", "Quarter size"),
-               ('8', "1/8", "Eighth size")],
-        default='1',
+        items=_IMAGE_SCALE_ITEMS,
+        default=str(_IMPORT["downscale"].default),
     )
     test_every: IntProperty(
         name="Hold Out Every", description="Keep every Nth photo out of training to measure quality "
                                            "(0: train on all; datasets with a test split keep theirs)",
-        default=8, min=0, soft_max=64)
+        default=_IMPORT["test_every"].default, min=_IMPORT["test_every"].low, soft_max=64)
     bounds: EnumProperty(
         name="Bounds", description="Whether the scene ends at its box",
-        items=[('auto', "Auto", "Decide from the cameras: 360-degree captures without masks are unbounded"),
-               ('box', "Box", "Everything to reconstruct lies inside the box around the object or views"),
-               ('unbounded', "Unbounded", "Also model the background beyond the box (scene contraction)")],
-        default='auto',
+        items=_BOUNDS_ITEMS,
+        default=_IMPORT["bounds"].default,
     )
     capture_path: StringProperty(
         name="Capture Folder",
@@ -109,22 +131,20 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     teacher: EnumProperty(
         name="Teacher",
         description="2D model whose features the 3D feature field imitates",
-        items=[('labels', "Labels", "Per-image label maps shipped with the dataset"),
-               ('sam', "SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)"),
-               ('clip', "CLIP", "open_clip's dense features, for text queries (MaskCLIP)")],
-        default='labels',
+        items=_TEACHER_ITEMS,
+        default=_TRAIN["teacher"].default,
     )
     clip_model: StringProperty(
         name="CLIP Model",
         description="open_clip model name (a ViT, e.g. ViT-B-16, ViT-L-14, or a multilingual one "
                     "such as xlm-roberta-base-ViT-B-32 for non-English queries)",
-        default=wire_api.CLIP_MODEL,
+        default=_TRAIN["clip_model"].default,
     )
     clip_pretrained: StringProperty(
         name="Pretrained",
         description="open_clip pretrained tag (downloaded once, needs Allow Online Access) or "
                     "the path of a checkpoint file",
-        default=wire_api.CLIP_PRETRAINED,
+        default=_TRAIN["clip_pretrained"].default,
     )
     sam_checkpoint: StringProperty(
         name="SAM Checkpoint",
@@ -134,22 +154,23 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     )
     nerf_steps: IntProperty(
         name="NeRF Steps", description="Training steps of the radiance field",
-        default=2000, min=1, soft_max=100000)
+        default=_TRAIN["nerf_steps"].default, min=_TRAIN["nerf_steps"].low, soft_max=100000)
     feature_steps: IntProperty(
         name="Feature Steps", description="Training steps of the feature field",
-        default=600, min=1, soft_max=100000)
+        default=_TRAIN["feature_steps"].default, min=_TRAIN["feature_steps"].low, soft_max=100000)
     mesh_resolution: IntProperty(
         name="Mesh Resolution", description="Marching-cubes grid size per axis",
-        default=256, min=16, max=1024)
+        default=_TRAIN["mesh_resolution"].default, min=_TRAIN["mesh_resolution"].low,
+        max=_TRAIN["mesh_resolution"].high)
     max_faces: IntProperty(
         name="Face Budget", description="Decimate the mesh to at most this many faces (0 keeps "
                                         "every face marching cubes makes)",
-        default=0, min=0, soft_max=2_000_000)
+        default=_TRAIN["max_faces"].default, min=_TRAIN["max_faces"].low, soft_max=2_000_000)
 
     texture_size: EnumProperty(
         name="Texture Size", description="Width and height of the baked texture",
-        items=[('1024', "1K", "1024 x 1024"), ('2048', "2K", "2048 x 2048"), ('4096', "4K", "4096 x 4096")],
-        default='2048',
+        items=_TEXTURE_SIZE_ITEMS,
+        default=str(_BAKE["size"].default),
     )
 
     running: BoolProperty(name="Running", description="Training is in progress")
@@ -183,7 +204,7 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     )
     negatives: StringProperty(
         name="Negatives", description="Comma-separated phrases a query must beat",
-        default="object, things, stuff, texture")
+        default=", ".join(wire_api.CANONICAL_NEGATIVES))
     label_set: StringProperty(
         name="Labels", description="Comma-separated labels of the scene, e.g. 'chair, table, "
                                    "floor, wall' (the query joins them)")

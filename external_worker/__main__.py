@@ -18,111 +18,152 @@ import os
 import secrets
 import shutil
 import sys
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from blender_dff.wire.api import CLIP_MODEL, CLIP_PRETRAINED, TINY_MODEL
+from blender_dff.wire.api import (AUGMENT_MODES, BOUNDS, CANONICAL_NEGATIVES, CLIP_MODEL, CLIP_PRETRAINED,
+                                  DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, DEFAULT_TEACHER, DEFAULT_TEXTURE_SIZE, TEACHERS,
+                                  TEST_EVERY, TEXTURE_SIZES, TINY_MODEL)
 
-from .datasets.dataset import BOUNDS, TEST_EVERY
+from .config import from_flat
 from .errors import WorkerError
 
-
-def _add_common(p: argparse.ArgumentParser, dataset: bool = False) -> None:
-    if dataset:
-        p.add_argument("--dataset", required=True,
-                       help="dataset folder (transforms*.json, COLMAP sparse/0 beside images/, or poses_bounds.npy)")
-        p.add_argument("--downscale", type=int, default=1, help="image downscale factor (uses images_N when present)")
-        p.add_argument("--test-every", type=int, default=TEST_EVERY,
-                       help="hold out every Nth view for evaluation where the format gives no split (0: none)")
-        p.add_argument("--bounds", default="auto", choices=BOUNDS,
-                       help="auto: from the camera layout; box: all inside the box; unbounded: contract beyond it")
-    p.add_argument("--workspace", required=True, help="workspace folder for this scene")
+# The stages are imported by the commands that run them: `--help` needs no PyTorch.
 
 
-def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=None, help="NeRF training steps")
-    p.add_argument("--rays", type=int, default=None, help="rays per NeRF training step")
+def option(*flags: str, **keywords: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One option: the flags and keywords of `add_argument`."""
+    return flags, keywords
 
 
-def _add_mesh(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resolution", type=int, default=None, help="marching cubes resolution")
-    p.add_argument("--max-faces", type=int, default=None, help="decimate to this many faces")
+# Options shared by several commands. A training setting's dest is its flat name (see
+# `config.from_flat`); None (not given) keeps the setting's default.
+DATASET = (
+    option("--dataset", required=True,
+           help="dataset folder (transforms*.json, COLMAP sparse/0 beside images/, or poses_bounds.npy)"),
+    option("--downscale", type=int, default=DEFAULT_DOWNSCALE,
+           help="image downscale factor (uses images_N when present)"),
+    option("--test-every", type=int, default=TEST_EVERY,
+           help="hold out every Nth view for evaluation where the format gives no split (0: none)"),
+    option("--bounds", default=DEFAULT_BOUNDS, choices=BOUNDS,
+           help="auto: from the camera layout; box: all inside the box; unbounded: contract beyond it"),
+)
+WORKSPACE = (option("--workspace", required=True, help="workspace folder for this scene"),)
+TRAIN = (
+    option("--steps", type=int, dest="nerf_steps", metavar="STEPS", help="NeRF training steps"),
+    option("--rays", type=int, dest="rays_per_batch", metavar="RAYS", help="rays per NeRF training step"),
+)
+MESH = (
+    option("--resolution", type=int, dest="mesh_resolution", metavar="RESOLUTION", help="marching cubes resolution"),
+    option("--max-faces", type=int, help="decimate to this many faces"),
+)
+DISTILL = (
+    option("--teacher", default=DEFAULT_TEACHER, choices=TEACHERS, help="2D teacher to distil"),
+    option("--sam-checkpoint", default="",
+           help=f"segment-anything checkpoint for --teacher sam ('{TINY_MODEL}': random weights)"),
+    option("--clip-model", default=CLIP_MODEL,
+           help=f"open_clip model for --teacher clip ('{TINY_MODEL}': random weights, for tests)"),
+    option("--clip-pretrained", default=CLIP_PRETRAINED,
+           help="its pretrained tag (downloaded on first use) or checkpoint file"),
+    option("--feature-steps", type=int, help="feature field training steps"),
+    option("--augment", choices=AUGMENT_MODES,
+           help="camera augmentation for feature training (auto: on with CUDA and the sam teacher)"),
+)
 
 
-def _add_distill(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--teacher", default="labels", choices=["labels", "sam", "clip"], help="2D teacher to distil")
-    p.add_argument("--sam-checkpoint", default="", help="segment-anything checkpoint for --teacher sam ('tiny': random weights)")
-    p.add_argument("--clip-model", default=CLIP_MODEL,
-                   help=f"open_clip model for --teacher clip ('{TINY_MODEL}': random weights, for tests)")
-    p.add_argument("--clip-pretrained", default=CLIP_PRETRAINED,
-                   help="its pretrained tag (downloaded on first use) or checkpoint file")
-    p.add_argument("--feature-steps", type=int, default=None, help="feature field training steps")
-    p.add_argument("--augment", default=None, choices=["auto", "on", "off"],
-                   help="camera augmentation for feature training (auto: on with CUDA and the sam teacher)")
+def _import(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+
+    dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale, test_every=args.test_every,
+                                      bounds=args.bounds)
+    print(f"imported {len(dataset)} views of {dataset.width}x{dataset.height} into {ws.root}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m external_worker", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="import, train, mesh and distil in one go")
-    _add_common(run, dataset=True)
-    _add_train(run)
-    _add_mesh(run)
-    _add_distill(run)
-    _add_common(sub.add_parser("import", help="check a dataset and bind a workspace to it"), dataset=True)
-    train = sub.add_parser("train", help="train the radiance field")
-    _add_common(train)
-    _add_train(train)
-    mesh = sub.add_parser("mesh", help="extract the mesh")
-    _add_common(mesh)
-    _add_mesh(mesh)
-    mesh.add_argument("--out", type=Path, help="also copy the mesh (.ply with vertex colours) here")
-    distill = sub.add_parser("distill", help="distil a teacher into a feature field")
-    _add_common(distill)
-    _add_distill(distill)
-    query = sub.add_parser("query", help="per-face probabilities for a text query")
-    _add_common(query)
-    query.add_argument("--text", required=True)
-    query.add_argument("--teacher", default="labels")
-    query.add_argument("--negatives", default=None, help="comma-separated negatives (default: object, things, stuff, texture)")
-    query.add_argument("--label-set", default="", help="comma-separated labels: softmax over them instead of negatives")
-    query.add_argument("--out", type=Path, help="write float32 per-face values (.npy, mesh face order)")
-    bake = sub.add_parser("bake", help="UV-unwrap the mesh and bake the radiance field into a texture")
-    _add_common(bake)
-    bake.add_argument("--size", type=int, default=2048, help="texture width and height (512, 1024, 2048, 4096)")
-    bake.add_argument("--out", type=Path, help="also copy the texture (.png) here")
-    serve = sub.add_parser("serve", help="serve the add-on over TCP (token in DFF_WORKER_TOKEN)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
-    serve.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    serve.add_argument("--root", type=Path, help="only allow dataset/workspace paths inside this folder")
-    serve.add_argument("--exit-with-stdin", action="store_true",
-                       help="exit (jobs cancelled, checkpoints kept) when stdin closes: the parent that "
-                            "spawned the worker with a pipe is gone")
-    return parser.parse_args(argv)
+def _run(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+    from .workspace import Files
+
+    _import(args, ws, reporter)
+    mesh, summary = pipeline.train_all(ws, from_flat(args), reporter)
+    print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(Files.MESH_PLY)}")
 
 
-def settings_from(args: argparse.Namespace):
-    from .config import TrainSettings
+def _train(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
 
-    s = TrainSettings()
-    if getattr(args, "steps", None):
-        s.nerf = replace(s.nerf, steps=args.steps)
-    if getattr(args, "rays", None):
-        s.nerf = replace(s.nerf, rays_per_batch=args.rays)
-    if getattr(args, "resolution", None):
-        s.mesh = replace(s.mesh, resolution=args.resolution)
-    if getattr(args, "max_faces", None):
-        s.mesh = replace(s.mesh, max_faces=args.max_faces)
-    if getattr(args, "feature_steps", None):
-        s.features = replace(s.features, steps=args.feature_steps)
-    if getattr(args, "augment", None):
-        s.features = replace(s.features, augment=args.augment)
-    s.teacher = getattr(args, "teacher", s.teacher)
-    s.sam_checkpoint = getattr(args, "sam_checkpoint", s.sam_checkpoint)
-    s.clip_model = getattr(args, "clip_model", s.clip_model)
-    s.clip_pretrained = getattr(args, "clip_pretrained", s.clip_pretrained)
-    return s
+    settings = from_flat(args)
+    info = pipeline.run_nerf(pipeline.open_scene(ws), settings.nerf, reporter, settings.field)
+    print(f"NeRF: {info.get('step', info.get('steps'))} steps, held-out PSNR {info.get('psnr')}")
+
+
+def _mesh(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+    from .workspace import Files
+
+    mesh = pipeline.run_mesh(pipeline.open_scene(ws), from_flat(args).mesh, reporter)
+    print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces: {ws.path(Files.MESH_PLY)}")
+    _copy_out(ws.path(Files.MESH_PLY), args.out)
+
+
+def _distill(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+    from .training import device
+
+    scene, settings = pipeline.open_scene(ws), from_flat(args)
+    teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint,
+                                    settings.clip_model, settings.clip_pretrained, device=device())
+    pipeline.run_features(scene, teacher, settings.features, reporter)
+    print(f"feature field '{settings.teacher}' ready")
+
+
+def _bake(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+    from .workspace import Files
+
+    pipeline.run_bake(ws, args.size, reporter)
+    print(f"texture: {ws.path(Files.texture(args.size))} (UVs in {Files.bake(args.size)})")
+    _copy_out(ws.path(Files.texture(args.size)), args.out)
+
+
+def _query(args: argparse.Namespace, ws, reporter) -> None:
+    import numpy as np
+
+    from .queries.relevancy import split_terms
+    from .queries.text import query_text
+    from .workspace import atomic_path
+
+    negatives = None if args.negatives is None else split_terms(args.negatives, "list of negatives")
+    label_set = split_terms(args.label_set, "label set") if args.label_set else None
+    probability = query_text(ws, args.text, args.teacher, negatives, label_set)
+    print(f"{int((probability > 0.5).sum())} of {len(probability)} faces match '{args.text}'")
+    if args.out:
+        with atomic_path(args.out.resolve()) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, probability.astype(np.float32))
+
+
+def _copy_out(path: Path, out: Path | None) -> None:
+    """Also copy a workspace file to `out` (--out), when given."""
+    from .workspace import atomic_path
+
+    if out:
+        with atomic_path(out.resolve()) as tmp:
+            shutil.copyfile(path, tmp)
+
+
+def on_workspace(run: Callable[[argparse.Namespace, Any, Any], None]) -> Callable[[argparse.Namespace], None]:
+    """A command on --workspace: `run(args, workspace, reporter)`, the reporter closed after it."""
+
+    def command(args: argparse.Namespace) -> None:
+        from .progress import TqdmReporter
+        from .workspace import Workspace
+
+        ws, reporter = Workspace(args.workspace), TqdmReporter()
+        run(args, ws, reporter)
+        reporter.close()
+
+    return command
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -140,62 +181,63 @@ def serve(args: argparse.Namespace) -> None:
                   exit_with=sys.stdin.buffer if args.exit_with_stdin else None)
 
 
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    run: Callable[[argparse.Namespace], None]
+
+
+COMMANDS = (
+    Command("run", "import, train, mesh and distil in one go",
+            DATASET + WORKSPACE + TRAIN + MESH + DISTILL, on_workspace(_run)),
+    Command("import", "check a dataset and bind a workspace to it", DATASET + WORKSPACE, on_workspace(_import)),
+    Command("train", "train the radiance field", WORKSPACE + TRAIN, on_workspace(_train)),
+    Command("mesh", "extract the mesh", WORKSPACE + MESH + (
+        option("--out", type=Path, help="also copy the mesh (.ply with vertex colours) here"),
+    ), on_workspace(_mesh)),
+    Command("distill", "distil a teacher into a feature field", WORKSPACE + DISTILL, on_workspace(_distill)),
+    Command("query", "per-face probabilities for a text query", WORKSPACE + (
+        option("--text", required=True),
+        option("--teacher", default=DEFAULT_TEACHER),
+        option("--negatives", default=None,
+               help=f"comma-separated negatives (default: {', '.join(CANONICAL_NEGATIVES)})"),
+        option("--label-set", default="", help="comma-separated labels: softmax over them instead of negatives"),
+        option("--out", type=Path, help="write float32 per-face values (.npy, mesh face order)"),
+    ), on_workspace(_query)),
+    Command("bake", "UV-unwrap the mesh and bake the radiance field into a texture", WORKSPACE + (
+        option("--size", type=int, default=DEFAULT_TEXTURE_SIZE,
+               help=f"texture width and height ({', '.join(map(str, TEXTURE_SIZES))})"),
+        option("--out", type=Path, help="also copy the texture (.png) here"),
+    ), on_workspace(_bake)),
+    Command("serve", "serve the add-on over TCP (token in DFF_WORKER_TOKEN)", (
+        option("--host", default="127.0.0.1", help="address to listen on (loopback by default)"),
+        option("--port", type=int, default=0, help="port (0 picks a free one)"),
+        option("--root", type=Path, help="only allow dataset/workspace paths inside this folder"),
+        option("--exit-with-stdin", action="store_true",
+               help="exit (jobs cancelled, checkpoints kept) when stdin closes: the parent that "
+                    "spawned the worker with a pipe is gone"),
+    ), serve),
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m external_worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        sub_parser = sub.add_parser(command.name, help=command.help)
+        for flags, keywords in command.options:
+            sub_parser.add_argument(*flags, **keywords)
+        sub_parser.set_defaults(run=command.run)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.command == "serve":
-            serve(args)
-            return 0
-        import numpy as np
-
-        from . import pipeline
-        from .progress import TqdmReporter
-        from .queries.relevancy import split_terms
-        from .workspace import Files, Workspace, atomic_path
-        from .queries.text import query_text
-
-        ws = Workspace(args.workspace)
-        reporter = TqdmReporter()
-        settings = settings_from(args)
-        if args.command in ("import", "run"):
-            dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale,
-                                              test_every=args.test_every, bounds=args.bounds)
-            print(f"imported {len(dataset)} views of {dataset.width}x{dataset.height} into {ws.root}")
-        if args.command == "run":
-            mesh, summary = pipeline.train_all(ws, settings, reporter)
-            print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(Files.MESH_PLY)}")
-        elif args.command != "import":
-            scene = pipeline.open_scene(ws) if args.command not in ("query", "bake") else None
-            if args.command == "train":
-                info = pipeline.run_nerf(scene, settings.nerf, reporter)
-                print(f"NeRF: {info.get('step', info.get('steps'))} steps, held-out PSNR {info.get('psnr')}")
-            elif args.command == "mesh":
-                mesh = pipeline.run_mesh(scene, settings.mesh, reporter)
-                print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces: {ws.path(Files.MESH_PLY)}")
-                if args.out:
-                    with atomic_path(args.out.resolve()) as tmp:
-                        shutil.copyfile(ws.path(Files.MESH_PLY), tmp)
-            elif args.command == "distill":
-                teacher = pipeline.make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint,
-                                                settings.clip_model, settings.clip_pretrained)
-                pipeline.run_features(scene, teacher, settings.features, reporter)
-                print(f"feature field '{settings.teacher}' ready")
-            elif args.command == "bake":
-                pipeline.run_bake(ws, args.size, reporter)
-                print(f"texture: {ws.path(Files.texture(args.size))} (UVs in {Files.bake(args.size)})")
-                if args.out:
-                    with atomic_path(args.out.resolve()) as tmp:
-                        shutil.copyfile(ws.path(Files.texture(args.size)), tmp)
-            elif args.command == "query":
-                negatives = None if args.negatives is None else split_terms(args.negatives, "list of negatives")
-                label_set = split_terms(args.label_set, "label set") if args.label_set else None
-                probability = query_text(ws, args.text, args.teacher, negatives, label_set)
-                print(f"{int((probability > 0.5).sum())} of {len(probability)} faces match '{args.text}'")
-                if args.out:
-                    with atomic_path(args.out.resolve()) as tmp:
-                        with open(tmp, "wb") as f:
-                            np.save(f, probability.astype(np.float32))
-        reporter.close()
+        args.run(args)
     except WorkerError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -6,6 +6,8 @@ import numpy as np
 import trimesh
 from scipy.spatial import cKDTree
 
+from .teachers.targets import PixelTargets
+
 
 def nearest_ground_truth_labels(centroids: np.ndarray, gt_vertices: np.ndarray, gt_faces: np.ndarray,
                                 gt_face_labels: np.ndarray, samples: int = 500_000, seed: int = 0) -> np.ndarray:
@@ -48,7 +50,7 @@ class LabelOracle:
     It reads feature maps rendered from `labels` per-face features: a cell's object is its
     argmax label, and cells holding exactly the `background` feature are empty. A prompt selects
     the objects under its object clicks (or the most common one in its box), minus those under
-    background clicks. Same call as `SamTeacher.decode`."""
+    background clicks. Same call as `SamModel.decode`."""
 
     device = "cpu"
 
@@ -87,17 +89,15 @@ class LabelTextOracle:
     """An ideal text-aligned 2D teacher in place of CLIP's image features, for measuring what
     the 3D part of a text query (distillation, per-face codes, relevancy) does with perfect
     features: each labelled pixel's target is the text embedding of its label's name (of
-    "background" for unlabelled pixels), from the clip teacher's own text encoder. It replaces
-    the teacher's `targets`; the field, the codes and the queries stay the real ones."""
+    "background" for unlabelled pixels), from `encoder`, the clip teacher's own (`ClipEncoder`).
+    It replaces the teacher's `targets`; the field, the codes and the queries stay the real ones."""
 
-    def __init__(self, teacher, names: dict[int, str]) -> None:
-        self.teacher, self.names = teacher, names
+    def __init__(self, encoder, names: dict[int, str]) -> None:
+        self.encoder, self.names = encoder, names
 
-    def targets(self, dataset, views: np.ndarray):
-        from .teachers.registry import PixelTargets
-
+    def targets(self, dataset, views: np.ndarray) -> PixelTargets:
         ids = sorted(self.names)
-        table = self.teacher.encoder.encode_text(["background"] + [self.names[i] for i in ids]).cpu()
+        table = self.encoder.encode_text(["background"] + [self.names[i] for i in ids]).cpu()
         lookup = np.zeros(max(max(ids), int(dataset.labels.max())) + 1, np.int64)
         lookup[ids] = np.arange(1, len(ids) + 1)
         chosen = [v for v in views if dataset.has_labels[v]]

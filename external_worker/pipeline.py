@@ -13,17 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_dff.wire.api import DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, IMPORT_DATASET, TEST_EVERY, TEXTURE_SIZES
 
-from .mesh.bake import TEXTURE_SIZES, Bake, bake_texture
-from .datasets.dataset import TEST_EVERY, Dataset, check_trainable, load_dataset
+from .mesh.bake import Bake, bake_texture
+from .datasets.dataset import Dataset, check_trainable, load_dataset
 from .errors import WorkerError
-from .config import FeatureConfig, MeshConfig, TrainConfig, TrainSettings
-from .features.train import background_feature, face_codes, load_features, train_features, use_augmentation
-from .mesh.extract import Cameras, Mesh, extract_mesh
+from .config import FeatureConfig, MeshConfig, NerfConfig, TrainConfig, TrainSettings
+from .features.augment import use_augmentation
+from .features.field import background_feature, face_codes
+from .features.train import load_features, train_features
+from .mesh.extract import Mesh, extract_mesh
 from .mesh.stored import load_mesh
 from .training import device
 from .nerf.train import load_field, train_nerf
 from .progress import Reporter
+from .geometry.camera import Cameras
 from .geometry.frame import SceneFrame
 from .teachers.registry import Teacher, make_teacher
 from .workspace import Files, Stages, Workspace
@@ -42,11 +46,12 @@ class Scene:
                        self.dataset.height, self.dataset.width)
 
 
-IMPORT_DEFAULTS = {"downscale": 1, "test_every": TEST_EVERY, "bounds": "auto"}
+IMPORT_DEFAULTS = IMPORT_DATASET.defaults()  # downscale, test_every, bounds
 
 
-def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = 1,
-                   test_every: int = TEST_EVERY, bounds: str = "auto", require_labels: bool = False) -> Dataset:
+def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: int = DEFAULT_DOWNSCALE,
+                   test_every: int = TEST_EVERY, bounds: str = DEFAULT_BOUNDS,
+                   require_labels: bool = False) -> Dataset:
     """Validate a dataset and bind the workspace to it (see `load_dataset` for the options).
     Re-importing the same dataset with the same options keeps the trained stages; importing
     another one, or the same with other options, into a used workspace is refused."""
@@ -82,13 +87,14 @@ def open_scene(workspace: Workspace) -> Scene:
     return Scene(workspace, dataset, SceneFrame.from_dict(state["frame"]))
 
 
-def run_nerf(scene: Scene, config: TrainConfig, reporter: Reporter) -> dict:
+def run_nerf(scene: Scene, config: TrainConfig, reporter: Reporter, field: NerfConfig | None = None) -> dict:
+    """Train the radiance field (`field`: its architecture, for a new one), or resume it."""
     info = scene.workspace.stage(Stages.NERF)
     if info.get("done") and info.get("step", 0) >= config.steps:
         return info
     if info.get("done"):  # more steps asked for: continue from the checkpoint
         scene.workspace.update_stage(Stages.NERF, done=False)
-    return train_nerf(scene.dataset, scene.frame, scene.workspace, config, reporter)
+    return train_nerf(scene.dataset, scene.frame, scene.workspace, config, reporter, field)
 
 
 def run_mesh(scene: Scene, config: MeshConfig, reporter: Reporter) -> Mesh:
@@ -144,7 +150,7 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
     bake = bake_texture(field, vertices, mesh.faces, np.asarray(normals, np.float32), size, reporter)
     workspace.save_npz(Files.bake(size), **bake.to_arrays())
     png = io.BytesIO()
-    Image.fromarray(bake.texture[::-1]).save(png, format="PNG")
+    Image.fromarray(bake.texture).save(png, format="PNG")
     workspace.write_bytes(Files.texture(size), png.getvalue())
     workspace.update_stage(stage, done=True, mesh=mesh_settings)
     return bake
@@ -178,9 +184,9 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     scene = open_scene(workspace)
     # A missing label map or checkpoint fails now, not after the NeRF.
     teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint, settings.clip_model,
-                           settings.clip_pretrained)
+                           settings.clip_pretrained, device=device())
     use_augmentation(settings.features, teacher, device())
-    nerf = run_nerf(scene, settings.nerf, reporter)
+    nerf = run_nerf(scene, settings.nerf, reporter, settings.field)
     mesh = run_mesh(scene, settings.mesh, reporter)
     run_features(scene, teacher, settings.features, reporter)
     return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}

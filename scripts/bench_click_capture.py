@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from external_worker import pipeline  # noqa: E402
-from external_worker.queries.click import ClickPrompt  # noqa: E402
-from external_worker.errors import WorkerError  # noqa: E402
-from external_worker.mesh.extract import Mesh  # noqa: E402
-from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.geometry.visibility import project  # noqa: E402
-from external_worker.workspace import Workspace  # noqa: E402
+from benchlib import StageClock, iou, train_labels, train_settings
+from external_worker import pipeline
+from external_worker.errors import WorkerError
+from external_worker.geometry.camera import project
+from external_worker.mesh.extract import Mesh
+from external_worker.queries.click import ClickPrompt
 from external_worker.queries.prompt import query_click
-from external_worker.workspace import Files
+from external_worker.workspace import Files, Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "ethiopian_head"
@@ -96,11 +91,6 @@ def face_index_image(vertices: np.ndarray, faces: np.ndarray, c2w: np.ndarray, i
     for face in drawn:
         draw.polygon([tuple(p) for p in corners[face]], fill=int(face))
     return np.asarray(image, np.int32)
-
-
-def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
-    union = np.logical_or(predicted, truth).sum()
-    return float(np.logical_and(predicted, truth).sum() / union) if union else float("nan")
 
 
 def decibels(value: float | None) -> str:
@@ -227,29 +217,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="dff_click_bench_"))
     dataset_dir = args.out or tmp / "dataset"
     ws = Workspace(args.workspace or tmp / "workspace")
-    settings = pipeline.TrainSettings()
-    settings.nerf = replace(settings.nerf, steps=args.steps or settings.nerf.steps,
-                            rays_per_batch=args.rays or settings.nerf.rays_per_batch)
-    settings.features = replace(settings.features, steps=args.feature_steps or settings.features.steps)
-    settings.mesh = replace(settings.mesh, resolution=args.mesh_resolution or settings.mesh.resolution)
-    seconds: dict[str, float] = {}
-    reporter = TqdmReporter()
-
-    def timed(name, fn, *a):
-        start = time.perf_counter()
-        out = fn(*a)
-        seconds[name] = time.perf_counter() - start
-        reporter.close()
-        return out
-
-    stems, labelled = timed("build dataset + import", import_with_labels, args, dataset_dir, ws)
-    scene = pipeline.open_scene(ws)
-    teacher = pipeline.make_teacher("labels", scene.dataset)
-    nerf = timed("nerf", pipeline.run_nerf, scene, settings.nerf, reporter)
-    mesh = timed("mesh", pipeline.run_mesh, scene, settings.mesh, reporter)
-    timed("features", pipeline.run_features, scene, teacher, settings.features, reporter)
-    clicks, baseline = timed("rasterise + clicks", click_held_out_views, ws, mesh, scene, stems, args.source,
-                             args.overlays)
+    settings = train_settings(args.steps, args.rays, args.feature_steps, args.mesh_resolution)
+    clock = StageClock()
+    stems, labelled = clock.run("build dataset + import", import_with_labels, args, dataset_dir, ws)
+    scene, nerf, mesh = train_labels(ws, settings, clock)
+    clicks, baseline = clock.run("rasterise + clicks", click_held_out_views, ws, mesh, scene, stems, args.source,
+                                 args.overlays)
 
     n_test = len(baseline)
     print("\n== blender_dff click benchmark: ethiopian_head (real capture) ==")
@@ -268,9 +241,8 @@ def main() -> None:
     scores = np.array([click.ious for click in clicks])
     print(f"mean 2D IoU, click selection: {np.nanmean(scores):.4f} (over {scores.size} click x view pairs)")
     print(f"mean 2D IoU, all mesh faces (geometry-only baseline): {np.nanmean(list(baseline.values())):.4f}")
-    for name, value in seconds.items():
-        print(f"time {name}: {value:.1f} s")
-    print(f"time total: {sum(seconds.values()):.1f} s")
+    clock.print_times()
+    print(f"time total: {sum(clock.seconds.values()):.1f} s")
 
 
 if __name__ == "__main__":

@@ -16,22 +16,18 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import bpy
 import numpy as np
 import trimesh
+from mathutils import Matrix
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import bpy  # noqa: E402
-from mathutils import Matrix  # noqa: E402
-
-from blender_dff.worker.client import Reply  # noqa: E402
-from blender_dff.scene.mesh_import import apply_mesh  # noqa: E402
+from benchlib import scratch_copy
+from blender_dff.scene.mesh_import import apply_mesh
+from blender_dff.worker.client import Reply
 
 
 def import_time(n_faces: int) -> None:
@@ -52,9 +48,9 @@ def import_time(n_faces: int) -> None:
 
 
 def bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Texture (bottom row first) read at uv (N, 2) like a renderer with linear filtering."""
+    """Texture (top row first) read at uv (N, 2) like a renderer with linear filtering."""
     size = texture.shape[0]
-    x, y = uv[:, 0] * size - 0.5, uv[:, 1] * size - 0.5
+    x, y = uv[:, 0] * size - 0.5, (1 - uv[:, 1]) * size - 0.5
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
     at = lambda r, c: texture[np.clip(r, 0, size - 1), np.clip(c, 0, size - 1)].astype(np.float32)  # noqa: E731
@@ -117,14 +113,9 @@ def bake_figures(workspace: Path, size: int, views: int) -> None:
     from external_worker.nerf.train import load_field
     from external_worker.progress import TqdmReporter
     from external_worker.geometry.frame import SceneFrame
-    from external_worker.workspace import Workspace
 
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws")
-        shutil.copytree(workspace, ws.root, ignore=shutil.ignore_patterns("bake_*", "texture_*", "*features_*"))
-        state = ws.load_state()
-        state["stages"] = {k: v for k, v in state["stages"].items() if not k.startswith("bake_")}
-        ws.save_state(state)
+        ws = scratch_copy(workspace, Path(tmp) / "ws", "bake_*", "texture_*", "*features_*")
         mesh = load_mesh(ws)
         start = time.perf_counter()
         bake = pipeline.run_bake(ws, size, TqdmReporter())
@@ -142,7 +133,7 @@ def bake_figures(workspace: Path, size: int, views: int) -> None:
 
         import torch
 
-        from external_worker.nerf.train import render_view
+        from external_worker.nerf.render import render_view
 
         scene = pipeline.open_scene(ws)
         dataset = scene.dataset

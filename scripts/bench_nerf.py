@@ -10,20 +10,15 @@ every 8th view). RGBA views are scored composited on white, opaque photos as the
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from external_worker import pipeline  # noqa: E402
-from external_worker.config import NerfConfig, TrainConfig# noqa: E402
+from external_worker import pipeline
+from external_worker.config import NerfConfig, TrainConfig, from_flat
+from external_worker.progress import TqdmReporter
 from external_worker.training import device
-from external_worker.nerf.train import train_nerf  # noqa: E402
-from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.workspace import Workspace
 
 
 def main() -> None:
@@ -41,9 +36,8 @@ def main() -> None:
         dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale)
         imported = time.perf_counter() - start
         scene = pipeline.open_scene(ws)
-        config = replace(TrainConfig(), steps=args.steps, rays_per_batch=args.rays)
-        info = train_nerf(scene.dataset, scene.frame, ws, config, TqdmReporter(),
-                          NerfConfig(samples_per_ray=args.probe_samples))
+        settings = from_flat(nerf_steps=args.steps, rays_per_batch=args.rays, probe_samples=args.probe_samples)
+        info = pipeline.run_nerf(scene, settings.nerf, TqdmReporter(), settings.field)
     test = int((dataset.split == "test").sum())
     print(f"\n{args.dataset.name}: {len(dataset)} views at {dataset.width}x{dataset.height} ({test} held out), "
           f"device {device()}")

@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from external_worker import pipeline  # noqa: E402
-from external_worker.evaluation import chamfer, face_miou  # noqa: E402
-from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.workspace import Workspace  # noqa: E402
+from benchlib import StageClock, generated_scene, train_labels, train_settings
+from external_worker import pipeline
+from external_worker.evaluation import chamfer, face_miou
 from external_worker.queries.text import query_text
+from external_worker.workspace import Workspace
 
 
 def main() -> None:
@@ -43,43 +37,19 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dff_bench_"))
-    seconds: dict[str, float] = {}
+    clock = StageClock()
     scene_dir = args.scene
     if scene_dir is None:
-        scene_dir = tmp / "scene"
-        start = time.perf_counter()
-        subprocess.run([sys.executable, str(Path(__file__).with_name("make_scene.py")), "--out", str(scene_dir),
-                        "--objects", str(args.objects), "--resolution", str(args.resolution),
-                        "--views", str(args.views)], check=True)
-        seconds["render scene (Cycles)"] = time.perf_counter() - start
+        scene_dir = clock.run("render scene (Cycles)", generated_scene, tmp / "scene", "--objects", str(args.objects),
+                              "--resolution", str(args.resolution), "--views", str(args.views))
     ws = Workspace(args.workspace or tmp / "workspace")
-    settings = pipeline.TrainSettings()
-    if args.steps:
-        settings.nerf = replace(settings.nerf, steps=args.steps)
-    if args.feature_steps:
-        settings.features = replace(settings.features, steps=args.feature_steps)
-    if args.mesh_resolution:
-        settings.mesh = replace(settings.mesh, resolution=args.mesh_resolution)
-    reporter = TqdmReporter()
-
-    def timed(name, fn, *a):
-        start = time.perf_counter()
-        out = fn(*a)
-        seconds[name] = time.perf_counter() - start
-        reporter.close()
-        return out
-
-    timed("import", pipeline.import_dataset, scene_dir, ws)
-    scene = pipeline.open_scene(ws)
-    nerf = timed("nerf", pipeline.run_nerf, scene, settings.nerf, reporter)
-    mesh = timed("mesh", pipeline.run_mesh, scene, settings.mesh, reporter)
-    teacher = pipeline.make_teacher("labels", scene.dataset)
-    timed("features", pipeline.run_features, scene, teacher, settings.features, reporter)
+    settings = train_settings(steps=args.steps, feature_steps=args.feature_steps, mesh_resolution=args.mesh_resolution)
+    clock.run("import", pipeline.import_dataset, scene_dir, ws)
+    scene, nerf, mesh = train_labels(ws, settings, clock)
 
     names = json.loads((scene_dir / "labels.json").read_text())
-    start = time.perf_counter()
-    probabilities = np.stack([query_text(ws, name) for name in names.values()], 1)
-    seconds["queries (all labels)"] = time.perf_counter() - start
+    probabilities = clock.run("queries (all labels)",
+                              lambda: np.stack([query_text(ws, name) for name in names.values()], 1))
     ids = [int(i) for i in names]
     predicted = np.asarray(ids)[probabilities.argmax(1)]
     gt = np.load(scene_dir / "ground_truth.npz")
@@ -94,9 +64,9 @@ def main() -> None:
     for label, iou in per_object.items():
         print(f"  {names[str(label)]:>10}: {iou:.4f}")
     print(f"mesh: {len(mesh.faces)} faces, Chamfer {distance:.4f} ({relative * 100:.2f}% of the scene's extent)")
-    for name, value in seconds.items():
-        print(f"time {name}: {value:.1f} s")
-    print(f"time pipeline total (import..queries): {sum(v for k, v in seconds.items() if 'Cycles' not in k):.1f} s")
+    clock.print_times()
+    pipeline_seconds = sum(v for k, v in clock.seconds.items() if "Cycles" not in k)
+    print(f"time pipeline total (import..queries): {pipeline_seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -34,22 +32,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from blender_dff.wire.api import CLIP_MODEL, TINY_MODEL  # noqa: E402
-from external_worker import pipeline  # noqa: E402
-from timing import timed  # noqa: E402
-from external_worker.teachers.clip_model import DEFAULT_SIZES, ClipEncoder, load_clip  # noqa: E402
-from external_worker.evaluation import LabelTextOracle, face_miou  # noqa: E402
-from external_worker.features.face_codes import FaceCodes  # noqa: E402
+from benchlib import forget_stages, scratch_copy, timed
+from blender_dff.wire.api import CLIP_MODEL, TINY_MODEL
+from external_worker import pipeline
 from external_worker.config import FeatureConfig
-from external_worker.features.train import FeatureField, face_codes  # noqa: E402
-from external_worker.training import device  # noqa: E402
-from external_worker.progress import TqdmReporter  # noqa: E402
-from external_worker.queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set  # noqa: E402
-from external_worker.workspace import Workspace  # noqa: E402
+from external_worker.evaluation import LabelTextOracle, face_miou
+from external_worker.features.face_codes import FaceCodes
+from external_worker.features.field import FeatureField, face_codes
 from external_worker.mesh.stored import load_mesh
+from external_worker.progress import TqdmReporter
 from external_worker.queries.faces import load_face_features
+from external_worker.queries.relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set
+from external_worker.teachers.clip_model import DEFAULT_SIZES, ClipEncoder, load_clip
+from external_worker.training import device
+from external_worker.workspace import Workspace
+
+FEATURES = "*features_*"  # the files and stages of every teacher's feature field and per-face features
 
 
 def query_latency(n_faces: int, dim: int, repeats: int) -> None:
@@ -125,19 +123,15 @@ def label_set_miou(ws: Workspace, scene_dir: Path, names: dict[int, str]) -> tup
                          label_ids)
 
 
-def drop_features(ws: Workspace) -> None:
-    """Forget every feature field of the workspace, so the next one is trained from scratch."""
-    for path in ws.root.glob("*features_*"):
-        path.unlink()
-    state = ws.load_state()
-    state["stages"] = {k: v for k, v in state["stages"].items() if "features_" not in k}
-    ws.save_state(state)
+def print_miou(names: dict[int, str], miou: float, per_object: dict[int, float], note: str) -> None:
+    print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
+    print(f"     mIoU {miou:.4f}   ({note})")
 
 
 def distil(ws: Workspace, teacher, steps: int, oracle_names: dict[int, str] | None) -> float:
     scene = pipeline.open_scene(ws)
     if oracle_names is not None:
-        teacher.targets = LabelTextOracle(teacher, oracle_names).targets
+        teacher.targets = LabelTextOracle(teacher.encoder, oracle_names).targets
     start = time.perf_counter()
     pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=steps), TqdmReporter())
     return time.perf_counter() - start
@@ -186,26 +180,21 @@ def main() -> None:
     torch.set_grad_enabled(True)
     print("\n3. 3D mIoU in label-set mode (DFF protocol), labels: " + ", ".join(names.values()))
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws")
-        shutil.copytree(args.workspace, ws.root, ignore=shutil.ignore_patterns("*features_*"))
-        drop_features(ws)
+        ws = scratch_copy(args.workspace, Path(tmp) / "ws", FEATURES)
         print(f"  a. ideal text-aligned teacher (tiny CLIP's text embeddings), {args.steps} steps")
-        seconds = distil(ws, pipeline.make_teacher("clip", pipeline.open_scene(ws).dataset, clip_model="tiny"),
-                         args.steps, names)
-        miou, per_object = label_set_miou(ws, args.scene, names)
-        print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
-        print(f"     mIoU {miou:.4f}   (distillation {seconds:.0f} s, {len(load_mesh(ws).faces):,} faces)")
+        tiny = pipeline.make_teacher("clip", pipeline.open_scene(ws).dataset, clip_model="tiny", device=device())
+        seconds = distil(ws, tiny, args.steps, names)
+        print_miou(names, *label_set_miou(ws, args.scene, names),
+                   f"distillation {seconds:.0f} s, {len(load_mesh(ws).faces):,} faces")
         if not args.pretrained:
             print("  b. CLIP teacher: skipped, needs --pretrained (random weights would measure chance)")
             return
-        drop_features(ws)
+        forget_stages(ws, FEATURES)
         teacher = pipeline.make_teacher("clip", pipeline.open_scene(ws).dataset, clip_model=args.clip_model,
-                                        clip_pretrained=args.pretrained)
+                                        clip_pretrained=args.pretrained, device=device())
         print(f"  b. CLIP teacher {args.clip_model} ({args.pretrained}), {args.steps} steps")
         seconds = distil(ws, teacher, args.steps, None)
-        miou, per_object = label_set_miou(ws, args.scene, names)
-        print("     " + "  ".join(f"{names[k]} {v:.3f}" for k, v in per_object.items()))
-        print(f"     mIoU {miou:.4f}   (teacher + distillation {seconds:.0f} s)")
+        print_miou(names, *label_set_miou(ws, args.scene, names), f"teacher + distillation {seconds:.0f} s")
 
 
 if __name__ == "__main__":

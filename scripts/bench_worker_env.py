@@ -1,5 +1,5 @@
 """Time Create Worker Environment: build the worker's environment from the shipped requirements
-the way the add-on does (`blender_dff.worker_env`), then probe it. Downloads several GB unless
+the way the add-on does (`blender_dff.worker.build`), then probe it. Downloads several GB unless
 the packages are cached or mirrored.
 
     python scripts/bench_worker_env.py [--variant cuda|cpu] [--python /path/to/python3.11] [--keep DIR]
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_dff.worker import environment as worker_env  # noqa: E402
+from blender_dff.worker import environment as worker_env
+from blender_dff.worker.build import EnvironmentBuild
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     env_dir = args.keep or scratch / "worker_env"
     try:
         start = time.perf_counter()
-        build = worker_env.EnvironmentBuild(env_dir, args.python, variant=args.variant).start()
+        build = EnvironmentBuild(env_dir, args.python, variant=args.variant).start()
         with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}") as bar:
             while not build.wait(0.5):
                 bar.n = round(100 * build.fraction)

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import bpy
+from mathutils import Vector
+from PIL import Image
+from tqdm import tqdm
+
+import blender_dff
+from benchlib import generated_scene
+from blender_dff.worker import session as worker_session
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import bpy  # noqa: E402
-from mathutils import Vector  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-import blender_dff  # noqa: E402
-from blender_dff.worker import session as worker_session  # noqa: E402
 
 
 def wait_for(props, what: str, done) -> None:
@@ -79,11 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    scene_dir = out / "scene"
     size = ["--resolution", "64", "--views", "40"] if args.quick else ["--resolution", "128", "--views", "60"]
-    if not (scene_dir / "labels.json").exists():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_scene.py"), "--out", str(scene_dir), *size],
-                       check=True)
+    scene_dir = generated_scene(out / "scene", *size)
 
     bpy.ops.wm.read_homefile(use_empty=True)
     # Registered by this script, the add-on has no preferences: its worker runs with this Python.
@@ -94,7 +90,8 @@ def main() -> None:
         props.dataset_path, props.workspace_path = str(scene_dir), str(out / "workspace")
         bpy.ops.dff.import_dataset()
         wait_for(props, "import", lambda: props.n_images > 0 or props.error)
-        props.nerf_steps, props.feature_steps, props.mesh_resolution = (400, 300, 128) if args.quick else (2000, 600, 256)
+        steps = (400, 300, 128) if args.quick else (2000, 600, 256)
+        props.nerf_steps, props.feature_steps, props.mesh_resolution = steps
         bpy.ops.dff.train()
         wait_for(props, "train", lambda: not props.running)
         props.query_text = args.object

@@ -38,7 +38,6 @@ import bmesh  # noqa: E402
 from mathutils import Matrix, Vector  # noqa: E402
 from mathutils.bvhtree import BVHTree  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from blender_dff.capture.render import (GOLDEN_ANGLE, atomic_path, looking_at, orbit, render_views, setup_render,
                                         write_json)
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny generated scene and a workspace trained on it, made once per run.
+"""Shared fixtures: a tiny generated scene and a workspace trained on it, made once per run; the
+add-on registered in an empty Blender scene, and a scripted worker client in place of the real one.
 
 The scene comes from scripts/make_scene.py (Cycles on the CPU) and the workspace from the
 headless command line, both in subprocesses so this process's Blender and torch stay clean.
+Fixtures import bpy when used, so the worker's and the unit tests run without it.
 """
 
 from __future__ import annotations
@@ -90,3 +92,30 @@ def label_names(tiny_scene) -> dict[int, str]:
 def ground_truth(tiny_scene) -> dict[str, np.ndarray]:
     with np.load(tiny_scene / "ground_truth.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture
+def addon():
+    """The add-on registered in an empty scene, giving the scene's DFF properties; unregistered afterwards."""
+    import bpy
+
+    import blender_dff
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    blender_dff.register()
+    from blender_dff.worker import session as worker_session
+
+    yield bpy.context.scene.dff
+    worker_session.session().shutdown()
+    blender_dff.unregister()
+
+
+@pytest.fixture
+def worker(addon):
+    """The add-on's worker client replaced by a ScriptedClient (addon_helpers.py)."""
+    from addon_helpers import ScriptedClient
+    from blender_dff.worker import session as worker_session
+
+    client = ScriptedClient()
+    worker_session.session().use_client(client)
+    return client

@@ -17,10 +17,12 @@ from bpy_extras import view3d_utils
 from gpu_extras.batch import batch_for_shader
 from mathutils import Vector
 
+from ..folders import UserError
 from ..scene import selection
+from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
-from .base import UserError, dff_mesh_poll, reply_handler, WorkerOperator, workspace
+from .base import WorkerOperator, dff_mesh_poll, reply_handler, workspace
 
 CLICK_STATUS = ("Click: select  |  Shift+click: add  |  Ctrl+click: leave out  |  Drag: box  |  "
                 "Enter: keep  |  Esc: cancel")
@@ -250,7 +252,7 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
             views = reply.result.get("views", 1)
             return f"{message} ({views} views)" if views > 1 else message
 
-        worker_session.session().submit(context, "query_click", params,
+        worker_session.session().submit(context, api.QUERY_CLICK.name, api.QUERY_CLICK.request(**params),
                                         on_done=reply_handler(context.scene, apply, notices={"no_hit"}))
         props.show_message("Finding what was clicked...")
         return {'FINISHED'}

@@ -7,6 +7,7 @@ from pathlib import Path
 import bpy
 from bpy.props import StringProperty
 
+from ..wire import api
 from ..worker import environment as worker_env, session as worker_session, state as worker_state
 from ..ui.messages import DETAILS_WIDTH, report, wrap
 from ..preferences import worker_settings
@@ -156,7 +157,7 @@ class DFF_OT_test_connection(bpy.types.Operator):
             report('INFO' if reply.ok else 'WARNING', text)
 
         try:
-            worker_session.session().submit(context, "ping", {}, on_done=on_done)
+            worker_session.session().submit(context, api.PING.name, {}, on_done=on_done)
         except worker_session.WorkerUnavailable as exc:
             self.report({'ERROR'}, str(exc))
             return {'CANCELLED'}

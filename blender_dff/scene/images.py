@@ -1,7 +1,8 @@
 """Pictures in Blender images: those the worker sends (the baked texture, the training preview)
 and the training curve drawn here.
 
-All are (H, W, 3) uint8 RGB with the bottom row first, as Blender stores pixels."""
+All are (H, W, 3) uint8 RGB with the top row first, as files, numpy and the wire count rows;
+`write_image` alone turns them over into Blender's bottom-first pixels."""
 
 from __future__ import annotations
 
@@ -23,14 +24,14 @@ def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
             bpy.data.images.remove(image)
         image = bpy.data.images.new(name, width, height, alpha=False)
     rgba = np.ones((height * width, 4), np.float32)
-    rgba[:, :3] = rgb.reshape(-1, 3) / 255.0
+    rgba[:, :3] = rgb[::-1].reshape(-1, 3) / 255.0  # Blender stores the bottom row first
     image.pixels.foreach_set(rgba.ravel())
     return image
 
 
 def plot_curve(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndarray:
     """A line plot of y over x spanning the whole image, with a horizontal grid line every unit
-    of y when there are few enough (dB on a PSNR curve): (height, width, 3) uint8, bottom row
+    of y when there are few enough (dB on a PSNR curve): (height, width, 3) uint8, top row
     first. Needs at least two points with increasing x."""
     image = np.empty((height, width, 3), np.uint8)
     image[:] = CURVE_BACKGROUND
@@ -38,17 +39,19 @@ def plot_curve(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndar
     low, high = (low - 0.5, high + 0.5) if high - low < 1.0 else (low, high)
 
     def row(value: np.ndarray | float) -> np.ndarray:
-        return np.clip(np.round((np.asarray(value) - low) / (high - low) * (height - 1)), 0, height - 1).astype(int)
+        """The image row of `value`: `high` on the top row, `low` on the last."""
+        up = np.clip(np.round((np.asarray(value) - low) / (high - low) * (height - 1)), 0, height - 1)
+        return height - 1 - up.astype(int)
 
     if high - low <= height / 4:
         image[row(np.arange(np.ceil(low), np.floor(high) + 1))] = CURVE_GRID
     rows = row(np.interp(np.linspace(x[0], x[-1], width), x, y))
     # Each column is filled from its row to its neighbours', so steep stretches stay connected.
     previous, following = np.r_[rows[:1], rows[:-1]], np.r_[rows[1:], rows[-1:]]
-    bottom = np.minimum(rows, (rows + np.minimum(previous, following)) // 2)
-    top = np.maximum(rows, (rows + np.maximum(previous, following) + 1) // 2)
+    first = np.minimum(rows, (rows + np.minimum(previous, following)) // 2)
+    last = np.maximum(rows, (rows + np.maximum(previous, following) + 1) // 2)
     ys = np.arange(height)[:, None]
-    image[(ys >= bottom) & (ys <= top)] = CURVE_LINE
+    image[(ys >= first) & (ys <= last)] = CURVE_LINE
     return image
 
 

@@ -14,6 +14,9 @@ COLOR_ATTR = "Col"
 # The worker's index of each face: queries answer in the worker's face order, and this
 # keeps the mapping valid after Blender drops degenerate faces or the user separates parts.
 FACE_INDEX_ATTR = "dff_face_index"
+# The worker's face count: selections sent back to it need one value per worker face, and
+# Blender may hold fewer (degenerate faces dropped, parts separated).
+WORKER_FACES_PROP = "dff_worker_faces"
 MATERIAL_NAME = "DFF Vertex Colour"
 
 
@@ -108,9 +111,6 @@ def _vertex_colour_material() -> bpy.types.Material:
     return material
 
 
-WORKER_FACES_PROP = "dff_worker_faces"
-
-
 def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
     """Put the mesh of a `train` or `get_mesh` reply into "DFF Mesh" (created, or its data
     replaced), at the world frame. Returns a summary for the user."""
@@ -120,8 +120,6 @@ def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
         raise ValueError(f"the worker's mesh reply lacks the arrays {sorted(missing)}")
     mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
                       arrays.get("vertex_colors"))
-    # The worker's face count: selections sent back to it need one value per worker face, and
-    # Blender may hold fewer (degenerate faces dropped, parts separated).
     mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
     props = context.scene.dff
     obj = props.mesh_object

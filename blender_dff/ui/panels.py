@@ -5,10 +5,10 @@ from __future__ import annotations
 import bpy
 
 from .. import ADDON_ID
-from ..worker import state as worker_state
 from ..scene.images import CURVE_IMAGE, PREVIEW_IMAGE
-from .messages import wrapped_label
 from ..wire.api import error_title
+from ..worker import state as worker_state
+from .messages import wrapped_label
 
 HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows all of it
 

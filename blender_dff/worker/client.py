@@ -1,5 +1,5 @@
-"""The add-on's side of the wire: start (or reach) the worker and talk to it without ever
-blocking Blender's main thread.
+"""The add-on's side of the wire: reach the worker (started by `process.WorkerProcess`, or
+remote) and talk to it without ever blocking Blender's main thread.
 
 Spawning, connecting, sending and receiving happen on background threads; what they learn
 goes onto a queue that ``poll()`` drains on the main thread (from ``bpy.app.timers``), so
@@ -8,14 +8,10 @@ callbacks always run there, where bpy may be touched. stdlib + numpy only.
 
 from __future__ import annotations
 
-import collections
 import itertools
-import json
-import os
 import queue
 import secrets
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,11 +20,10 @@ from typing import Callable
 
 import numpy as np
 
+from .process import OUTPUT_LINES, StartError, WorkerProcess
 from ..wire import framing
 
-TOKEN_ENV = "DFF_WORKER_TOKEN"
-OUTPUT_LINES = 200  # how much of the worker's output is kept for error reports
-HINT_LINES = 30  # how much of it goes into a failed request's hint
+HINT_LINES = 30  # how much of the worker's output goes into a failed request's hint
 
 
 @dataclass
@@ -55,11 +50,10 @@ class _Pending:
 class WorkerClient:
     """A connection to one worker.
 
-    Local mode (``host`` is None) spawns ``python -m external_worker serve`` (or
-    ``command``) with a fresh token in the environment and connects to the port it
-    announces on stdout. Its stdin is a pipe that is never written: it closes when this
-    client closes or this process dies, and the worker then exits. Remote mode connects
-    to ``host:port`` with ``token``.
+    Local mode (``host`` is None) spawns a `WorkerProcess` (``python -m external_worker
+    serve``, or ``command``) with a fresh token and connects to the port it announces; it
+    exits when this client closes or this process dies. Remote mode connects to
+    ``host:port`` with ``token``.
 
     States: idle -> starting -> ready, then failed (start failed, the worker died or the
     connection dropped) or closed (``close()``). When it fails, every unfinished request
@@ -93,13 +87,8 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._state = "idle"
         self._failure: str | None = None
-        self._process: subprocess.Popen | None = None
+        self._process: WorkerProcess | None = None
         self._sock: socket.socket | None = None
-        # The worker's stderr (and stray stdout) lines, appended by the pipe readers.
-        self._output: collections.deque[str] = collections.deque(maxlen=OUTPUT_LINES)
-        self._output_lock = threading.Lock()
-        self._stderr_thread: threading.Thread | None = None
-        self._announced: queue.Queue[tuple[str, int]] = queue.Queue()
 
         self._ids = itertools.count(1)
         self._outbox: queue.Queue[list | None] = queue.Queue()  # encoded messages
@@ -122,8 +111,8 @@ class WorkerClient:
     def output_tail(self, lines: int = OUTPUT_LINES) -> str:
         """The last lines the local worker wrote to stderr (and to stdout, besides its
         announcement), for showing the user what went wrong."""
-        with self._output_lock:
-            return "\n".join(list(self._output)[-lines:])
+        process = self._process
+        return "" if process is None else process.output_tail(lines)
 
     def start(self) -> None:
         """Start connecting in the background; returns at once."""
@@ -230,13 +219,8 @@ class WorkerClient:
                 "type": "request", "id": next(self._ids), "method": "shutdown", "params": {}}))
         self._outbox.put(None)  # lets the writer finish after the shutdown request
         if process is not None:
-            try:
-                # Only a connected worker got the shutdown; any other is killed at once.
-                process.wait(timeout if previous == "ready" else 0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            process.stdin.close()  # the worker's lifeline; kept open until now (never written)
+            # Only a connected worker got the shutdown; any other is killed at once.
+            process.stop(timeout if previous == "ready" else 0)
         self._close_socket()
         self._events.put(("failed", None, ("closed", "the worker client was closed", "")))
 
@@ -261,62 +245,12 @@ class WorkerClient:
         self._write(sock)
 
     def _spawn(self) -> tuple[str, int]:
-        # --exit-with-stdin: the worker exits when our end of its stdin pipe closes, which
-        # the OS does when this process dies, however it dies (a crash, kill -9).
-        command = self._command or [self._python, "-m", "external_worker", "serve",
-                                    "--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"]
-        env = dict(os.environ)
-        env[TOKEN_ENV] = self._token  # never on the command line, where `ps` shows it
-        if self._worker_path:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (self._worker_path, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        if self._offline:  # the user has not allowed online access: no model downloads
-            env["HF_HUB_OFFLINE"] = "1"
-        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
         with self._lock:
             if self._state != "starting":
-                raise _StartError("closed while starting")
-            self._process = subprocess.Popen(
-                command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
-                creationflags=flags,
-            )
-        process = self._process
-        self._stderr_thread = threading.Thread(
-            target=self._collect, args=(process.stderr, False), name="dff-client-stderr",
-            daemon=True)
-        self._stderr_thread.start()
-        threading.Thread(target=self._collect, args=(process.stdout, True),
-                         name="dff-client-stdout", daemon=True).start()
-        deadline = time.monotonic() + self._startup_timeout
-        while True:
-            try:
-                return self._announced.get(timeout=0.05)
-            except queue.Empty:
-                pass
-            if process.poll() is not None:
-                self._stderr_thread.join(1.0)
-                raise _StartError(
-                    f"the worker exited with code {process.returncode} before listening")
-            if time.monotonic() > deadline:
-                process.kill()
-                raise _StartError(
-                    f"the worker did not announce its port within {self._startup_timeout:g} s"
-                    f" (command: {' '.join(command)})")
-
-    def _collect(self, stream, is_stdout: bool) -> None:
-        """Drain one of the worker's pipes into the ring buffer; on stdout, also watch for
-        the 'listening' announcement."""
-        for line in stream:
-            line = line.rstrip("\n")
-            address = _parse_announcement(line) if is_stdout else None
-            if address is not None:
-                self._announced.put(address)
-            else:
-                with self._output_lock:
-                    self._output.append(line)
-        stream.close()
+                raise StartError("closed while starting")
+            self._process = process = WorkerProcess(self._python, self._token, worker_path=self._worker_path,
+                                                    command=self._command, offline=self._offline)
+        return process.address(self._startup_timeout)
 
     def _connect(self, host: str, port: int) -> socket.socket:
         sock = socket.create_connection((host, port), timeout=self._startup_timeout)
@@ -325,10 +259,10 @@ class WorkerClient:
                                          "version": framing.PROTOCOL_VERSION})
             answer = framing.recv_message(sock, max_payload=0)
             if answer.type == "error":
-                raise _StartError(f"{host}:{port} refused the connection: "
-                                  f"{answer.header.get('code')}: {answer.header.get('message')}")
+                raise StartError(f"{host}:{port} refused the connection: "
+                                 f"{answer.header.get('code')}: {answer.header.get('message')}")
             if answer.type != "welcome":
-                raise _StartError(f"{host}:{port} answered {answer.type!r} instead of 'welcome'")
+                raise StartError(f"{host}:{port} answered {answer.type!r} instead of 'welcome'")
             sock.settimeout(None)
             return sock
         except BaseException:
@@ -374,14 +308,7 @@ class WorkerClient:
         if process is None:
             message = f"lost the connection to the worker at {self._host}:{self._port}: {exc}"
         else:
-            try:
-                code = process.wait(2.0)
-                message = f"the worker process exited with code {code}"
-            except subprocess.TimeoutExpired:
-                process.kill()
-                message = f"lost the connection to the worker process ({exc}); killed it"
-            if self._stderr_thread is not None:
-                self._stderr_thread.join(1.0)
+            message = process.lost_connection(exc)
         self._fail("worker_exited", message)
 
     def _fail(self, code: str, message: str) -> None:
@@ -392,7 +319,7 @@ class WorkerClient:
             tail = self.output_tail(HINT_LINES)
             self._failure = f"{message}\n{tail}" if tail else message
             process = self._process
-        if process is not None and process.poll() is None:
+        if process is not None:
             process.kill()
         self._close_socket()
         self._outbox.put(None)
@@ -416,20 +343,3 @@ class WorkerClient:
             self._finished[request_id] = reply
         if pending.on_done is not None:
             pending.on_done(reply)
-
-
-def _parse_announcement(line: str) -> tuple[str, int] | None:
-    """(host, port) from the worker's `{"event": "listening", ...}` line, else None."""
-    if not line.startswith("{"):
-        return None
-    try:
-        event = json.loads(line)
-        if event.get("event") == "listening":
-            return str(event["host"]), int(event["port"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return None
-
-
-class _StartError(Exception):
-    """The worker could not be started or reached; the message says why."""

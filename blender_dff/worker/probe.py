@@ -4,7 +4,7 @@ stdout. Run by path under the interpreter to check (any Python 3.8 or newer, std
     python probe.py requirements.txt
 
 Every requirement is looked up, so the report names all missing distributions at once.
-Also importable: `blender_dff.worker_env` shares the requirements parser.
+Also importable: `blender_dff.worker.environment` shares the requirements parser.
 """
 
 from __future__ import annotations

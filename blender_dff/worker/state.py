@@ -1,7 +1,7 @@
 """The worker's environment as Blender sees it: probing the chosen Python, creating the
 environment from inside Blender, and telling the panels why the worker cannot run.
 
-Probes and builds run on background threads (`worker_env`); what they find reaches Blender
+Probes and builds run on background threads (`environment`, `build`); what they find reaches Blender
 only through `pump()`, on the main thread (a timer in the UI; tests call it directly).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import bpy
 
 from . import environment as worker_env
+from .build import EnvironmentBuild
 from .. import ADDON_ID
 from ..preferences import WorkerSettings, worker_settings
 
@@ -31,7 +32,7 @@ class _State:
 
     reports: dict[str, worker_env.EnvironmentReport] = field(default_factory=dict)
     probing: dict[str, threading.Thread] = field(default_factory=dict)
-    build: worker_env.EnvironmentBuild | None = None
+    build: EnvironmentBuild | None = None
     build_error: str = ""
     connection: str = ""  # outcome of the latest Test Connection
 
@@ -106,12 +107,12 @@ def context_problem(context: bpy.types.Context) -> str:
 
 
 def start_build(variant: str, requirements: Path | None = None,
-                pip_args: tuple[str, ...] = ()) -> worker_env.EnvironmentBuild:
+                pip_args: tuple[str, ...] = ()) -> EnvironmentBuild:
     """Create (or replace) the worker environment in the background."""
     if STATE.build is not None and not STATE.build.done:
         raise ValueError("the worker environment is already being created")
     STATE.build_error = ""
-    build = worker_env.EnvironmentBuild(
+    build = EnvironmentBuild(
         env_dir(), base_python(), requirements or worker_env.REQUIREMENTS, variant,
         extra_pip_args=list(pip_args), replace=True)
     build.start()
@@ -128,13 +129,13 @@ def cancel_build() -> bool:
     return True
 
 
-def building() -> worker_env.EnvironmentBuild | None:
+def building() -> EnvironmentBuild | None:
     """The build in progress, if any."""
     build = STATE.build
     return build if build is not None and not build.done else None
 
 
-def _finish_build(build: worker_env.EnvironmentBuild) -> None:
+def _finish_build(build: EnvironmentBuild) -> None:
     """A build ended: on success the preferences point at its Python, which is probed."""
     STATE.build = None
     if build.error:

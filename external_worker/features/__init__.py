@@ -1,1 +1,1 @@
-"""The distilled feature field, its training, and its per-face codes on the mesh."""
+"""The distilled feature field, its training with camera augmentation, and its per-face codes on the mesh."""

@@ -9,14 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def project(points: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates (u, v) and depth of world points in one OpenGL camera."""
-    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
-    depth = -local[:, 2]
-    safe = np.where(depth > 1e-6, depth, 1e-6)
-    fx, fy, cx, cy = intrinsics
-    return fx * local[:, 0] / safe + cx, -fy * local[:, 1] / safe + cy, depth
+from .camera import MIN_DEPTH, Cameras, project
 
 
 def visible_faces(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
@@ -26,7 +19,7 @@ def visible_faces(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, i
     Returns the visible mask (F,) and each face's pixel index (row * width + col; -1 outside)."""
     u, v, depth = project(centroids, c2w, intrinsics)
     col, row = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-    inside = (depth > 1e-6) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    inside = (depth > MIN_DEPTH) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     pixel = np.where(inside, row * width + col, -1)
     zbuffer = np.full(height * width, np.inf)
     np.minimum.at(zbuffer, pixel[inside], depth[inside])
@@ -37,10 +30,9 @@ def visible_faces(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, i
     return visible, pixel
 
 
-def seen_by_any(centroids: np.ndarray, normals: np.ndarray, c2w: np.ndarray, intrinsics: np.ndarray,
-                height: int, width: int, tolerance: float) -> np.ndarray:
-    """Faces visible from at least one of the cameras (N, 4, 4)."""
+def seen_by_any(centroids: np.ndarray, normals: np.ndarray, cameras: Cameras, tolerance: float) -> np.ndarray:
+    """Faces visible from at least one of the cameras."""
     seen = np.zeros(len(centroids), dtype=bool)
-    for pose, k in zip(c2w, intrinsics):
-        seen |= visible_faces(centroids, normals, pose, k, height, width, tolerance)[0]
+    for pose, k in zip(cameras.c2w, cameras.intrinsics):
+        seen |= visible_faces(centroids, normals, pose, k, cameras.height, cameras.width, tolerance)[0]
     return seen

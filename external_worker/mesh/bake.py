@@ -8,8 +8,8 @@ visibility test per texel and camera for a view-dependent part that a texture ca
 anyway. Empty texels take the colour of the nearest covered one, so seams do not bleed the
 background when the image is filtered or mip-mapped.
 
-The image is stored bottom row first (Blender's `Image.pixels` order; v = 0 at the bottom);
-the PNG written to the workspace is flipped to the usual top-first order.
+The image is stored top row first, as files and numpy count rows (v = 0 is its last row);
+the add-on turns it over into Blender's bottom-first `Image.pixels`.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from .extract import surface_colours
 from ..nerf.field import NerfField
 from ..progress import Reporter
 
-TEXTURE_SIZES = (512, 1024, 2048, 4096)
 PADDING = 2  # texels between charts: bilinear filtering never reads another chart; dilation fills the gap
 
 
 @dataclass
 class Bake:
     uv: np.ndarray       # (F, 3, 2) float32: each face corner's texture coordinate, in [0, 1]
-    texture: np.ndarray  # (size, size, 3) uint8 sRGB, bottom row first
+    texture: np.ndarray  # (size, size, 3) uint8 sRGB, top row first
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"uv": self.uv, "texture": self.texture}
@@ -111,4 +110,5 @@ def bake_texture(field: NerfField, vertices: np.ndarray, faces: np.ndarray, vert
     reporter.progress("bake", 2, 3, None, "filling the gaps between charts")
     image = fill_empty(image.reshape(size, size, 3), filled.reshape(size, size))
     reporter.progress("bake", 3, 3, None, "texture baked")
-    return Bake(uv, np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8))
+    # The atlas counts rows up from v = 0; the image counts them down from the top.
+    return Bake(uv, np.clip(image[::-1] * 255 + 0.5, 0, 255).astype(np.uint8))

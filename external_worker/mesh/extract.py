@@ -10,8 +10,10 @@ import torch
 import trimesh
 
 from ..config import MeshConfig
-from ..nerf.field import NerfField, OccupancyGrid
+from ..nerf.field import NerfField
+from ..nerf.occupancy import OccupancyGrid
 from ..progress import Reporter
+from ..geometry.camera import Cameras
 from ..geometry.frame import SceneFrame
 from ..geometry.visibility import seen_by_any
 
@@ -85,28 +87,12 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
     return fast_simplification.simplify(vertices, faces, target_reduction=reduction)
 
 
-@dataclass
-class Cameras:
-    """Training cameras in the normalised frame, for visibility culling."""
-
-    c2w: np.ndarray        # (N, 4, 4)
-    intrinsics: np.ndarray # (N, 4)
-    height: int
-    width: int
-
-    def scaled_to(self, max_side: int) -> "Cameras":
-        s = min(1.0, max_side / max(self.height, self.width))
-        return Cameras(self.c2w, self.intrinsics * s, max(1, round(self.height * s)), max(1, round(self.width * s)))
-
-
 def cull_unseen(mesh: trimesh.Trimesh, cameras: Cameras, voxel: float, max_hole_faces: int = 64) -> trimesh.Trimesh:
     """Remove faces no training camera sees: the insides of objects, which the field leaves
     undefined and marching cubes turns into hidden surfaces. The splat resolution is capped so
     a pixel is wider than a face (see visibility.py). Small unseen patches inside seen surface
     are grazing-angle misses of the z-test, not hidden surfaces: they stay, so no holes open."""
-    small = cameras.scaled_to(160)
-    seen = seen_by_any(mesh.triangles_center, mesh.face_normals, small.c2w, small.intrinsics,
-                       small.height, small.width, tolerance=3 * voxel)
+    seen = seen_by_any(mesh.triangles_center, mesh.face_normals, cameras.scaled_to(160), tolerance=3 * voxel)
     unseen = np.flatnonzero(~seen)
     pairs = mesh.face_adjacency
     pairs = pairs[~seen[pairs[:, 0]] & ~seen[pairs[:, 1]]]

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import Cancelled
 from ..config import NerfConfig, TrainConfig
-from .field import NerfField, OccupancyGrid, occupancy_threshold, render_rays
-from ..progress import Reporter
+from ..geometry.camera import rays_for_pixels
 from ..geometry.frame import SceneFrame
-from ..geometry.camera import pixel_rays, rays_for_pixels
-from ..training import device
+from ..progress import Reporter
+from ..training import ResumableTraining, device
 from ..workspace import Files, Stages, Workspace
+from .field import NerfField
+from .occupancy import OccupancyGrid, occupancy_threshold
+from .render import render_rays, render_view
 
 if TYPE_CHECKING:
     from ..datasets.dataset import Dataset
@@ -74,93 +75,66 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     dev = device()
     torch.manual_seed(config.seed)
     data = SceneTensors(dataset, frame, "train", dev)
-    ckpt = workspace.load_torch(Files.NERF) if workspace.path(Files.NERF).exists() else None
+    training = ResumableTraining(workspace, Files.NERF, Stages.NERF)
+    ckpt = training.checkpoint
     nerf_config = NerfConfig(**ckpt["config"]) if ckpt else replace(nerf_config or NerfConfig(),
                                                                      contract=dataset.unbounded)
     field, grid = build_field(nerf_config, dev)
     optimizer = _optimizer(field, config)
-    step = 0
     if ckpt:
         field.load_state_dict(ckpt["field"])
         grid.load_state_dict(ckpt["grid"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step = int(ckpt["step"])
     elif data.alpha is not None:
         grid.carve(data.c2w, data.intrinsics, data.alpha)
-    gamma = (config.lr_final / config.lr) ** (1 / max(config.steps, 1))
     threshold = occupancy_threshold(nerf_config)
     n_pixels = data.height * data.width
 
-    def save(at_step: int) -> None:
-        workspace.save_torch(Files.NERF, {"config": asdict(nerf_config), "field": field.state_dict(),
-                                          "grid": grid.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "step": at_step})
-        workspace.update_stage(Stages.NERF, step=at_step, target_steps=config.steps)
+    def forward(step: int) -> torch.Tensor:
+        if step >= config.grid_warmup and step % config.grid_every == 0:
+            grid.update(field.density, threshold, fraction=1.0 if step < config.grid_full_until else 0.25)
+        flat = torch.randint(0, len(data) * n_pixels, (config.rays_per_batch,), device=dev)
+        cam, pix = flat // n_pixels, flat % n_pixels
+        row, col = pix // data.width, pix % data.width
+        origins, dirs = rays_for_pixels(data.c2w, data.intrinsics, cam, row.float(), col.float())
+        # Random backgrounds make transparent pixels teach zero density (instant-NGP).
+        background = torch.rand(len(flat), 3, device=dev) if data.alpha is not None else torch.zeros(len(flat), 3, device=dev)
+        alpha = None if data.alpha is None else data.alpha[cam, row, col]
+        target = data.target(data.rgb[cam, row, col], alpha, background)
+        # Until the occupancy grid skips empty space every sample reaches the field: a quarter
+        # of them suffice for the coarse shape those first steps learn.
+        coarse = nerf_config.samples_per_ray // 4 if step < config.grid_warmup else None
+        out = render_rays(field, grid, origins, dirs, background, perturb=True, n_samples=coarse)
+        return torch.nn.functional.mse_loss(out.rgb, target)
 
-    start = last_preview = time.perf_counter()
+    last_preview = time.perf_counter()
     preview_every = PREVIEW_EVERY_S
     psnr_ema = None
+
+    def report(step: int, loss: float) -> tuple[dict, np.ndarray | None]:
+        nonlocal psnr_ema, last_preview, preview_every
+        psnr = -10 * math.log10(max(loss, 1e-10))
+        psnr_ema = psnr if psnr_ema is None else 0.9 * psnr_ema + 0.1 * psnr
+        preview = None
+        # Not before the occupancy grid skips empty space: a render would cost the most then.
+        if step == config.steps or (step > config.grid_warmup and time.perf_counter() - last_preview >= preview_every):
+            began = time.perf_counter()
+            preview, last_preview = training_preview(field, grid, data), time.perf_counter()
+            preview_every = max(PREVIEW_EVERY_S, (last_preview - began) / PREVIEW_SHARE)
+        return {"psnr": psnr_ema}, preview
+
     field.train()
-    try:
-        while step < config.steps:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * gamma**step
-            if step >= config.grid_warmup and step % config.grid_every == 0:
-                grid.update(field.density, threshold, fraction=1.0 if step < config.grid_full_until else 0.25)
-            flat = torch.randint(0, len(data) * n_pixels, (config.rays_per_batch,), device=dev)
-            cam, pix = flat // n_pixels, flat % n_pixels
-            row, col = pix // data.width, pix % data.width
-            origins, dirs = rays_for_pixels(data.c2w, data.intrinsics, cam, row.float(), col.float())
-            # Random backgrounds make transparent pixels teach zero density (instant-NGP).
-            background = torch.rand(len(flat), 3, device=dev) if data.alpha is not None else torch.zeros(len(flat), 3, device=dev)
-            alpha = None if data.alpha is None else data.alpha[cam, row, col]
-            target = data.target(data.rgb[cam, row, col], alpha, background)
-            # Until the occupancy grid skips empty space every sample reaches the field: a quarter
-            # of them suffice for the coarse shape those first steps learn.
-            coarse = nerf_config.samples_per_ray // 4 if step < config.grid_warmup else None
-            out = render_rays(field, grid, origins, dirs, background, perturb=True, n_samples=coarse)
-            loss = torch.nn.functional.mse_loss(out.rgb, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            psnr = -10 * math.log10(max(loss.item(), 1e-10))
-            psnr_ema = psnr if psnr_ema is None else 0.9 * psnr_ema + 0.1 * psnr
-            if step % config.checkpoint_every == 0:
-                save(step)
-            preview = None
-            # Not before the occupancy grid skips empty space: a render would cost the most then.
-            if step == config.steps or (step > config.grid_warmup and time.perf_counter() - last_preview >= preview_every):
-                began = time.perf_counter()
-                preview, last_preview = training_preview(field, grid, data), time.perf_counter()
-                preview_every = max(PREVIEW_EVERY_S, (last_preview - began) / PREVIEW_SHARE)
-            reporter.progress("nerf", step, config.steps, {"loss": loss.item(), "psnr": psnr_ema}, preview=preview)
-    except Cancelled:
-        save(step)
-        raise
-    save(step)
-    seconds = time.perf_counter() - start
+    step = training.run(optimizer, config, forward, report, reporter=reporter, progress_stage="nerf",
+                        state=lambda: {"config": asdict(nerf_config), "field": field.state_dict(),
+                                       "grid": grid.state_dict()})
     test_psnr = evaluate_psnr(field, grid, dataset, frame, reporter) if (dataset.split == "test").any() else None
-    workspace.update_stage(Stages.NERF, done=True, psnr=test_psnr, train_psnr=psnr_ema, seconds=seconds)
-    return {"steps": step, "psnr": test_psnr, "train_psnr": psnr_ema, "seconds": seconds}
-
-
-@torch.no_grad()
-def render_view(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor, intrinsics: torch.Tensor,
-                height: int, width: int, background: float = 1.0, chunk: int = 2048) -> torch.Tensor:
-    """Render one camera (normalised frame) to an (H, W, 3) image. Chunks of a few hundred thousand
-    samples keep the hash grid's lookups in cache: 8192 rays a chunk rendered 1.7x slower."""
-    origins, dirs = pixel_rays(c2w, intrinsics, height, width)
-    bg = torch.full((1, 3), background, device=origins.device)
-    rgb = [render_rays(field, grid, origins[i:i + chunk], dirs[i:i + chunk], bg).rgb
-           for i in range(0, len(origins), chunk)]
-    return torch.cat(rgb).view(height, width, 3)
+    workspace.update_stage(Stages.NERF, done=True, psnr=test_psnr, train_psnr=psnr_ema, seconds=training.seconds)
+    return {"steps": step, "psnr": test_psnr, "train_psnr": psnr_ema, "seconds": training.seconds}
 
 
 @torch.no_grad()
 def training_preview(field: NerfField, grid: OccupancyGrid, data: SceneTensors, view: int = 0) -> np.ndarray:
     """The field's render of a training view beside its photo, at most PREVIEW_SIZE pixels high or
-    wide: (H, 2W, 3) uint8, bottom row first as Blender stores pixels."""
+    wide: (H, 2W, 3) uint8, top row first."""
     scale = min(1.0, PREVIEW_SIZE / max(data.height, data.width))
     height, width = max(1, round(data.height * scale)), max(1, round(data.width * scale))
     sx, sy = width / data.width, height / data.height
@@ -170,7 +144,7 @@ def training_preview(field: NerfField, grid: OccupancyGrid, data: SceneTensors, 
     fill = torch.full((3,), background, device=data.rgb.device)
     photo = data.target(data.rgb[view], None if data.alpha is None else data.alpha[view], fill)
     photo = torch.nn.functional.interpolate(photo.permute(2, 0, 1)[None], size=(height, width), mode="area")
-    both = torch.cat([render, photo[0].permute(1, 2, 0)], 1).flip(0)
+    both = torch.cat([render, photo[0].permute(1, 2, 0)], 1)
     return (both.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
@@ -180,7 +154,7 @@ def evaluate_psnr(field: NerfField, grid: OccupancyGrid, dataset: Dataset, frame
     """Mean PSNR over the held-out views: RGBA ground truth composited on white; opaque photos
     rendered on black, the background rays leaving the box learnt in training."""
     field.eval()
-    data = SceneTensors(dataset, frame, "test", device())
+    data = SceneTensors(dataset, frame, "test", next(field.parameters()).device)
     background = 1.0 if data.alpha is not None else 0.0
     fill = torch.full((3,), background, device=data.rgb.device)
     scores = []

@@ -25,9 +25,10 @@ from scipy import ndimage
 
 from ..errors import WorkerError
 from ..features.face_codes import FaceCodes
-from ..geometry.raycast import first_hit
-from ..teachers.sam_model import SAM_FEATURE_SIZE, SamTeacher
+from ..teachers.sam_model import SAM_FEATURE_SIZE, SamModel
+from ..geometry.camera import intrinsics_for, look_at, project, to_camera
 from ..geometry.visibility import visible_faces
+from .faces import Geometry, unit_rays
 
 VIEW_SIZE = 256          # pixels of a virtual view (SAM upsamples its masks to this)
 MIN_FOV_DEGREES = 50.0   # the clicked view: at least this wide, wider if the prompts need it
@@ -35,37 +36,6 @@ MAX_FOV_DEGREES = 100.0
 CLICK_VIEW_WEIGHT = 2.0  # the view the user clicked in counts as two votes
 MIN_FACES_IN_VIEW = 20   # fewer selected faces in sight: the view says nothing about the object
 MIN_AGREEMENT = 0.5      # IoU with the faces earlier views decided, under which a mask is dropped
-
-
-@dataclass
-class Geometry:
-    """A mesh as the click code needs it: triangles' centroids, unit normals and bounding radii."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    centroids: np.ndarray
-    normals: np.ndarray
-    radii: np.ndarray  # farthest vertex from the centroid, per face
-
-    @classmethod
-    def of(cls, vertices: np.ndarray, faces: np.ndarray) -> "Geometry":
-        tri = vertices[faces]
-        centroids = tri.mean(1)
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
-        radii = np.linalg.norm(tri - centroids[:, None], axis=2).max(1)
-        return cls(vertices, faces, centroids, normals, radii)
-
-    def hit(self, origin: np.ndarray, direction: np.ndarray) -> tuple[int, float]:
-        """First face the ray hits and its distance ((-1, inf) for none). Only faces whose bounding
-        sphere the ray's line passes through are tested, a few hundred of a mesh's 100k+."""
-        direction = _unit(np.asarray(direction, np.float64)[None], "click")[0]
-        to_centroid = self.centroids - np.asarray(origin, np.float64)
-        along = to_centroid @ direction
-        off_line = np.einsum("ij,ij->i", to_centroid, to_centroid) - along ** 2
-        near = np.flatnonzero(off_line <= self.radii ** 2 * 1.0001)
-        face, distance = first_hit(self.vertices, self.faces[near], origin, direction)
-        return (int(near[face]), distance) if face >= 0 else (-1, distance)
 
 
 @dataclass
@@ -81,7 +51,7 @@ class ClickPrompt:
 
     def __post_init__(self) -> None:
         self.origins = np.asarray(self.origins, np.float64).reshape(-1, 3)
-        self.directions = _unit(np.asarray(self.directions, np.float64).reshape(-1, 3), "click")
+        self.directions = unit_rays(np.asarray(self.directions, np.float64).reshape(-1, 3), "click")
         self.labels = np.asarray(self.labels, np.int64).reshape(-1)
         if len(self.labels) != len(self.origins) or len(self.directions) != len(self.origins):
             raise WorkerError("bad_prompt", f"{len(self.origins)} click origins, {len(self.directions)} directions "
@@ -91,7 +61,7 @@ class ClickPrompt:
                               f"{self.labels.tolist()}", "Use 1 for a click on the object, 0 for what to leave out.")
         if self.box_origins is not None:
             self.box_origins = np.asarray(self.box_origins, np.float64).reshape(-1, 3)
-            self.box_directions = _unit(np.asarray(self.box_directions, np.float64).reshape(-1, 3), "box corner")
+            self.box_directions = unit_rays(np.asarray(self.box_directions, np.float64).reshape(-1, 3), "box corner")
             if len(self.box_origins) != 4 or len(self.box_directions) != 4:
                 raise WorkerError("bad_prompt", f"a box needs 4 corner rays, got {len(self.box_origins)}",
                                   "Send the rays through the box's four corners, in order around it.")
@@ -108,44 +78,18 @@ class ClickPrompt:
         positive = np.flatnonzero(self.labels == 1)
         if len(positive):
             return self.origins[positive[0]], self.directions[positive[0]]
-        return self.box_origins.mean(0), _unit(self.box_directions.mean(0)[None], "box")[0]
-
-
-def _unit(v: np.ndarray, what: str) -> np.ndarray:
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    if not np.isfinite(v).all() or (norm == 0).any():
-        raise WorkerError("bad_prompt", f"a {what} ray has no direction", "Send non-zero, finite ray directions.")
-    return v / norm
-
-
-def look_at(eye: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """OpenGL camera-to-world at `eye` looking along `forward`, with the world's z up when possible."""
-    forward = np.asarray(forward, np.float64) / np.linalg.norm(forward)
-    helper = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    right = np.cross(forward, helper)
-    right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, -forward, eye
-    return c2w
-
-
-def intrinsics_for(size: int, fov_degrees: float) -> np.ndarray:
-    focal = 0.5 * size / np.tan(np.radians(fov_degrees) / 2)
-    return np.array([focal, focal, size / 2, size / 2])
+        return self.box_origins.mean(0), unit_rays(self.box_directions.mean(0)[None], "box")[0]
 
 
 def _project(points: np.ndarray, c2w: np.ndarray, fov: float, size: int = VIEW_SIZE) -> np.ndarray:
     """(x, y) pixels of world points in a square view."""
-    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
-    depth = np.maximum(-local[:, 2], 1e-9)
-    fx, fy, cx, cy = intrinsics_for(size, fov)
-    return np.stack([fx * local[:, 0] / depth + cx, -fy * local[:, 1] / depth + cy], axis=1)
+    u, v, _ = project(points, c2w, intrinsics_for(size, fov))
+    return np.stack([u, v], axis=1)
 
 
 def _fov_holding(c2w: np.ndarray, points: np.ndarray, margin: float = 1.3) -> float:
     """Field of view (degrees) of a camera that sees `points` with a margin around them."""
-    local = (points - c2w[:3, 3]) @ c2w[:3, :3]
+    local = to_camera(points, c2w)
     depth = np.maximum(-local[:, 2], 1e-9)
     half = np.degrees(np.arctan(np.abs(local[:, :2]).max(1) / depth)).max(initial=0.0)
     return float(np.clip(2 * half * margin, MIN_FOV_DEGREES, MAX_FOV_DEGREES))
@@ -183,12 +127,12 @@ class ViewRenderer:
         out[:, cell // cols, cell % cols] = self.face_features.rows(by_depth[first]).T
         return torch.from_numpy(out)
 
-    def mask_faces(self, teacher: SamTeacher, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],
+    def mask_faces(self, decoder: SamModel, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],
                    points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
         """Which faces SAM's best mask covers (F,), given the view's `faces_seen`."""
-        features = self.feature_map(c2w, intrinsics_for(SAM_FEATURE_SIZE, fov)).to(teacher.device)
+        features = self.feature_map(c2w, intrinsics_for(SAM_FEATURE_SIZE, fov)).to(decoder.device)
         multimask = box is None and (points is None or len(points) == 1)  # one click is ambiguous
-        masks, _ = teacher.decode(features, (VIEW_SIZE, VIEW_SIZE), points, labels, box, multimask=multimask)
+        masks, _ = decoder.decode(features, (VIEW_SIZE, VIEW_SIZE), points, labels, box, multimask=multimask)
         visible, pixel = seen
         in_mask = np.zeros(len(visible), bool)
         in_mask[visible] = masks[0].reshape(-1)[pixel[visible]]
@@ -211,7 +155,7 @@ def faces_in_box(geometry: Geometry, prompt: ClickPrompt, tolerance: float) -> n
     return visible & (col >= x0) & (col <= x1) & (row >= y0) & (row <= y1)
 
 
-def sam_click(teacher: SamTeacher, renderer: ViewRenderer, prompt: ClickPrompt, cameras: np.ndarray,
+def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, cameras: np.ndarray,
               views: int, click_depths: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Per-face probability of the prompted object, and how many views voted.
 
@@ -237,7 +181,7 @@ def sam_click(teacher: SamTeacher, renderer: ViewRenderer, prompt: ClickPrompt, 
         box = np.concatenate([xy.min(0), xy.max(0)])
     seen_here = renderer.faces_seen(c2w, fov)
     visible = seen_here[0]
-    in_mask = renderer.mask_faces(teacher, c2w, fov, seen_here, points, prompt.labels, box)
+    in_mask = renderer.mask_faces(decoder, c2w, fov, seen_here, points, prompt.labels, box)
     votes = np.where(visible, CLICK_VIEW_WEIGHT * in_mask, 0.0)
     seen = np.where(visible, CLICK_VIEW_WEIGHT, 0.0)
     used = 1
@@ -255,7 +199,7 @@ def sam_click(teacher: SamTeacher, renderer: ViewRenderer, prompt: ClickPrompt, 
         if in_sight.sum() < MIN_FACES_IN_VIEW:
             continue  # hidden from here
         box, point = _prompt_from_faces(g, in_sight, view, view_fov)
-        in_mask = renderer.mask_faces(teacher, view, view_fov, seen_here, point[None], np.array([1]), box)
+        in_mask = renderer.mask_faces(decoder, view, view_fov, seen_here, point[None], np.array([1]), box)
         agreement = (in_mask & in_sight).sum() / max((in_mask & known | in_sight).sum(), 1)
         if agreement < MIN_AGREEMENT:
             continue

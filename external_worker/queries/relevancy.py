@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from blender_dff.wire.api import CANONICAL_NEGATIVES
+
 from ..errors import WorkerError
 
-CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
 MAX_TERMS = 64  # phrases in a query, or labels in a label set
 
 

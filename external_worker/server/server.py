@@ -23,7 +23,7 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from blender_dff.wire import framing
+from blender_dff.wire import api, framing
 from ..errors import Cancelled, WorkerError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ JOB_GRACE_S = 2.0  # how long a closing connection waits for its cancelled jobs
 EXIT_GRACE_S = 5.0  # how long a worker whose parent is gone waits for its cancelled jobs
 PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress events per second per request
 TRACEBACK_HINT_LINES = 12
-BUILTIN_METHODS = ("ping", "shutdown")
+BUILTIN_METHODS = tuple(method.name for method in api.BUILTINS)
 
 
 class JobContext:
@@ -298,11 +298,11 @@ class _Connection:
             self.send_error(request_id, "bad_request",
                             "a request needs a string 'method' and an object 'params'")
             return False
-        if method == "ping":
+        if method == api.PING.name:
             self.send({"type": "reply", "id": request_id,
                        "result": {"version": framing.PROTOCOL_VERSION, "pid": os.getpid()}})
             return False
-        if method == "shutdown":
+        if method == api.SHUTDOWN.name:
             self.send({"type": "reply", "id": request_id, "result": {}})
             self.stop.set()
             return True

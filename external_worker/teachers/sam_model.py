@@ -1,6 +1,6 @@
-"""The `sam` teacher: Segment Anything's image encoder gives the features the field imitates, its
-prompt encoder and mask decoder turn a click or a box on a (teacher or rendered) feature map into
-masks (SAN, sections 4.1 and 4.4).
+"""Segment Anything's model: its image encoder gives the features the `sam` teacher has the field
+imitate, its prompt encoder and mask decoder turn a click or a box on a (teacher or rendered)
+feature map into masks (SAN, sections 4.1 and 4.4).
 
 Images go through exactly the steps `SamPredictor.set_image` applies, so teacher features match
 what segment-anything itself computes; prompts go through `SamPredictor.predict`'s transforms.
@@ -110,11 +110,8 @@ def build_tiny_sam(seed: int = 0, device: str | torch.device = "cpu") -> Sam:
     return sam.to(device).eval()
 
 
-class SamTeacher:
+class SamModel:
     """Image encoder = teacher features; prompt encoder + mask decoder = the click decoder."""
-
-    name = "sam"
-    feature_dim = SAM_FEATURE_DIM
 
     def __init__(self, sam: Sam) -> None:
         self.sam = sam.eval()

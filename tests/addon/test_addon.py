@@ -3,131 +3,25 @@ reply handlers get hand-made replies, operators talk to a scripted client."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import bpy
-import bmesh  # noqa: E402 -- importable only once bpy is
 import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
+from addon_helpers import cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply, read
 from blender_dff.worker.client import Reply, WorkerClient
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-# --- fixtures and helpers -------------------------------------------------------------
-
-
-@pytest.fixture
-def addon():
-    """The add-on registered in an empty scene; unregistered afterwards."""
-    bpy.ops.wm.read_homefile(use_empty=True)
-    blender_dff.register()
-    from blender_dff.worker import session as worker_session
-
-    yield blender_dff
-    worker_session.session().shutdown()
-    blender_dff.unregister()
-
-
-@dataclass
-class Sent:
-    id: int
-    method: str
-    params: dict
-    on_progress: Callable | None
-    on_done: Callable | None
-
-
-@dataclass
-class ScriptedClient:
-    """Stands in for WorkerClient: records requests; the test decides what comes back."""
-
-    state: str = "ready"
-    failure: str | None = None
-    sent: list[Sent] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    _events: list = field(default_factory=list)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
-
-    def start(self) -> None:
-        self.state = "ready"
-
-    def request(self, method, params=None, arrays=None, *, on_progress=None, on_done=None):
-        sent = Sent(next(self._ids), method, params or {}, on_progress, on_done)
-        self.sent.append(sent)
-        return sent.id
-
-    def cancel(self, request_id: int) -> None:
-        self.cancelled.append(request_id)
-
-    def progress(self, sent: Sent, event: dict) -> None:
-        self._events.append((sent.on_progress, event))
-
-    def reply(self, sent: Sent, reply: Reply) -> None:
-        self._events.append((sent.on_done, reply))
-
-    def poll(self) -> int:
-        events, self._events = self._events, []
-        for callback, payload in events:
-            callback(payload)
-        return len(events)
-
-    def close(self, timeout: float = 5.0) -> None:
-        self.state = "closed"
-
-
-@pytest.fixture
-def worker(addon) -> ScriptedClient:
-    from blender_dff.worker import session as worker_session
-
-    client = ScriptedClient()
-    worker_session.session().use_client(client)
-    return client
-
-
-def cube_arrays(cuts: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A subdivided, triangulated cube: vertices (V,3), faces (F,3), colours (V,3)."""
-    bm = bmesh.new()
-    bmesh.ops.create_cube(bm, size=2.0)
-    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=cuts, use_grid_fill=True)
-    bmesh.ops.triangulate(bm, faces=bm.faces[:])
-    bm.verts.index_update()
-    vertices = np.array([v.co for v in bm.verts], dtype=np.float32)
-    faces = np.array([[v.index for v in f.verts] for f in bm.faces], dtype=np.int32)
-    bm.free()
-    colors = (vertices + 1.0) / 2.0
-    return vertices, faces, colors
-
-
-def mesh_reply(vertices, faces, colors) -> Reply:
-    return Reply(ok=True, result={"psnr": 31.5, "n_faces": len(faces), "teacher": "labels"},
-                 arrays={"vertices": vertices, "faces": faces, "vertex_colors": colors})
-
-
-def query_reply(probability: np.ndarray) -> Reply:
-    return Reply(ok=True, result={"text": "mug", "n_faces": len(probability)},
-                 arrays={"face_probability": probability.astype(np.float32)})
-
-
-def read(collection, prop: str, dtype, width: int = 1) -> np.ndarray:
-    values = np.empty(len(collection) * width, dtype=dtype)
-    collection.foreach_get(prop, values)
-    return values.reshape(-1, width) if width > 1 else values
-
-
-def edit_mode_selection(obj) -> np.ndarray:
-    return np.array([face.select for face in bmesh.from_edit_mesh(obj.data).faces])
+# --- helpers --------------------------------------------------------------------------
 
 
 def make_mesh(addon) -> tuple[bpy.types.Object, tuple]:
@@ -138,16 +32,6 @@ def make_mesh(addon) -> tuple[bpy.types.Object, tuple]:
     apply_mesh(bpy.context, mesh_reply(*arrays))
     bpy.context.scene.dff.workspace_path = "/tmp/dff_workspace"  # never touched here
     return bpy.context.scene.dff.mesh_object, arrays
-
-
-def pump_until(done: Callable[[], bool], seconds: float = 30.0) -> None:
-    from blender_dff.worker import session as worker_session
-
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, "no reply from the worker"
-        worker_session.pump()
-        time.sleep(0.02)
 
 
 # --- package --------------------------------------------------------------------------
@@ -467,7 +351,8 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     assert np.allclose(uv, reply.arrays["uv"][face_index])
     image = bpy.data.images[IMAGE_NAME]
     pixels = np.array(image.pixels[:], np.float32).reshape(16, 16, 4)
-    assert np.allclose(pixels[..., :3] * 255, reply.arrays["texture"], atol=0.5)  # bottom row first, as sent
+    # Blender stores the bottom row first; the wire sends the top row first.
+    assert np.allclose(pixels[::-1, :, :3] * 255, reply.arrays["texture"], atol=0.5)
     assert image.packed_file is not None
     material = obj.data.materials[0]
     node = material.node_tree.nodes.active
@@ -619,7 +504,7 @@ def test_worker_that_fails_to_start_reports_why(addon, tmp_path):
     props = bpy.context.scene.dff
     props.dataset_path = str(tmp_path)
     assert bpy.ops.dff.import_dataset() == {'FINISHED'}
-    pump_until(lambda: bool(props.error))
+    pump_until(lambda: bool(props.error), seconds=30)
     assert props.error_code == "worker_start_failed"
     assert "no torch in this Python" in props.error_hint
 

@@ -6,7 +6,6 @@ and boxes) are tested on their own."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import bpy
@@ -17,39 +16,13 @@ from bpy_extras import view3d_utils
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
+from addon_helpers import ScriptedClient, cube_arrays, edit_mode_selection, mesh_reply, query_reply, read
 from blender_dff.worker.client import Reply
-from test_addon import (  # noqa: F401 -- `addon` is a fixture
-    ScriptedClient,
-    addon,
-    cube_arrays,
-    edit_mode_selection,
-    mesh_reply,
-    read,
-)
 
 WORKSPACE = "/tmp/dff_workspace"  # sent to the worker, never touched here
 
 
-@dataclass
-class ArrayClient(ScriptedClient):
-    """A ScriptedClient that also keeps the arrays sent with each request, by request id."""
-
-    arrays: dict[int, dict] = field(default_factory=dict)
-
-    def request(self, method, params=None, arrays=None, **callbacks):
-        request_id = super().request(method, params, arrays, **callbacks)
-        self.arrays[request_id] = arrays or {}
-        return request_id
-
-
-@pytest.fixture
-def worker(addon) -> ArrayClient:
-    client = ArrayClient()
-    blender_dff.worker.session.session().use_client(client)
-    return client
-
-
-def load_mesh(worker: ArrayClient) -> tuple[bpy.types.Object, int]:
+def load_mesh(worker: ScriptedClient) -> tuple[bpy.types.Object, int]:
     """"DFF Mesh" as Load Mesh brings it in; the worker's last face is degenerate, so
     Blender drops it. Returns the object and the worker's face count."""
     vertices, faces, colors = cube_arrays()
@@ -68,12 +41,7 @@ def face_index(obj: bpy.types.Object) -> np.ndarray:
     return read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
 
 
-def probability_reply(probability: np.ndarray, **result) -> Reply:
-    return Reply(ok=True, result={"n_faces": len(probability), **result},
-                 arrays={"face_probability": probability.astype(np.float32)})
-
-
-def deliver(worker: ArrayClient, reply: Reply) -> None:
+def deliver(worker: ScriptedClient, reply: Reply) -> None:
     worker.reply(worker.sent[-1], reply)
     blender_dff.worker.session.pump()
 
@@ -98,7 +66,7 @@ def test_click_sends_the_ray_and_selects_the_label_under_it(worker):
     assert all(type(value) is float for value in click["origin"] + click["direction"])
 
     probability = np.random.default_rng(3).uniform(0.0, 1.0, n_faces)
-    deliver(worker, probability_reply(probability, query="mug", hit_face=4))
+    deliver(worker, query_reply(probability, query="mug", hit_face=4))
     props = bpy.context.scene.dff
     assert np.array_equal(edit_mode_selection(obj), probability[index] > 0.5)
     assert "mug" in obj.vertex_groups
@@ -121,7 +89,7 @@ def test_clicks_to_leave_out_and_a_box_are_sent_together(worker):
 def test_multi_view_reply_says_how_many_views_voted(worker):
     obj, n_faces = load_mesh(worker)
     bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))])
-    deliver(worker, probability_reply(np.ones(n_faces), query="click", hit_face=0, views=7))
+    deliver(worker, query_reply(np.ones(n_faces), query="click", hit_face=0, views=7))
     assert bpy.context.scene.dff.message.endswith("(7 views)")
 
 
@@ -146,7 +114,7 @@ def test_click_beside_the_mesh_leaves_the_selection(worker):
     obj, n_faces = load_mesh(worker)
     probability = np.linspace(0.0, 1.0, n_faces)
     assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))]) == {'FINISHED'}
-    deliver(worker, probability_reply(probability, query="mug", hit_face=0))
+    deliver(worker, query_reply(probability, query="mug", hit_face=0))
     before = edit_mode_selection(obj)
 
     assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, 1))]) == {'FINISHED'}
@@ -161,7 +129,7 @@ def test_click_beside_the_mesh_leaves_the_selection(worker):
 def test_click_reply_without_a_label_is_an_error(worker):
     obj, n_faces = load_mesh(worker)
     assert bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))]) == {'FINISHED'}
-    deliver(worker, probability_reply(np.ones(n_faces), query="  ", hit_face=0))
+    deliver(worker, query_reply(np.ones(n_faces), query="  ", hit_face=0))
     props = bpy.context.scene.dff
     assert props.error_code == "apply_failed" and "query is empty" in props.error
     assert not props.active_query and not obj.vertex_groups
@@ -172,7 +140,7 @@ def test_cancelling_takes_back_what_the_click_selected(worker):
 
     obj, n_faces = load_mesh(worker)
     bpy.ops.dff.click_select(clicks=[ray((0, 0, 5), (0, 0, -1))])
-    deliver(worker, probability_reply(np.ones(n_faces), query="mug", hit_face=0))
+    deliver(worker, query_reply(np.ones(n_faces), query="mug", hit_face=0))
     assert edit_mode_selection(obj).all()
     clear_query(bpy.context, obj, "mug")
     props = bpy.context.scene.dff
@@ -239,13 +207,13 @@ def test_select_similar_sends_the_selection_in_worker_order(worker, mode):
     assert bpy.ops.dff.select_similar() == {'FINISHED'}
     sent = worker.sent[-1]
     assert (sent.method, sent.params) == ("query_similar", {"workspace": WORKSPACE, "teacher": "labels"})
-    selected = worker.arrays[sent.id]["selected"]
+    selected = sent.arrays["selected"]
     expected = np.zeros(n_faces, dtype=bool)
     expected[permutation[chosen]] = True
     assert selected.dtype == np.bool_ and np.array_equal(selected, expected)
 
     similarity = rng.uniform(0.0, 1.0, n_faces)
-    deliver(worker, probability_reply(similarity))
+    deliver(worker, query_reply(similarity))
     props = bpy.context.scene.dff
     assert np.array_equal(edit_mode_selection(obj), similarity[permutation] > 0.5)
     assert props.active_query == "similar" and "similar" in obj.vertex_groups

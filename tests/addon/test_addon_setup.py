@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,44 +14,11 @@ import bpy
 import pytest
 
 import blender_dff
+from addon_helpers import RecordingLayout, ScriptedClient
 from blender_dff.worker.client import Reply
-from test_addon import ScriptedClient, addon  # noqa: F401 -- `addon` is a fixture
+from dummy_wheel import write_dummy_wheel
 
 TINY_PACKAGE = "dffsetup_dummy"
-
-
-class RecordingLayout:
-    """Stands in for bpy.types.UILayout: records what a draw function puts in it."""
-
-    def __init__(self, log: list | None = None) -> None:
-        self.log = [] if log is None else log
-
-    def _child(self, *args, **kwargs) -> RecordingLayout:
-        return RecordingLayout(self.log)
-
-    row = column = box = split = grid_flow = _child
-
-    def label(self, text: str = "", icon: str = 'NONE') -> None:
-        self.log.append(("label", text, icon))
-
-    def operator(self, idname: str, text: str = "", icon: str = 'NONE') -> SimpleNamespace:
-        self.log.append(("operator", idname, text))
-        return SimpleNamespace()
-
-    def prop(self, data, name: str, **kwargs) -> None:
-        self.log.append(("prop", name))
-
-    def progress(self, factor: float = 0.0, type: str = 'BAR', text: str = "") -> None:
-        self.log.append(("progress", factor, text))
-
-    def template_icon(self, **kwargs) -> None:
-        self.log.append(("icon",))
-
-    def labels(self) -> list[str]:
-        return [entry[1] for entry in self.log if entry[0] == "label"]
-
-    def operators(self) -> list[str]:
-        return [entry[1] for entry in self.log if entry[0] == "operator"]
 
 
 def draw(panel: type, region_width: int = 300, layout: RecordingLayout | None = None) -> RecordingLayout:
@@ -103,27 +69,13 @@ def test_no_python_set_says_to_create_the_environment(addon, monkeypatch):
     assert "create the worker environment" in " ".join(draw(DFF_PT_status).labels())
 
 
-def _tiny_wheel(folder: Path) -> Path:
-    """A minimal valid wheel of a one-module package, so that pip installs it offline."""
-    dist = f"{TINY_PACKAGE}-1.0.dist-info"
-    files = {f"{TINY_PACKAGE}/__init__.py": "VALUE = 1\n",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {TINY_PACKAGE}\nVersion: 1.0\n",
-             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    files[f"{dist}/RECORD"] = "".join(f"{name},,\n" for name in files) + f"{dist}/RECORD,,\n"
-    path = folder / f"{TINY_PACKAGE}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        for name, text in files.items():
-            wheel.writestr(name, text)
-    return path
-
-
 def test_create_worker_environment_builds_a_venv_that_the_probe_then_finds(addon, monkeypatch, tmp_path):
     from blender_dff.worker import environment as worker_env, state as worker_state
 
     monkeypatch.setattr(worker_state, "env_dir", lambda: tmp_path / "worker_env")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    _tiny_wheel(wheels)
+    write_dummy_wheel(wheels, TINY_PACKAGE)
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(f"{TINY_PACKAGE}\n")
     bpy.context.preferences.system.use_online_access = True
@@ -211,7 +163,7 @@ def test_a_dataset_that_cannot_be_written_gets_its_workspace_in_a_folder_of_ours
 
 
 def test_a_remote_worker_gets_its_paths_as_typed(addon, monkeypatch):
-    from blender_dff.operators import base as operators
+    from blender_dff.operators import scene as operators
     from blender_dff.worker import state as worker_state
     from blender_dff.preferences import WorkerSettings
 

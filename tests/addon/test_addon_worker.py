@@ -14,32 +14,10 @@ import pytest
 import trimesh
 from PIL import Image
 
-import blender_dff
+from addon_helpers import pump_until
 from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker.evaluation import nearest_ground_truth_labels
 from external_worker.geometry.raycast import first_hit
-
-
-@pytest.fixture
-def addon():
-    bpy.ops.wm.read_homefile(use_empty=True)
-    blender_dff.register()
-    from blender_dff.worker import session as worker_session
-
-    yield bpy.context.scene.dff
-    worker_session.session().shutdown()
-    blender_dff.unregister()
-
-
-def pump_until(done, seconds: float = 600.0) -> None:
-    """What Blender's timer does between redraws: deliver worker replies on the main thread."""
-    from blender_dff.worker import session as worker_session
-
-    deadline = time.monotonic() + seconds
-    while not done():
-        assert time.monotonic() < deadline, "no reply from the worker in time"
-        worker_session.pump()
-        time.sleep(0.05)
 
 
 def world_triangles(obj: bpy.types.Object) -> trimesh.Trimesh:
@@ -234,7 +212,7 @@ def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon,
 def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tmp_path):
     """The round trip: a Blender scene captured by the add-on (rendered in a background process),
     imported, trained briefly; the mesh lies on the scene's objects."""
-    from blender_dff.capture import plan as capture_plan
+    from blender_dff.capture import job as capture_job
     from blender_dff.worker import session as worker_session
     from external_worker.evaluation import chamfer
 
@@ -255,7 +233,7 @@ def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tm
     deadline = time.monotonic() + 300
     while not (props.n_images or props.error):
         assert time.monotonic() < deadline, "the capture did not finish"
-        capture_plan.pump()
+        capture_job.pump()
         worker_session.pump()
         time.sleep(0.05)
     assert not props.error, (props.error, props.error_hint)

@@ -14,7 +14,7 @@ import bpy
 import addon_utils  # noqa: E402 -- importable only once bpy is
 import pytest
 
-from test_addon_setup import RecordingLayout
+from addon_helpers import RecordingLayout
 
 REPO = Path(__file__).resolve().parents[2]
 REPO_MODULE = "dff_test_repo"

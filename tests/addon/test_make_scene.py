@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,18 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_scene.py"
+from make_scene import make_scene  # scripts/ is on the tests' sys.path (pyproject.toml)
+
 TRAIN_VIEWS, TEST_VIEWS, RESOLUTION = 4, 2, 32
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_scene", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_scene = _load_script().make_scene
 
 
 @pytest.fixture(scope="module")

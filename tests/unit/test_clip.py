@@ -18,7 +18,7 @@ from external_worker.teachers.clip_model import ClipEncoder, load_clip
 from external_worker.errors import WorkerError
 from external_worker.evaluation import LabelTextOracle, nearest_ground_truth_labels
 from external_worker.config import FeatureConfig
-from external_worker.features.train import FeatureField, face_codes
+from external_worker.features.field import FeatureField, face_codes
 from external_worker.server.handlers import make_handlers
 from external_worker.progress import SilentReporter
 from external_worker.queries.relevancy import against_negatives, in_label_set, split_terms
@@ -26,6 +26,7 @@ from external_worker.workspace import Workspace
 from external_worker.queries.faces import load_geometry
 from external_worker.queries.prompt import query_click
 from external_worker.queries.text import query_text
+from external_worker.training import device
 from external_worker.workspace import Files
 
 
@@ -133,8 +134,8 @@ def clip_workspace(trained_workspace, tmp_path_factory, label_names):
     ws = Workspace(tmp_path_factory.mktemp("clip") / "ws")
     shutil.copytree(trained_workspace, ws.root)
     scene = pipeline.open_scene(ws)
-    teacher = pipeline.make_teacher("clip", scene.dataset, clip_model="tiny")
-    teacher.targets = LabelTextOracle(teacher, label_names).targets  # field, codes, queries: the real ones
+    teacher = pipeline.make_teacher("clip", scene.dataset, clip_model="tiny", device=device())
+    teacher.targets = LabelTextOracle(teacher.encoder, label_names).targets  # field, codes, queries: the real ones
     pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=300, augment="off"), SilentReporter())
     return ws
 
@@ -178,9 +179,10 @@ def test_negatives_and_label_set_modes_differ_and_bad_text_is_refused(clip_works
 def test_clip_teacher_needs_weights_and_a_vit(trained_workspace):
     scene = pipeline.open_scene(Workspace(trained_workspace))
     with pytest.raises(WorkerError, match="pretrained"):
-        pipeline.make_teacher("clip", scene.dataset, clip_model="ViT-B-16", clip_pretrained="")
+        pipeline.make_teacher("clip", scene.dataset, clip_model="ViT-B-16", clip_pretrained="", device=device())
     with pytest.raises(WorkerError) as error:
-        pipeline.make_teacher("clip", scene.dataset, clip_model="ViT-B-16", clip_pretrained="/no/such/clip.bin")
+        pipeline.make_teacher("clip", scene.dataset, clip_model="ViT-B-16", clip_pretrained="/no/such/clip.bin",
+                              device=device())
     assert error.value.code == "bad_clip_model" and "/no/such/clip.bin" in error.value.message
     import open_clip
 

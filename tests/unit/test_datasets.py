@@ -173,7 +173,7 @@ def test_llff_resizes_the_full_size_folder_when_images_k_is_missing(tmp_path):
 
 def test_llff_uses_the_only_downscaled_folder_and_says_so(tmp_path, caplog):
     llff_scene(tmp_path, 2, "images_4", (6, 4))
-    with caplog.at_level(logging.WARNING, logger="external_worker.datasets.dataset"):
+    with caplog.at_level(logging.WARNING, logger="external_worker.datasets.images"):
         ds = load_dataset(tmp_path)
     assert ds.names[0].startswith("images_4/")
     assert "images_4" in caplog.text

@@ -8,8 +8,9 @@ import torch
 
 from external_worker.nerf.encoding import HashGrid, TorchHashGrid, _Gather
 from external_worker.mesh.extract import fill_cavities
-from external_worker.nerf.field import (CONTRACTED_FAR, NerfField, OccupancyGrid, composite, contract,
-                                        importance_edges, render_rays, sample_points, uncontract)
+from external_worker.nerf.field import NerfField, contract, uncontract
+from external_worker.nerf.occupancy import OccupancyGrid
+from external_worker.nerf.render import CONTRACTED_FAR, composite, importance_edges, render_rays, sample_points
 from external_worker.config import NerfConfig
 from external_worker.geometry.frame import SceneFrame, box_intersection
 from external_worker.geometry.camera import pixel_rays
@@ -270,7 +271,8 @@ def test_scene_frame_round_trip():
 def test_cull_unseen_drops_hidden_inner_surfaces_and_keeps_the_outside_whole():
     import trimesh
 
-    from external_worker.mesh.extract import Cameras, cull_unseen
+    from external_worker.geometry.camera import Cameras
+    from external_worker.mesh.extract import cull_unseen
 
     outer = trimesh.creation.box(extents=(1, 1, 1))
     for _ in range(5):  # faces smaller than a pixel, as marching cubes makes them

@@ -1,45 +1,22 @@
-"""The worker environment's back end (blender_dff.worker_env), without Blender: probing
-interpreters, building an environment from a local wheel, cancelling, the manual commands."""
+"""The worker environment's back end (blender_dff.worker.environment and .build), without
+Blender: probing interpreters, building an environment from a local wheel, cancelling, the
+manual commands."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from blender_dff.worker import environment as worker_env
+from blender_dff.worker.build import EnvironmentBuild, PipProgress
 from blender_dff.worker.probe import applicable_requirements
+from dummy_wheel import write_dummy_wheel
 
 DUMMY = "dffprobe_dummy"
-
-
-def _record_line(name: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{name},sha256={digest},{len(data)}"
-
-
-def write_dummy_wheel(folder: Path) -> Path:
-    """A minimal valid pure-Python wheel: one empty package and its metadata."""
-    dist_info = f"{DUMMY}-1.0.dist-info"
-    files = {
-        f"{DUMMY}/__init__.py": b"",
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {DUMMY}\nVersion: 1.0\n".encode(),
-        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
-                              b"Tag: py3-none-any\n",
-    }
-    record = [_record_line(name, data) for name, data in files.items()] + [f"{dist_info}/RECORD,,"]
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = folder / f"{DUMMY}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        for name, data in files.items():
-            wheel.writestr(name, data)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +36,19 @@ def tiny(tmp_path_factory) -> tuple[Path, list[str]]:
     """A requirements file naming only the dummy package, and pip options to install it from a
     local folder."""
     folder = tmp_path_factory.mktemp("tiny")
-    write_dummy_wheel(folder)
+    write_dummy_wheel(folder, DUMMY)
     requirements = folder / "requirements.txt"
     requirements.write_text(f"{DUMMY}==1.0\n", encoding="utf-8")
     return requirements, ["--no-index", "--find-links", str(folder)]
 
 
 @pytest.fixture(scope="module")
-def tiny_build(tmp_path_factory, tiny) -> tuple[worker_env.EnvironmentBuild, float]:
+def tiny_build(tmp_path_factory, tiny) -> tuple[EnvironmentBuild, float]:
     requirements, pip_args = tiny
     env = tmp_path_factory.mktemp("build") / "env"
     started = time.monotonic()
-    build = worker_env.EnvironmentBuild(env, sys.executable, requirements, "cpu",
-                                        extra_pip_args=pip_args).start()
+    build = EnvironmentBuild(env, sys.executable, requirements, "cpu",
+                             extra_pip_args=pip_args).start()
     assert build.wait(120), "the build did not end within 120 s"
     return build, time.monotonic() - started
 
@@ -129,8 +106,8 @@ def test_tiny_build_completes_and_probes_clean(tiny_build, tiny):
 def test_a_complete_environment_is_replaced_only_when_confirmed(tiny_build, tiny):
     build, _ = tiny_build
     requirements, pip_args = tiny
-    again = worker_env.EnvironmentBuild(build.env_dir, sys.executable, requirements, "cpu",
-                                        extra_pip_args=pip_args).start()
+    again = EnvironmentBuild(build.env_dir, sys.executable, requirements, "cpu",
+                             extra_pip_args=pip_args).start()
     assert again.done and "confirm replacing" in again.error and str(build.env_dir) in again.error
     assert worker_env.environment_state(build.env_dir, requirements) == "complete"
 
@@ -138,8 +115,8 @@ def test_a_complete_environment_is_replaced_only_when_confirmed(tiny_build, tiny
 def test_a_foreign_folder_is_refused_untouched(tmp_path, tiny):
     requirements, pip_args = tiny
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
-    build = worker_env.EnvironmentBuild(tmp_path, sys.executable, requirements, "cpu",
-                                        extra_pip_args=pip_args, replace=True).start()
+    build = EnvironmentBuild(tmp_path, sys.executable, requirements, "cpu",
+                             extra_pip_args=pip_args, replace=True).start()
     assert build.done and str(tmp_path) in build.error and "nothing was changed" in build.error
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
 
@@ -147,8 +124,8 @@ def test_a_foreign_folder_is_refused_untouched(tmp_path, tiny):
 def test_cancel_mid_step_removes_the_environment(tmp_path, tiny):
     requirements, pip_args = tiny
     env = tmp_path / "env"
-    build = worker_env.EnvironmentBuild(env, sys.executable, requirements, "cpu",
-                                        extra_pip_args=pip_args).start()
+    build = EnvironmentBuild(env, sys.executable, requirements, "cpu",
+                             extra_pip_args=pip_args).start()
     deadline = time.monotonic() + 60
     while not (env / "pyvenv.cfg").exists() and time.monotonic() < deadline:
         time.sleep(0.01)  # venv writes pyvenv.cfg first, then spends seconds installing pip
@@ -172,7 +149,7 @@ def test_manual_commands_are_the_build_steps(tmp_path):
 
 
 def test_pip_output_moves_the_progress():
-    progress = worker_env._PipProgress()
+    progress = PipProgress()
     fractions = []
     for line in ["Collecting torch==2.14.1", "  Downloading torch-2.14.1-cp311-none.whl (900 MB)",
                  "Progress 450 of 900", "Collecting numpy", "Installing collected packages: numpy, torch",
@@ -189,8 +166,8 @@ def test_a_failed_step_says_why_and_leaves_nothing(tmp_path, tiny):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("dffprobe_absent==1.0\n", encoding="utf-8")
     env = tmp_path / "env"
-    build = worker_env.EnvironmentBuild(env, sys.executable, requirements, "cpu",
-                                        extra_pip_args=pip_args).start()
+    build = EnvironmentBuild(env, sys.executable, requirements, "cpu",
+                             extra_pip_args=pip_args).start()
     assert build.wait(120)
     first, command, *_ = build.error.splitlines()
     assert first.startswith("Installing the worker's packages failed (exit 1): ERROR: ")

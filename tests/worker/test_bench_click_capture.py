@@ -3,29 +3,14 @@ ray, the painter's-algorithm rasteriser and the choice of labelled views."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
+import bench_click_capture as bench  # scripts/ is on the tests' sys.path (pyproject.toml)
 from external_worker.datasets.dataset import load_dataset
-from external_worker.geometry.visibility import project
+from external_worker.geometry.camera import project
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_click_capture.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_click_capture", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
 SIZE = 32  # pixels of the camera used by the rasteriser tests
 INTRINSICS = np.array([32.0, 32.0, 16.0, 16.0])
 

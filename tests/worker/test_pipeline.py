@@ -17,6 +17,7 @@ from external_worker.config import TrainConfig
 from external_worker.workspace import Workspace
 from external_worker.mesh.stored import load_mesh, mesh_voxel
 from external_worker.queries.text import query_text
+from external_worker.training import device
 
 
 class RecordingReporter:
@@ -80,14 +81,14 @@ def test_second_run_resumes_instead_of_restarting(trained_workspace, tmp_path):
     assert ws.stage("nerf")["step"] == done_steps + 3
 
     # The last step carries a preview: the render of the first training view beside its photo,
-    # bottom row first. A trained field's half matches the photo's half closely.
+    # top row first. A trained field's half matches the photo's half closely.
     step, preview = reporter.previews[-1]
     height, width = scene.dataset.height, scene.dataset.width
     assert step == done_steps + 3 and preview.dtype == np.uint8 and preview.shape == (height, 2 * width, 3)
     photo = scene.dataset.images[np.flatnonzero(scene.dataset.split == "train")[0]]
     alpha = scene.dataset.alphas[np.flatnonzero(scene.dataset.split == "train")[0]][..., None]
     on_white = (photo * alpha + (1 - alpha)) * 255
-    assert np.abs(preview[::-1, width:].astype(float) - on_white).mean() < 2
+    assert np.abs(preview[:, width:].astype(float) - on_white).mean() < 2
     mse = np.mean((preview[:, :width].astype(float) - preview[:, width:]) ** 2) / 255**2
     assert -10 * np.log10(mse) > 20
 
@@ -118,7 +119,7 @@ def test_missing_face_features_are_reported_and_rebuilt_by_training(trained_work
         query_text(ws, "cube")
     assert error.value.code == "stage_missing" and "Train again" in error.value.hint
     scene = pipeline.open_scene(ws)
-    teacher = pipeline.make_teacher("labels", scene.dataset)
+    teacher = pipeline.make_teacher("labels", scene.dataset, device=device())
     steps = ws.stage("features_labels")["step"]
     pipeline.run_features(scene, teacher, pipeline.FeatureConfig(steps=steps), RecordingReporter())
     assert ws.path("face_features_labels.npz").exists()

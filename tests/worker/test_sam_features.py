@@ -13,9 +13,10 @@ from scipy.spatial.transform import Rotation
 
 from external_worker import pipeline
 from external_worker.errors import WorkerError
-from external_worker.features.train import (AugmentedViewCache, augmented_view, interpolate_camera,
-                                            quadrature_samples, random_camera_pair, stored_background,
-                                            train_features, use_augmentation)
+from external_worker.features.augment import (AugmentedViewCache, augmented_view, interpolate_camera,
+                                              random_camera_pair, stored_background, use_augmentation)
+from external_worker.features.field import quadrature_samples
+from external_worker.features.train import train_features
 from external_worker.config import FeatureConfig
 from external_worker.nerf.train import load_field
 from external_worker.workspace import Workspace
@@ -23,6 +24,7 @@ from external_worker.mesh.stored import load_mesh
 from external_worker.queries.prompt import query_click
 from external_worker.queries.similar import query_similar
 from external_worker.queries.text import query_text
+from external_worker.training import device
 from external_worker.workspace import Files
 
 # Few new views (each costs seconds on a CPU), still more than the cache holds.
@@ -34,7 +36,7 @@ class LossRecorder:
         self.losses: list[float] = []
         self.metrics: list[dict] = []
 
-    def progress(self, stage, step, total, metrics=None, message=None) -> None:
+    def progress(self, stage, step, total, metrics=None, message=None, preview=None) -> None:
         if metrics and "loss" in metrics:
             self.losses.append(metrics["loss"])
             self.metrics.append(metrics)
@@ -45,7 +47,7 @@ def sam_workspace(trained_workspace, tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("sam") / "ws")
     shutil.copytree(trained_workspace, ws.root)
     scene = pipeline.open_scene(ws)
-    teacher = pipeline.make_teacher("sam", scene.dataset, "tiny")
+    teacher = pipeline.make_teacher("sam", scene.dataset, "tiny", device=device())
     recorder = LossRecorder()
     pipeline.run_features(scene, teacher, AUGMENTED, recorder)
     return ws, scene, teacher, recorder
@@ -87,9 +89,9 @@ def test_select_similar_works_with_sam_features_and_text_is_refused(sam_workspac
 def test_sam_teacher_settings_fail_before_training(sam_workspace, tmp_path):
     _, scene, _, _ = sam_workspace
     with pytest.raises(WorkerError, match="needs a SAM checkpoint"):
-        pipeline.make_teacher("sam", scene.dataset, "")
+        pipeline.make_teacher("sam", scene.dataset, "", device=device())
     with pytest.raises(WorkerError) as error:
-        pipeline.make_teacher("sam", scene.dataset, str(tmp_path / "missing.pth"))
+        pipeline.make_teacher("sam", scene.dataset, str(tmp_path / "missing.pth"), device=device())
     assert error.value.code == "bad_checkpoint" and "missing.pth" in error.value.message
 
 
@@ -207,7 +209,7 @@ def test_no_views_are_generated_with_augmentation_off(trained_workspace, tmp_pat
     split = np.where(np.arange(len(scene.dataset)) < 2, "train", "test")
     recorder = LossRecorder()
     result = train_features(replace(scene.dataset, split=split), scene.frame, ws, load_field(ws),
-                            pipeline.make_teacher("sam", scene.dataset, "tiny"),
+                            pipeline.make_teacher("sam", scene.dataset, "tiny", device=device()),
                             replace(AUGMENTED, steps=3, augment="off", rays_per_batch=256), recorder)
     assert result["augmented_views"] == 0 and ws.stage("features_sam")["augmented_views"] == 0
     assert all(set(m) == {"loss"} for m in recorder.metrics)
@@ -215,7 +217,7 @@ def test_no_views_are_generated_with_augmentation_off(trained_workspace, tmp_pat
 
 def test_augmentation_needs_a_teacher_that_encodes_images(sam_workspace):
     ws, scene, sam, _ = sam_workspace
-    labels = pipeline.make_teacher("labels", scene.dataset)
+    labels = pipeline.make_teacher("labels", scene.dataset, device=device())
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert use_augmentation(FeatureConfig(augment="auto"), sam, cuda)
     assert not use_augmentation(FeatureConfig(augment="auto"), sam, cpu)

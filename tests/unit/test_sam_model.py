@@ -1,4 +1,4 @@
-"""The sam teacher against segment-anything's own SamPredictor, on a tiny random SAM (no downloads)."""
+"""SAM's model wrapper (SamModel) against segment-anything's own SamPredictor, on a tiny random SAM (no downloads)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from external_worker.teachers import sam_model as sam_teacher
+from external_worker.teachers import sam_model
 from external_worker.errors import WorkerError
-from external_worker.teachers.sam_model import SamTeacher, build_tiny_sam, load_sam, model_type_of_checkpoint
+from external_worker.teachers.sam_model import SamModel, build_tiny_sam, load_sam, model_type_of_checkpoint
 
 HEIGHT, WIDTH = 48, 64
 
 
 @pytest.fixture(scope="module")
-def teacher() -> SamTeacher:
-    return SamTeacher(build_tiny_sam(seed=0))
+def model() -> SamModel:
+    return SamModel(build_tiny_sam(seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,15 @@ def image() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def predictor(teacher: SamTeacher, image: np.ndarray) -> SamPredictor:
-    predictor = SamPredictor(teacher.sam)
+def predictor(model: SamModel, image: np.ndarray) -> SamPredictor:
+    predictor = SamPredictor(model.sam)
     predictor.set_image(image)
     return predictor
 
 
 def test_tiny_sam_has_the_real_feature_shape_and_is_seeded() -> None:
     images = np.random.default_rng(1).random((2, 20, 30, 3), dtype=np.float32)
-    features = SamTeacher(build_tiny_sam(seed=0)).encode(images, batch_size=1)
+    features = SamModel(build_tiny_sam(seed=0)).encode(images, batch_size=1)
     assert features.shape == (2, 256, 64, 64)
     assert not torch.allclose(features[0], features[1])
     torch.manual_seed(123)
@@ -47,8 +47,8 @@ def test_tiny_sam_has_the_real_feature_shape_and_is_seeded() -> None:
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
-def test_features_match_sam_predictor(teacher: SamTeacher, image: np.ndarray, predictor: SamPredictor) -> None:
-    ours = teacher.encode(image / 255.0)
+def test_features_match_sam_predictor(model: SamModel, image: np.ndarray, predictor: SamPredictor) -> None:
+    ours = model.encode(image / 255.0)
     assert ours.shape == (1, 256, 64, 64)
     torch.testing.assert_close(ours, predictor.features, atol=1e-4, rtol=1e-4)
 
@@ -59,10 +59,10 @@ def test_features_match_sam_predictor(teacher: SamTeacher, image: np.ndarray, pr
     dict(box=np.array([5.0, 4.0, 40.0, 30.0])),
     dict(points=np.array([[20.0, 10.0]]), point_labels=np.array([0]), box=np.array([5.0, 4.0, 40.0, 30.0])),
 ])
-def test_masks_match_sam_predictor(teacher: SamTeacher, predictor: SamPredictor, prompt: dict) -> None:
+def test_masks_match_sam_predictor(model: SamModel, predictor: SamPredictor, prompt: dict) -> None:
     want_masks, want_scores, _ = predictor.predict(prompt.get("points"), prompt.get("point_labels"),
                                                    prompt.get("box"), multimask_output=True)
-    masks, scores = teacher.decode(predictor.features[0], (HEIGHT, WIDTH), **prompt)
+    masks, scores = model.decode(predictor.features[0], (HEIGHT, WIDTH), **prompt)
     assert masks.shape == (3, HEIGHT, WIDTH) and masks.dtype == bool
     assert np.all(np.diff(scores) <= 0), "best mask first"
     order = np.argsort(-want_scores)
@@ -70,11 +70,11 @@ def test_masks_match_sam_predictor(teacher: SamTeacher, predictor: SamPredictor,
     np.testing.assert_array_equal(masks, want_masks[order])
 
 
-def test_single_mask_and_original_size(teacher: SamTeacher, predictor: SamPredictor) -> None:
-    masks, scores = teacher.decode(predictor.features[0], (HEIGHT, WIDTH), box=np.array([0, 0, 30, 20]),
+def test_single_mask_and_original_size(model: SamModel, predictor: SamPredictor) -> None:
+    masks, scores = model.decode(predictor.features[0], (HEIGHT, WIDTH), box=np.array([0, 0, 30, 20]),
                                    multimask=False)
     assert masks.shape == (1, HEIGHT, WIDTH) and scores.shape == (1,)
-    masks, _ = teacher.decode(predictor.features[0].numpy(), (96, 128), points=np.array([[100, 10]]),
+    masks, _ = model.decode(predictor.features[0].numpy(), (96, 128), points=np.array([[100, 10]]),
                               point_labels=np.array([0]))
     assert masks.shape == (3, 96, 128)
 
@@ -86,31 +86,31 @@ def test_single_mask_and_original_size(teacher: SamTeacher, predictor: SamPredic
     dict(points=np.array([1.0, 2.0]), point_labels=np.array([1])),
     dict(box=np.array([1.0, 2.0, 3.0])),
 ])
-def test_bad_prompts_are_refused(teacher: SamTeacher, predictor: SamPredictor, prompt: dict) -> None:
+def test_bad_prompts_are_refused(model: SamModel, predictor: SamPredictor, prompt: dict) -> None:
     with pytest.raises(WorkerError) as e:
-        teacher.decode(predictor.features[0], (HEIGHT, WIDTH), **prompt)
+        model.decode(predictor.features[0], (HEIGHT, WIDTH), **prompt)
     assert e.value.code == "bad_prompt" and e.value.hint
 
 
-def test_preprocess_pads_bottom_right_and_resizes_floats_like_pil(teacher: SamTeacher, image: np.ndarray) -> None:
-    photo, size = teacher.preprocess(image / 255.0)
+def test_preprocess_pads_bottom_right_and_resizes_floats_like_pil(model: SamModel, image: np.ndarray) -> None:
+    photo, size = model.preprocess(image / 255.0)
     assert size == (768, 1024) and photo.shape == (1, 3, 1024, 1024)
     assert torch.all(photo[..., 768:, :] == 0) and photo[..., :768, :].abs().sum(1).min() > 0
     # Not k/255 values (a rendered view): the torch path, which must agree with PIL's resizing.
-    rendered, size = teacher.preprocess(torch.from_numpy(np.minimum(image / 255.0 + 0.3 / 255, 1.0)))
+    rendered, size = model.preprocess(torch.from_numpy(np.minimum(image / 255.0 + 0.3 / 255, 1.0)))
     assert size == (768, 1024)
-    pixel = teacher.sam.pixel_std.view(1, 3, 1, 1)
+    pixel = model.sam.pixel_std.view(1, 3, 1, 1)
     difference = ((rendered - photo) * pixel)[..., :768, :]  # in grey levels
     assert difference.mean().item() == pytest.approx(0.3, abs=0.1)
     assert difference.abs().max().item() < 3
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        teacher.preprocess(image * 2.0)
+        model.preprocess(image * 2.0)
 
 
 @pytest.mark.parametrize("height, width, region", [(48, 64, (48, 64)), (30, 64, (30, 64)), (100, 37, (64, 24)),
                                                   (1000, 1000, (64, 64))])
-def test_valid_feature_region(teacher: SamTeacher, height: int, width: int, region: tuple[int, int]) -> None:
-    assert teacher.valid_feature_region(height, width) == region
+def test_valid_feature_region(model: SamModel, height: int, width: int, region: tuple[int, int]) -> None:
+    assert model.valid_feature_region(height, width) == region
 
 
 def _fake_checkpoint(path, width: int, blocks: int) -> None:
@@ -139,8 +139,8 @@ def test_unusable_checkpoints_name_the_file(tmp_path) -> None:
 @pytest.fixture
 def tiny_vit_b(monkeypatch) -> None:
     """A tiny model stands in for vit_b, so that whole checkpoints stay small and quick to build."""
-    monkeypatch.setitem(sam_teacher._ENCODER_SHAPES, (32, 1), "vit_b")
-    monkeypatch.setitem(sam_teacher.sam_model_registry, "vit_b", lambda: build_tiny_sam(seed=1))
+    monkeypatch.setitem(sam_model._ENCODER_SHAPES, (32, 1), "vit_b")
+    monkeypatch.setitem(sam_model.sam_model_registry, "vit_b", lambda: build_tiny_sam(seed=1))
 
 
 def test_load_sam_refuses_missing_files_and_wrong_types(tmp_path, tiny_vit_b) -> None:

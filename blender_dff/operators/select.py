@@ -1,0 +1,159 @@
+"""Operators on the DFF mesh's faces: select by text or by likeness to the selection, show the
+heat map, separate the selection. (The Click tool is in `click`; the threshold slider
+re-selects through its property's update.)"""
+
+from __future__ import annotations
+
+import bmesh
+import bpy
+import numpy as np
+from bpy.props import StringProperty
+
+from ..folders import UserError
+from ..scene import mesh_import, selection
+from ..wire import api
+from ..worker import session as worker_session
+from ..worker.client import Reply
+from .base import WorkerOperator, dff_mesh_poll, reply_handler, workspace
+
+SIMILAR_QUERY = "similar"  # the name Select Similar's selection goes by
+
+
+class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
+    """Select the faces of the DFF mesh that match the text query"""
+
+    bl_idname = "dff.select_text"
+    bl_label = "Select"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    text: StringProperty(
+        name="Text", description="Query to run instead of the panel's (e.g. a label)",
+        options={'SKIP_SAVE'})
+
+    def send(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        if self.text:
+            props.query_text = self.text
+        query = selection.check_query(props.query_text)
+        selection.check_dff_mesh(props.mesh_object)
+
+        def apply(ctx: bpy.types.Context, reply: Reply) -> str:
+            return selection.apply_query(ctx, query, reply)
+
+        params = {"workspace": workspace(context), "text": query, "teacher": props.teacher}
+        if props.text_mode == 'LABEL_SET':
+            if not props.label_set.strip():
+                raise UserError("the label set is empty: type the scene's labels, e.g. "
+                                "'chair, table, floor, wall', or compare with negatives")
+            params["label_set"] = props.label_set
+        else:
+            params["negatives"] = props.negatives
+        worker_session.session().submit(context, api.QUERY_TEXT.name, api.QUERY_TEXT.request(**params),
+                                        on_done=reply_handler(context.scene, apply))
+        props.show_message(f"Querying '{query}'...")
+        return {'FINISHED'}
+
+
+def _selected_worker_faces(obj: bpy.types.Object) -> np.ndarray:
+    """The worker's indices of the selected faces of `obj`."""
+    mesh = obj.data
+    if obj.mode == 'EDIT':  # the edit mesh holds the selection; mesh data is stale there
+        bm = bmesh.from_edit_mesh(mesh)
+        layer = bm.faces.layers.int[mesh_import.FACE_INDEX_ATTR]
+        return np.array([face[layer] for face in bm.faces if face.select], dtype=np.int64)
+    selected = np.empty(len(mesh.polygons), dtype=bool)
+    mesh.polygons.foreach_get("select", selected)
+    face_index = np.empty(len(mesh.polygons), dtype=np.int32)
+    mesh.attributes[mesh_import.FACE_INDEX_ATTR].data.foreach_get("value", face_index)
+    return face_index[selected]
+
+
+def worker_selection(obj: bpy.types.Object) -> np.ndarray:
+    """The selected faces of the DFF mesh `obj` (edit mode or not) as one flag per face of
+    the worker's mesh, in its order. The Blender mesh may lack some of the worker's faces
+    (degenerate ones dropped on import, parts separated since)."""
+    n_faces = obj.data.get(mesh_import.WORKER_FACES_PROP)
+    if n_faces is None:
+        raise UserError(f"'{obj.name}' does not record the faces of the worker's mesh: "
+                        "Load Mesh again")
+    indices = _selected_worker_faces(obj)
+    if indices.size and indices.max() >= n_faces:
+        raise UserError(f"'{obj.name}' has more faces than the worker's mesh: Load Mesh again")
+    selected = np.zeros(int(n_faces), dtype=bool)
+    selected[indices] = True
+    return selected
+
+
+class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
+    """Select the faces whose features resemble those of the selected faces"""
+
+    bl_idname = "dff.select_similar"
+    bl_label = "Select Similar"
+    bl_options = {'REGISTER'}
+
+    poll = classmethod(dff_mesh_poll)
+
+    def send(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        selected = worker_selection(selection.check_dff_mesh(props.mesh_object))
+        if not selected.any():
+            raise UserError("select some faces first: run a query, click, or select faces "
+                            "in edit mode")
+
+        def apply(ctx: bpy.types.Context, reply: Reply) -> str:
+            return selection.apply_query(ctx, SIMILAR_QUERY, reply)
+
+        worker_session.session().submit(
+            context, api.QUERY_SIMILAR.name,
+            api.QUERY_SIMILAR.request(workspace=workspace(context), teacher=props.teacher),
+            arrays={"selected": selected}, on_done=reply_handler(context.scene, apply))
+        props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
+        return {'FINISHED'}
+
+
+class DFF_OT_show_heat_map(bpy.types.Operator):
+    """Show the latest query's heat map: Solid shading coloured by the active colour attribute
+    (click again for the usual shading)"""
+
+    bl_idname = "dff.show_heat_map"
+    bl_label = "Show Heat Map"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.area is not None and context.area.type == 'VIEW_3D'
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        shading = context.space_data.shading
+        if shading.type == 'SOLID' and shading.color_type == 'ATTRIBUTE':
+            shading.color_type = 'MATERIAL'
+        else:
+            shading.type, shading.color_type = 'SOLID', 'ATTRIBUTE'
+        return {'FINISHED'}
+
+
+class DFF_OT_separate(bpy.types.Operator):
+    """Move the selected faces of the DFF mesh into a new object named after the query"""
+
+    bl_idname = "dff.separate"
+    bl_label = "Separate"
+    bl_options = {'REGISTER', 'UNDO'}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.dff
+        try:
+            obj = selection.check_dff_mesh(props.mesh_object)
+            if not props.active_query:
+                raise ValueError("no query yet: Select something first")
+            part = selection.separate_selection(context, obj, props.active_query)
+        except ValueError as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
+        message = f"Separated {len(part.data.polygons)} faces into '{part.name}'"
+        props.show_message(message)
+        self.report({'INFO'}, message)
+        return {'FINISHED'}
+
+
+_CLASSES = (DFF_OT_select_text, DFF_OT_select_similar, DFF_OT_show_heat_map, DFF_OT_separate)
+
+register, unregister = bpy.utils.register_classes_factory(_CLASSES)

@@ -1,0 +1,124 @@
+"""What the benchmarks (and the demo) share: the stopwatches, IoU, a generated scene, a workspace
+trained with the `labels` teacher, and scratch copies of a workspace.
+
+The scripts beside it import it as `benchlib` (Python puts a script's folder on sys.path).
+It is light to import: the stages' modules (torch) are imported by the helpers that run them,
+so a benchmark that does not train starts without torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+import numpy as np
+
+from external_worker.config import TrainSettings, from_flat
+from external_worker.progress import TqdmReporter
+from external_worker.workspace import Workspace
+
+if TYPE_CHECKING:
+    from external_worker.mesh.extract import Mesh
+    from external_worker.pipeline import Scene
+
+MAKE_SCENE = Path(__file__).with_name("make_scene.py")
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Median seconds of `repeats` calls after one warm-up, and the last result."""
+    import torch
+
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+class StageClock:
+    """Seconds of each named step of a benchmark, in the order they ran, printed as
+    `time NAME: S s` lines."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.reporter = TqdmReporter()
+
+    def run(self, name: str, fn: Callable[..., T], *args) -> T:
+        """fn(*args), timed under `name`; then the progress bar it left open is closed."""
+        start = time.perf_counter()
+        result = fn(*args)
+        self.seconds[name] = time.perf_counter() - start
+        self.reporter.close()
+        return result
+
+    def print_times(self) -> None:
+        for name, value in self.seconds.items():
+            print(f"time {name}: {value:.1f} s")
+
+
+def iou(selected: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Intersection over union of two boolean masks, each element counted with its weight (face
+    areas, say; 1 by default: pixels); NaN when both masks are empty."""
+    if weights is None:
+        weights = np.ones(np.shape(selected))
+    union = weights[selected | truth].sum()
+    return float(weights[selected & truth].sum() / union) if union else float("nan")
+
+
+def generated_scene(out: Path, *options: str) -> Path:
+    """make_scene.py's scene in `out` with its command-line `options`, unless one is there; made
+    in a process of its own, so Blender's state stays out of this one."""
+    if not (out / "labels.json").exists():
+        subprocess.run([sys.executable, str(MAKE_SCENE), "--out", str(out), *options], check=True)
+    return out
+
+
+def train_settings(steps: int | None = None, rays: int | None = None, feature_steps: int | None = None,
+                   mesh_resolution: int | None = None) -> TrainSettings:
+    """The pipeline's settings, with each figure that is given (not None or 0) in place of its default."""
+    return from_flat(nerf_steps=steps, rays_per_batch=rays, feature_steps=feature_steps,
+                     mesh_resolution=mesh_resolution)
+
+
+def train_labels(ws: Workspace, settings: TrainSettings, clock: StageClock) -> tuple[Scene, dict, Mesh]:
+    """NeRF, mesh and the `labels` feature field on an imported workspace, each stage timed by
+    `clock`; returns the scene, the NeRF stage's figures and the mesh."""
+    from external_worker import pipeline
+    from external_worker.training import device
+
+    scene = pipeline.open_scene(ws)
+    teacher = pipeline.make_teacher("labels", scene.dataset, device=device())  # fails before the NeRF without labels
+    nerf = clock.run("nerf", pipeline.run_nerf, scene, settings.nerf, clock.reporter, settings.field)
+    mesh = clock.run("mesh", pipeline.run_mesh, scene, settings.mesh, clock.reporter)
+    clock.run("features", pipeline.run_features, scene, teacher, settings.features, clock.reporter)
+    return scene, nerf, mesh
+
+
+def forget_stages(ws: Workspace, *patterns: str) -> None:
+    """Delete the workspace's files and state.json stages whose names match any of the
+    shell-style `patterns`, so that those stages run again from scratch."""
+    for pattern in patterns:
+        for path in ws.root.glob(pattern):
+            path.unlink()
+    state = ws.load_state()
+    state["stages"] = {k: v for k, v in state["stages"].items() if not any(fnmatch.fnmatch(k, p) for p in patterns)}
+    ws.save_state(state)
+
+
+def scratch_copy(workspace: Path, root: Path, *forget: str) -> Workspace:
+    """A copy of `workspace` at `root` without the stages matching `forget` (see `forget_stages`):
+    a benchmark runs them again there, leaving the workspace as it was."""
+    shutil.copytree(workspace, root, ignore=shutil.ignore_patterns(*forget))
+    ws = Workspace(root)
+    forget_stages(ws, *forget)
+    return ws
