@@ -3,7 +3,7 @@
 A stage calls `reporter.progress(stage, step, total, metrics)` now and then; the reporter
 raises `Cancelled` from there when the user has asked to stop, so stages checkpoint around it.
 Training also passes a `preview` image now and then (a render beside its photo, uint8 RGB,
-bottom row first), which the server sends to Blender and the command line ignores.
+top row first), which the server sends to Blender and the command line ignores.
 """
 
 from __future__ import annotations
