@@ -129,6 +129,9 @@ def export_ply(ws: Workspace, mesh: Mesh) -> Path:
     return ws.write_bytes(Files.MESH_PLY, tm.export(file_type="ply"))
 
 
+TEXTURE_ROWS = "top_first"  # row order of the stored texture, recorded with each bake
+
+
 def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
     """UV atlas and texture of the workspace's mesh (kept until the mesh changes); also writes
     the texture as a PNG (top row first) in the workspace."""
@@ -139,7 +142,10 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
     stage, mesh_settings = Stages.bake(size), workspace.stage(Stages.MESH).get("settings")
     info = workspace.stage(stage)
     if info.get("done") and info.get("mesh") == mesh_settings and workspace.path(Files.bake(size)).exists():
-        return Bake(**workspace.load_npz(Files.bake(size)))
+        bake = Bake(**workspace.load_npz(Files.bake(size)))
+        if info.get("rows") != TEXTURE_ROWS:  # baked when textures were stored bottom row first
+            bake.texture = np.ascontiguousarray(bake.texture[::-1])
+        return bake
     import trimesh
     from PIL import Image
 
@@ -152,7 +158,7 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
     png = io.BytesIO()
     Image.fromarray(bake.texture).save(png, format="PNG")
     workspace.write_bytes(Files.texture(size), png.getvalue())
-    workspace.update_stage(stage, done=True, mesh=mesh_settings)
+    workspace.update_stage(stage, done=True, mesh=mesh_settings, rows=TEXTURE_ROWS)
     return bake
 
 

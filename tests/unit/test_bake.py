@@ -75,3 +75,12 @@ def test_a_second_bake_is_read_back_and_bad_sizes_are_refused(baked):
     assert np.array_equal(again.texture, bake.texture) and np.array_equal(again.uv, bake.uv)
     with pytest.raises(WorkerError, match="texture size 1000"):
         pipeline.run_bake(ws, 1000, SilentReporter())
+
+
+def test_a_bake_stored_bottom_row_first_by_an_older_version_is_read_top_row_first(baked):
+    ws, bake = baked
+    ws.save_npz(Files.bake(512), uv=bake.uv, texture=bake.texture[::-1])  # as older versions stored it
+    state = ws.load_state()
+    state["stages"]["bake_512"].pop("rows")
+    ws.save_state(state)
+    assert np.array_equal(pipeline.run_bake(ws, 512, SilentReporter()).texture, bake.texture)
