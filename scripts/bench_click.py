@@ -34,7 +34,8 @@ from tqdm import tqdm
 from benchlib import iou, timed
 from external_worker import pipeline
 from external_worker.config import FeatureConfig
-from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels
+from external_worker.evaluation import nearest_ground_truth_labels
+from external_worker.teachers.oracles import LabelOracle
 from external_worker.features.field import quadrature_samples
 from external_worker.features.train import load_features
 from external_worker.geometry.raycast import first_hit

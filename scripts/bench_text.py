@@ -36,7 +36,8 @@ from benchlib import forget_stages, scratch_copy, timed
 from blender_dff.wire.api import CLIP_MODEL, TINY_MODEL
 from external_worker import pipeline
 from external_worker.config import FeatureConfig
-from external_worker.evaluation import LabelTextOracle, face_miou
+from external_worker.evaluation import face_miou
+from external_worker.teachers.oracles import LabelTextOracle
 from external_worker.features.face_codes import FaceCodes
 from external_worker.features.field import FeatureField, face_codes
 from external_worker.mesh.stored import load_mesh

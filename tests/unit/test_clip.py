@@ -16,7 +16,8 @@ from external_worker import pipeline
 from external_worker.queries.click import ClickPrompt
 from external_worker.teachers.clip_model import ClipEncoder, load_clip
 from external_worker.errors import WorkerError
-from external_worker.evaluation import LabelTextOracle, nearest_ground_truth_labels
+from external_worker.evaluation import nearest_ground_truth_labels
+from external_worker.teachers.oracles import LabelTextOracle
 from external_worker.config import FeatureConfig
 from external_worker.features.field import FeatureField, face_codes
 from external_worker.server.handlers import make_handlers

@@ -23,9 +23,13 @@ def _modules(package: str) -> list[Path]:
     return sorted((REPO / package).rglob("*.py"))
 
 
-def _imports(path: Path) -> list[str]:
-    """The absolute names of the modules `path` imports (relative imports resolved)."""
+def _imports(path: Path, when_loaded: bool = False) -> list[str]:
+    """The absolute names of the modules `path` imports (relative imports resolved); with
+    `when_loaded`, only those that run when it is loaded, not those inside functions or classes."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    if when_loaded:
+        tree = ast.Module(body=[node for node in tree.body if not isinstance(node, (ast.FunctionDef, ast.ClassDef))],
+                          type_ignores=[])
     parts = list(path.relative_to(REPO).with_suffix("").parts)
     package = parts if parts[-1] == "__init__" else parts[:-1]
     package = [p for p in package if p != "__init__"]
@@ -99,3 +103,36 @@ def test_no_code_dispatches_on_a_teacher_class():
                 if named & teacher_classes:
                     dispatch.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not dispatch, f"isinstance on teacher classes: {dispatch}"
+
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of a project module by its dotted name, or None for a package outside it."""
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_the_add_on_tests_load_no_torch():
+    """The add-on tests run on every Blender version in environments without torch (the worker
+    they start runs in the main one), so loading them must not import torch, however indirectly."""
+    loaded = sorted((REPO / "tests" / "addon").glob("test_*.py")) + [
+        REPO / "tests" / name for name in ("conftest.py", "addon_helpers.py", "capture_files.py", "dummy_wheel.py")]
+    chains = []
+    seen: set[Path] = set()
+    todo = [(path, str(path.relative_to(REPO))) for path in loaded]
+    while todo:
+        path, chain = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path, when_loaded=True):
+            if name.split(".")[0] == "torch":
+                chains.append(f"{chain} -> torch")
+            parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+            for module in parents + [name] + ["tests." + name, "scripts." + name]:
+                if (found := _module_file(module)) is not None:  # a package's __init__ loads first
+                    todo.append((found, f"{chain} -> {module}"))
+    assert not chains, "\n".join(sorted(set(chains)))

@@ -11,7 +11,8 @@ import trimesh
 
 from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click
 from external_worker.errors import WorkerError
-from external_worker.evaluation import LabelOracle, nearest_ground_truth_labels
+from external_worker.evaluation import nearest_ground_truth_labels
+from external_worker.teachers.oracles import LabelOracle
 from external_worker.server.handlers import make_handlers
 from external_worker.geometry.raycast import first_hit
 from external_worker.workspace import Workspace

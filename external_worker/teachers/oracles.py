@@ -1,0 +1,72 @@
+"""Ideal teachers for measuring the 3D part of the pipeline on scenes with ground truth: a
+perfect 2D segmenter in place of SAM's decoder, perfect text-aligned features in place of CLIP's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .targets import PixelTargets
+
+
+class LabelOracle:
+    """An ideal 2D segmenter in place of SAM's decoder, for measuring what the 3D part of a click
+    (rendering, carrying masks across views, voting) does with perfect masks.
+
+    It reads feature maps rendered from `labels` per-face features: a cell's object is its
+    argmax label, and cells holding exactly the `background` feature are empty. A prompt selects
+    the objects under its object clicks (or the most common one in its box), minus those under
+    background clicks. Same call as `SamModel.decode`."""
+
+    device = "cpu"
+
+    def __init__(self, background: np.ndarray) -> None:
+        self.background = np.asarray(background, np.float32)
+
+    def decode(self, features, image_size: tuple[int, int], points: np.ndarray | None = None,
+               point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
+               multimask: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        f = np.asarray(features, np.float32)
+        cells = f.shape[1]
+        objects = f.argmax(0)
+        objects[np.abs(f - self.background[:, None, None]).max(0) < 1e-6] = -1
+        scale = cells / np.asarray(image_size, np.float64)[::-1]  # (x, y) pixels -> cells
+
+        def under(xy: np.ndarray) -> int:
+            col, row = np.clip((np.asarray(xy) * scale).astype(int), 0, cells - 1)
+            return int(objects[row, col])
+
+        clicks = [] if points is None else list(zip(points, point_labels))
+        wanted = {under(xy) for xy, label in clicks if label == 1}
+        if box is not None:
+            x0, y0, x1, y1 = np.clip((np.asarray(box).reshape(2, 2) * scale).astype(int), 0, cells - 1).ravel()
+            inside = objects[y0:y1 + 1, x0:x1 + 1]
+            inside = inside[inside >= 0]
+            if inside.size:
+                wanted.add(int(np.bincount(inside).argmax()))
+        wanted -= {under(xy) for xy, label in clicks if label == 0} | {-1}
+        mask = np.isin(objects, sorted(wanted))
+        rows = np.minimum((np.arange(image_size[0]) * cells) // image_size[0], cells - 1)
+        cols = np.minimum((np.arange(image_size[1]) * cells) // image_size[1], cells - 1)
+        return mask[rows][:, cols][None], np.ones(1, np.float32)
+
+
+class LabelTextOracle:
+    """An ideal text-aligned 2D teacher in place of CLIP's image features, for measuring what
+    the 3D part of a text query (distillation, per-face codes, relevancy) does with perfect
+    features: each labelled pixel's target is the text embedding of its label's name (of
+    "background" for unlabelled pixels), from `encoder`, the clip teacher's own (`ClipEncoder`).
+    It replaces the teacher's `targets`; the field, the codes and the queries stay the real ones."""
+
+    def __init__(self, encoder, names: dict[int, str]) -> None:
+        self.encoder, self.names = encoder, names
+
+    def targets(self, dataset, views: np.ndarray) -> PixelTargets:
+        ids = sorted(self.names)
+        table = self.encoder.encode_text(["background"] + [self.names[i] for i in ids]).cpu()
+        lookup = np.zeros(max(max(ids), int(dataset.labels.max())) + 1, np.int64)
+        lookup[ids] = np.arange(1, len(ids) + 1)
+        chosen = [v for v in views if dataset.has_labels[v]]
+        labels = np.stack([dataset.labels[v] for v in chosen]).reshape(len(chosen), -1)
+        pixel = np.tile(np.arange(labels.shape[1]), len(chosen))
+        return PixelTargets(np.repeat(chosen, labels.shape[1]), (pixel // dataset.width).astype(np.float32),
+                            (pixel % dataset.width).astype(np.float32), table[lookup[labels.ravel()]])
