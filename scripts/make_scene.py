@@ -3,6 +3,9 @@
 Writes to ``--out``:
 
 - ``train/r_000.png`` ..., ``test/r_000.png`` ...: RGBA renders, transparent background;
+  with ``--ground`` the objects rest on a textured floor (label "ground") that reaches far beyond
+  them and the scene box, as a real floor does, one object stands on another and the others
+  touch their neighbours;
 - ``transforms_train.json``, ``transforms_test.json``: ``camera_angle_x``, frames with
   camera-to-world matrices (Blender/OpenGL camera convention) and the scene ``aabb``;
 - ``labels/train/r_000.png`` ...: 8-bit label maps, the id of the object hit by the ray
@@ -14,6 +17,7 @@ Writes to ``--out``:
 Run with the Python that has the ``bpy`` module::
 
     python scripts/make_scene.py --out demo/scene --resolution 128 --views 60
+    python scripts/make_scene.py --out demo/room --ground   # objects on a floor, touching
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ FOV_DEG = 40.0
 WIDTH_RANGE = (0.5, 0.8)  # horizontal extent of each object, scene units
 DISC_RADIUS = 1.2  # objects are spread within this disc around the origin
 AABB_PADDING = 0.1  # fraction of the box size added on each side
+GROUND_HALF_SIZE = 4.0  # the floor reaches this far from the origin: under every camera, past the box
+GROUND_CELLS = 16  # the floor is a grid of this many squares a side (two triangles each)
+STACK_ON, STACKED = "cube", "cone"  # with a ground: this object stands on that one (a flat base on a top)
+TOUCH_TOLERANCE = 1e-3  # objects pushed together stop this close (scene units)
 
 
 def _cube(bm: bmesh.types.BMesh) -> None:
@@ -153,6 +161,51 @@ def _place(radii: list[float], rng: np.random.Generator) -> list[tuple[float, fl
     return centres
 
 
+def _ground_mesh() -> bpy.types.Mesh:
+    """The floor: a square grid at z = 0, triangulated, facing up."""
+    bm = bmesh.new()
+    bmesh.ops.create_grid(bm, x_segments=GROUND_CELLS, y_segments=GROUND_CELLS, size=GROUND_HALF_SIZE)
+    bmesh.ops.triangulate(bm, faces=bm.faces[:])
+    mesh = bpy.data.meshes.new("ground")
+    bm.to_mesh(mesh)
+    bm.free()
+    return mesh
+
+
+def _world_bvh(obj: bpy.types.Object) -> BVHTree:
+    co = np.empty(len(obj.data.vertices) * 3, dtype=np.float64)
+    obj.data.vertices.foreach_get("co", co)
+    matrix = np.array(obj.matrix_world)
+    world = co.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
+    return BVHTree.FromPolygons(world.tolist(), [tuple(p.vertices) for p in obj.data.polygons], all_triangles=True)
+
+
+def _push_until_touching(obj: bpy.types.Object, towards: bpy.types.Object, others: list[bpy.types.Object]) -> None:
+    """Slide `obj` along the floor towards `towards` until it touches it (or another of
+    `others`), found by bisection on the distance: the two meshes' triangles overlap at the
+    near end and not at the far one, and at the end they lie within TOUCH_TOLERANCE."""
+    start = np.array(obj.location[:2])
+    goal = np.array(towards.location[:2])
+
+    def overlaps(fraction: float) -> bool:
+        obj.location[:2] = start + fraction * (goal - start)
+        bpy.context.view_layer.update()
+        mine = _world_bvh(obj)
+        return any(mine.overlap(_world_bvh(other)) for other in others)
+
+    free, blocked = 0.0, 1.0
+    if overlaps(free):
+        raise RuntimeError(f"{obj.name} overlaps another object where it was placed")
+    step = np.linalg.norm(goal - start)
+    while (blocked - free) * step > TOUCH_TOLERANCE:
+        middle = (free + blocked) / 2
+        if overlaps(middle):
+            blocked = middle
+        else:
+            free = middle
+    overlaps(free)
+
+
 def _srgb_to_linear(c: float) -> float:
     return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
@@ -162,9 +215,9 @@ def _socket(sockets: bpy.types.bpy_prop_collection, identifier: str) -> bpy.type
     return next(s for s in sockets if s.identifier == identifier)
 
 
-def _material(name: str, hue: float) -> bpy.types.Material:
-    """Diffuse material: a saturated colour, modulated by noise and a checker so a NeRF has texture."""
-    base = [_srgb_to_linear(c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.85)]
+def _material(name: str, hue: float, saturation: float = 0.85) -> bpy.types.Material:
+    """Diffuse material: a colour, modulated by noise and a checker so a NeRF has texture."""
+    base = [_srgb_to_linear(c) for c in colorsys.hsv_to_rgb(hue, saturation, 0.85)]
     mat = bpy.data.materials.new(name)
     mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -197,21 +250,49 @@ def _material(name: str, hue: float) -> bpy.types.Material:
     return mat
 
 
-def _add_objects(scene: bpy.types.Scene, names: list[str], rng: np.random.Generator) -> list[bpy.types.Object]:
-    """Create the labelled objects; object i + 1 is label id i + 1."""
+def _add_objects(scene: bpy.types.Scene, names: list[str], rng: np.random.Generator,
+                 grounded: bool = False) -> list[bpy.types.Object]:
+    """Create the labelled objects; object i + 1 is label id i + 1. `grounded`: STACKED stands on
+    STACK_ON, and each other object is slid along the floor until it touches the one before it."""
     meshes = [_triangulated_mesh(n, rng.uniform(*WIDTH_RANGE), SHAPES[n][1]) for n in names]
-    centres = _place([_footprint_radius(m) for m in meshes], rng)
+    stacked = grounded and STACK_ON in names and STACKED in names
+    on_floor = [i for i, n in enumerate(names) if not (stacked and n == STACKED)]
+    centres = dict(zip(on_floor, _place([_footprint_radius(meshes[i]) for i in on_floor], rng)))
     hue0 = rng.uniform()
     objects = []
-    for i, (name, mesh, (x, y)) in enumerate(zip(names, meshes, centres)):
+    for i, (name, mesh) in enumerate(zip(names, meshes)):
         mesh.materials.append(_material(name, (hue0 + i / len(names)) % 1.0))
         obj = bpy.data.objects.new(name, mesh)
-        obj.location = (x, y, 0.0)
         obj.rotation_euler = (0.0, 0.0, rng.uniform(0.0, 2.0 * math.pi))
         obj.pass_index = i + 1
         scene.collection.objects.link(obj)
         objects.append(obj)
+    for i in on_floor:
+        objects[i].location = (*centres[i], 0.0)
+    bpy.context.view_layer.update()
+    if grounded:
+        for k in range(1, len(on_floor)):
+            _push_until_touching(objects[on_floor[k]], objects[on_floor[k - 1]], [objects[j] for j in on_floor[:k]])
+    if stacked:
+        support, top = objects[names.index(STACK_ON)], objects[names.index(STACKED)]
+        top.location = (*support.location[:2], _top_height(support))
+        bpy.context.view_layer.update()
     return objects
+
+
+def _top_height(obj: bpy.types.Object) -> float:
+    co = np.empty(len(obj.data.vertices) * 3, dtype=np.float64)
+    obj.data.vertices.foreach_get("co", co)
+    return float(co.reshape(-1, 3)[:, 2].max() * obj.scale[2] + obj.location[2])
+
+
+def _add_ground(scene: bpy.types.Scene, label: int) -> bpy.types.Object:
+    mesh = _ground_mesh()
+    mesh.materials.append(_material("ground", 0.08, saturation=0.25))
+    ground = bpy.data.objects.new("ground", mesh)
+    ground.pass_index = label
+    scene.collection.objects.link(ground)
+    return ground
 
 
 def _setup_lighting(scene: bpy.types.Scene) -> None:
@@ -302,8 +383,9 @@ def _check_arguments(resolution: int, views: int, test_views: int, objects: int,
 
 
 def make_scene(out: Path, resolution: int = 128, views: int = 60, test_views: int = 10,
-               objects: int = 5, seed: int = 0, samples: int = 16) -> Path:
-    """Build, render and label a scene of `objects` primitives into `out`; return `out`.
+               objects: int = 5, seed: int = 0, samples: int = 16, ground: bool = False) -> Path:
+    """Build, render and label a scene of `objects` primitives into `out` (on a floor, touching,
+    with `ground`); return `out`.
 
     Blender's state is reset to an empty factory scene before and after.
     """
@@ -312,7 +394,7 @@ def make_scene(out: Path, resolution: int = 128, views: int = 60, test_views: in
     start = time.perf_counter()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     try:
-        _make_scene(out, resolution, views, test_views, objects, seed, samples)
+        _make_scene(out, resolution, views, test_views, objects, seed, samples, ground)
     finally:
         bpy.ops.wm.read_factory_settings(use_empty=True)
     print(f"scene written to {out} in {time.perf_counter() - start:.1f} s")
@@ -320,21 +402,26 @@ def make_scene(out: Path, resolution: int = 128, views: int = 60, test_views: in
 
 
 def _make_scene(out: Path, resolution: int, views: int, test_views: int, objects: int,
-                seed: int, samples: int) -> None:
+                seed: int, samples: int, ground: bool) -> None:
     rng = np.random.default_rng(seed)
     scene = bpy.context.scene
     names = list(SHAPES)[:objects]
-    objs = _add_objects(scene, names, rng)
+    objs = _add_objects(scene, names, rng, grounded=ground)
+    # The cameras and the box frame the objects; the floor reaches past both, as in a room.
+    framed, _, _ = _ground_truth(objs)
+    if ground:
+        objs.append(_add_ground(scene, len(objs) + 1))
+        names.append("ground")
     _setup_lighting(scene)
     setup_render(scene, resolution, resolution, samples, seed)
     bpy.context.view_layer.update()
 
     vertices, faces, face_labels = _ground_truth(objs)
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    lo, hi = framed.min(axis=0), framed.max(axis=0)
     target = Vector((lo + hi) / 2.0)
     aabb = [(lo - AABB_PADDING * (hi - lo)).tolist(), (hi + AABB_PADDING * (hi - lo)).tolist()]
     # Far enough that the sphere around the target holding every vertex fits in the view cone.
-    reach = float(np.linalg.norm(vertices - np.array(target), axis=1).max())
+    reach = float(np.linalg.norm(framed - np.array(target), axis=1).max())
     radius = 1.05 * reach / math.sin(math.radians(FOV_DEG) / 2.0)
 
     bvh = BVHTree.FromPolygons(vertices.tolist(), faces.tolist(), all_triangles=True)
@@ -365,10 +452,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objects", type=int, default=5, help=f"number of objects, 1 to {len(SHAPES)}")
     parser.add_argument("--seed", type=int, default=0, help="placement, colours and Cycles seed")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel")
+    parser.add_argument("--ground", action="store_true",
+                        help="objects on a floor larger than the scene box, one on another, the others touching")
     args = parser.parse_args(argv)
     try:
         make_scene(args.out, args.resolution, args.views, args.test_views, args.objects, args.seed,
-                   args.samples)
+                   args.samples, args.ground)
     except ValueError as error:
         parser.error(str(error))
 

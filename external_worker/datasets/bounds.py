@@ -19,6 +19,9 @@ LLFF_FAR_PERCENTILE = 90.0  # a few far bounds of distant background would infla
 POINT_BOX_PERCENTILES = (1.0, 99.0)  # a few stray triangulated points would inflate the box
 POINT_BOX_MARGIN = 0.1  # of the points' extent, on each side
 MIN_POINTS_FOR_BOX = 8  # fewer sparse points say too little about the scene's extent
+OPAQUE_ALPHA = 0.5  # a mask pixel above this shows content
+BEYOND_BOX_SHARE = 0.01  # more of the opaque pixels than this seeing past the box: content lies beyond it
+BEYOND_BOX_STRIDE = 4  # every 4th pixel in each direction is enough to tell
 
 
 def scene_bounds(views: Views, mode: str) -> tuple[np.ndarray, bool]:
@@ -30,7 +33,10 @@ def scene_bounds(views: Views, mode: str) -> tuple[np.ndarray, bool]:
       view frustums between the depth bounds (LLFF), else the sparse points (COLMAP), else the
       estimate from the camera axes;
     - cameras around the subject (360 degrees): the box holds the point they look at, and photos
-      without masks also show the background beyond it, which makes the scene unbounded.
+      without masks also show the background beyond it, which makes the scene unbounded;
+    - masks (RGBA) that show content where a pixel's ray misses the box (a floor or a room that
+      reaches past it, as in most real captures) make the scene unbounded whatever the box's
+      origin: else that content would be painted onto the box's inside.
 
     `mode` (the wire's BOUNDS) "box" or "unbounded" overrides whether the scene is unbounded,
     never the box.
@@ -41,9 +47,31 @@ def scene_bounds(views: Views, mode: str) -> tuple[np.ndarray, bool]:
         box, unbounded = _box_around_what_is_seen(views), False
     else:
         box, unbounded = box_from_camera_axes(views.c2w, views.root), views.alphas is None
+    if not unbounded and views.alphas is not None:
+        unbounded = seen_beyond_box(views, box)
     if mode != "auto":
         unbounded = mode == "unbounded"
     return box, unbounded
+
+
+def seen_beyond_box(views: Views, box: np.ndarray) -> bool:
+    """Whether more than BEYOND_BOX_SHARE of the opaque mask pixels (a sparse sample of them) look
+    along rays that miss `box` (2, 3) entirely."""
+    height, width = views.alphas.shape[1:]
+    v, u = np.mgrid[0:height:BEYOND_BOX_STRIDE, 0:width:BEYOND_BOX_STRIDE] + 0.5
+    opaque = views.alphas[:, v.astype(int), u.astype(int)] > OPAQUE_ALPHA  # (N, h, w)
+    if not opaque.any():
+        return False
+    directions = pixel_directions(views.intrinsics[:, None, None], u, v)  # (N, h, w, 3), camera frame
+    directions = np.einsum("nij,nhwj->nhwi", views.c2w[:, :3, :3], directions)[opaque]
+    origins = np.broadcast_to(views.c2w[:, None, None, :3, 3], opaque.shape + (3,))[opaque]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0, t1 = (box[0] - origins) / directions, (box[1] - origins) / directions
+    t0, t1 = np.nan_to_num(t0, nan=-np.inf), np.nan_to_num(t1, nan=np.inf)
+    enter = np.minimum(t0, t1).max(-1)
+    leave = np.maximum(t0, t1).min(-1)
+    misses = leave <= np.maximum(enter, 0.0)
+    return bool(misses.mean() > BEYOND_BOX_SHARE)
 
 
 def forward_facing(c2w: np.ndarray) -> bool:

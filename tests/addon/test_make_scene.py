@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from make_scene import make_scene  # scripts/ is on the tests' sys.path (pyproject.toml)
+from mathutils.bvhtree import BVHTree
+
+from make_scene import TOUCH_TOLERANCE, make_scene  # scripts/ is on the tests' sys.path (pyproject.toml)
 
 TRAIN_VIEWS, TEST_VIEWS, RESOLUTION = 4, 2, 32
 
@@ -127,6 +129,55 @@ def test_ground_truth_mesh(scene_dir: Path, labels: dict[str, str]) -> None:
     aabb = np.array(json.loads((scene_dir / "transforms_train.json").read_text())["aabb"])
     assert (vertices >= aabb[0]).all() and (vertices <= aabb[1]).all()
     assert ((vertices.max(axis=0) - vertices.min(axis=0))[:2] < 3.5).all()  # a compact scene
+
+
+@pytest.fixture(scope="module")
+def grounded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("grounded")
+    make_scene(out, resolution=RESOLUTION, views=TRAIN_VIEWS, test_views=TEST_VIEWS, objects=3, seed=1,
+               samples=4, ground=True)
+    return out
+
+
+def _object_mesh(gt, label: int) -> tuple[np.ndarray, np.ndarray]:
+    faces = gt["faces"][gt["face_labels"] == label]
+    return gt["vertices"], faces
+
+
+def _gap(gt, a: int, b: int) -> tuple[float, bool]:
+    """Smallest distance between the vertices of object a and the surface of b, either way, and
+    whether their triangles intersect."""
+    trees = {label: BVHTree.FromPolygons(gt["vertices"].tolist(), _object_mesh(gt, label)[1].tolist(),
+                                         all_triangles=True) for label in (a, b)}
+    gaps = []
+    for mine, other in ((a, b), (b, a)):
+        used = np.unique(_object_mesh(gt, mine)[1])
+        gaps += [trees[other].find_nearest(gt["vertices"][i].tolist())[3] for i in used]
+    return float(min(gaps)), bool(trees[a].overlap(trees[b]))
+
+
+def test_grounded_scene_rests_on_a_floor_that_reaches_past_the_box(grounded_dir: Path) -> None:
+    labels = json.loads((grounded_dir / "labels.json").read_text())
+    assert labels == {"1": "cube", "2": "sphere", "3": "cone", "4": "ground"}
+    gt = np.load(grounded_dir / "ground_truth.npz")
+    floor = gt["vertices"][np.unique(gt["faces"][gt["face_labels"] == 4])]
+    assert np.abs(floor[:, 2]).max() < 1e-6  # flat, at z = 0
+    aabb = np.array(json.loads((grounded_dir / "transforms_train.json").read_text())["aabb"])
+    assert (floor[:, :2].min(0) < aabb[0, :2] - 1).all() and (floor[:, :2].max(0) > aabb[1, :2] + 1).all()
+    objects = gt["vertices"][np.unique(gt["faces"][gt["face_labels"] != 4])]
+    assert (objects >= aabb[0]).all() and (objects <= aabb[1]).all()  # the box frames the objects
+    floor_pixels = [np.mean(_images(grounded_dir, frame)[1] == 4) for _, _, frame in _frames(grounded_dir)]
+    assert np.mean(floor_pixels) > 0.4  # the floor fills much of every view, as in a room
+
+
+def test_grounded_objects_touch_without_overlapping(grounded_dir: Path) -> None:
+    gt = np.load(grounded_dir / "ground_truth.npz")
+    cube, sphere, cone = 1, 2, 3
+    gap, overlap = _gap(gt, sphere, cube)  # slid along the floor until it touched the cube
+    assert gap < 2 * TOUCH_TOLERANCE + 0.01 and not overlap, (gap, overlap)
+    cube_top = gt["vertices"][np.unique(_object_mesh(gt, cube)[1])][:, 2].max()
+    cone_base = gt["vertices"][np.unique(_object_mesh(gt, cone)[1])][:, 2].min()
+    assert cone_base == pytest.approx(cube_top, abs=1e-5)  # standing on the cube, not floating
 
 
 def test_blender_is_left_empty(scene_dir: Path) -> None:

@@ -591,3 +591,25 @@ def test_beer_colmap_capture_is_undistorted_upright_and_unbounded():
     assert ds.unbounded and ds.points.shape == (4414, 3)
     up = ds.c2w[:, :3, 1].mean(0)
     assert up[2] / np.linalg.norm(up) > 0.999
+
+
+@pytest.mark.parametrize("opaque, unbounded", [("centre", False), ("everywhere", True)])
+def test_masks_that_show_content_beyond_the_box_make_it_unbounded(tmp_path, opaque, unbounded):
+    """A floor reaching past the given box (opaque pixels whose rays miss it) needs the space
+    beyond contracted; masks of an object inside the box keep it bounded."""
+    size = 32
+    alpha = np.zeros((size, size), np.uint8)
+    if opaque == "centre":  # the box spans about half the image around its centre at distance 4
+        alpha[12:20, 12:20] = 255
+    else:
+        alpha[:] = 255
+    frames = []
+    for i, pose in enumerate(ring_poses(6)):
+        rgba = np.dstack([random_pixels(np.random.default_rng(i), size, size), alpha])
+        save_image(tmp_path / f"{i}.png", rgba)
+        frames.append(frame(f"{i}", pose))
+    write_json(tmp_path / "transforms.json", {"camera_angle_x": 0.8, "aabb": [[-1, -1, -1], [1, 1, 1]],
+                                              "frames": frames})
+    ds = load_dataset(tmp_path)
+    assert ds.alphas is not None and ds.unbounded == unbounded
+    assert not load_dataset(tmp_path, bounds="box").unbounded
