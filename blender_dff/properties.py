@@ -38,6 +38,11 @@ _TEACHER_ITEMS = _enum_items(wire_api.TEACHERS, {
     "sam": ("SAM", "Segment Anything's image encoder, for clicks (needs a checkpoint)"),
     "clip": ("CLIP", "open_clip's dense features, for text queries (MaskCLIP)"),
 })
+_PRESET_ITEMS = _enum_items(wire_api.PRESETS, {
+    "preview": ("Preview", "A quick look: a few minutes on a CPU, about a minute on a GPU"),
+    "standard": ("Standard", "Good quality for the worker's device (on a GPU: instant-NGP's field)"),
+    "high": ("High", "Finer field and mesh, several times longer than Standard"),
+})
 # 512 is left to the command line, for a quick look.
 _TEXTURE_SIZE_ITEMS = [(str(size), f"{size // 1024}K", f"{size} x {size}") for size in wire_api.TEXTURE_SIZES
                        if size >= 1024]
@@ -152,15 +157,28 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
                     "from the file)",
         subtype='FILE_PATH',
     )
+    preset: EnumProperty(
+        name="Quality",
+        description="How long to train and how fine the field and the mesh are; the worker picks "
+                    "the numbers for its GPU or CPU",
+        items=_PRESET_ITEMS,
+        default=_TRAIN["preset"].default,
+    )
+    custom_settings: BoolProperty(
+        name="Custom Settings",
+        description="Set the steps and the mesh resolution here instead of taking the preset's",
+        default=False,
+    )
+    # Sent only with Custom Settings; the defaults are the CPU's Standard preset.
     nerf_steps: IntProperty(
         name="NeRF Steps", description="Training steps of the radiance field",
-        default=_TRAIN["nerf_steps"].default, min=_TRAIN["nerf_steps"].low, soft_max=100000)
+        default=wire_api.DEFAULT_NERF_STEPS, min=_TRAIN["nerf_steps"].low, soft_max=100000)
     feature_steps: IntProperty(
         name="Feature Steps", description="Training steps of the feature field",
-        default=_TRAIN["feature_steps"].default, min=_TRAIN["feature_steps"].low, soft_max=100000)
+        default=wire_api.DEFAULT_FEATURE_STEPS, min=_TRAIN["feature_steps"].low, soft_max=100000)
     mesh_resolution: IntProperty(
         name="Mesh Resolution", description="Marching-cubes grid size per axis",
-        default=_TRAIN["mesh_resolution"].default, min=_TRAIN["mesh_resolution"].low,
+        default=wire_api.DEFAULT_MESH_RESOLUTION, min=_TRAIN["mesh_resolution"].low,
         max=_TRAIN["mesh_resolution"].high)
     max_faces: IntProperty(
         name="Face Budget", description="Decimate the mesh to at most this many faces (0 keeps "

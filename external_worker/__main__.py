@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from blender_dff.wire.api import (AUGMENT_MODES, BOUNDS, CANONICAL_NEGATIVES, CLIP_MODEL, CLIP_PRETRAINED,
-                                  DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, DEFAULT_TEACHER, DEFAULT_TEXTURE_SIZE, TEACHERS,
-                                  TEST_EVERY, TEXTURE_SIZES, TINY_MODEL)
+                                  DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, DEFAULT_PRESET, DEFAULT_TEACHER,
+                                  DEFAULT_TEXTURE_SIZE, PRESETS, TEACHERS, TEST_EVERY, TEXTURE_SIZES, TINY_MODEL)
 
-from .config import from_flat
+from .config import describe, from_flat
 from .errors import WorkerError
 
 # The stages are imported by the commands that run them: `--help` needs no PyTorch.
@@ -51,6 +51,9 @@ DATASET = (
 )
 WORKSPACE = (option("--workspace", required=True, help="workspace folder for this scene"),)
 TRAIN = (
+    option("--preset", default=DEFAULT_PRESET, choices=PRESETS,
+           help="quality: steps, rays, hash table and mesh resolution chosen for this machine's GPU or CPU "
+                "(the options given win)"),
     option("--steps", type=int, dest="nerf_steps", metavar="STEPS", help="NeRF training steps"),
     option("--rays", type=int, dest="rays_per_batch", metavar="RAYS", help="rays per NeRF training step"),
 )
@@ -85,7 +88,9 @@ def _run(args: argparse.Namespace, ws, reporter) -> None:
     from .workspace import Files
 
     _import(args, ws, reporter)
-    mesh, summary = pipeline.train_all(ws, from_flat(args), reporter)
+    settings = from_flat(args)
+    print(describe(settings))
+    mesh, summary = pipeline.train_all(ws, settings, reporter)
     print(f"held-out PSNR {summary['psnr']}, mesh {summary['n_faces']} faces: {ws.path(Files.MESH_PLY)}")
 
 
@@ -93,6 +98,7 @@ def _train(args: argparse.Namespace, ws, reporter) -> None:
     from . import pipeline
 
     settings = from_flat(args)
+    print(describe(settings))
     info = pipeline.run_nerf(pipeline.open_scene(ws), settings.nerf, reporter, settings.field)
     print(f"NeRF: {info.get('step', info.get('steps'))} steps, held-out PSNR {info.get('psnr')}")
 

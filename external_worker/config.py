@@ -1,8 +1,9 @@
 """Every stage's settings, with their defaults, each written once: here, or in
 `blender_dff.wire.api` for those the add-on sends too (it cannot import the worker).
 
-The command line, the server's handlers and the scripts build these records with `from_flat`;
-defaults suit a small scene on a CPU.
+The command line, the server's handlers and the scripts build these records with `from_flat`,
+from a quality preset for the compute device (`PRESETS`) and the settings given on top of it.
+The records' own defaults are the CPU's "standard" preset: they suit a small scene on a CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from blender_dff.wire.api import (CLIP_MODEL, CLIP_PRETRAINED, DEFAULT_FEATURE_STEPS, DEFAULT_MAX_FACES,
-                                  DEFAULT_MESH_RESOLUTION, DEFAULT_NERF_STEPS, DEFAULT_TEACHER)
+                                  DEFAULT_MESH_RESOLUTION, DEFAULT_NERF_STEPS, DEFAULT_PRESET, DEFAULT_TEACHER,
+                                  PRESETS as PRESET_NAMES)
+
+from .errors import WorkerError
 
 
 @dataclass
@@ -89,6 +93,8 @@ class TrainSettings:
     sam_checkpoint: str = ""  # for the sam teacher: a checkpoint path, or "tiny" (random, for tests)
     clip_model: str = CLIP_MODEL  # for the clip teacher: an open_clip model name, or "tiny" (random)
     clip_pretrained: str = CLIP_PRETRAINED  # its pretrained tag or checkpoint file
+    preset: str = DEFAULT_PRESET  # the quality preset the numbers above came from
+    device_kind: str = "cpu"  # and the compute device it was chosen for
 
 
 # Flat name of a setting (the wire's param, the command line's option, a script's keyword) ->
@@ -97,6 +103,8 @@ FLAT_SETTINGS = {
     "nerf_steps": ("nerf", "steps"),
     "rays_per_batch": ("nerf", "rays_per_batch"),
     "probe_samples": ("field", "samples_per_ray"),
+    "hash_table_log2": ("field", "log2_table"),
+    "finest_resolution": ("field", "max_res"),
     "mesh_resolution": ("mesh", "resolution"),
     "max_faces": ("mesh", "max_faces"),
     "feature_steps": ("features", "steps"),
@@ -105,23 +113,67 @@ FLAT_SETTINGS = {
     "sam_checkpoint": ("", "sam_checkpoint"),
     "clip_model": ("", "clip_model"),
     "clip_pretrained": ("", "clip_pretrained"),
+    "preset": ("", "preset"),
 }
 
 
-def from_flat(flat: Mapping[str, Any] | object | None = None, **keywords: Any) -> TrainSettings:
+# Quality presets per compute device: the flat settings each changes from the records' defaults
+# (the CPU's "standard"). A GPU's "standard" is instant-NGP's field (2^19 table entries a level,
+# finest resolution 2048) with batches a GPU fills; the CPU's presets keep within minutes on
+# 2 cores. Settings given explicitly win over the preset's.
+PRESETS: dict[str, dict[str, dict[str, int]]] = {
+    "cpu": {
+        "preview": {"nerf_steps": 600, "rays_per_batch": 2048, "hash_table_log2": 16, "finest_resolution": 256,
+                    "mesh_resolution": 128, "feature_steps": 200},
+        "standard": {},
+        "high": {"nerf_steps": 6000, "hash_table_log2": 19, "finest_resolution": 1024, "mesh_resolution": 384,
+                 "feature_steps": 1500},
+    },
+    "cuda": {
+        "preview": {"nerf_steps": 2000, "rays_per_batch": 8192, "hash_table_log2": 19, "finest_resolution": 1024,
+                    "mesh_resolution": 256, "feature_steps": 1000},
+        "standard": {"nerf_steps": 5000, "rays_per_batch": 16384, "hash_table_log2": 19,
+                     "finest_resolution": 2048, "mesh_resolution": 384, "feature_steps": 3000},
+        "high": {"nerf_steps": 20000, "rays_per_batch": 32768, "hash_table_log2": 21, "finest_resolution": 4096,
+                 "mesh_resolution": 512, "feature_steps": 6000},
+    },
+}
+assert all(set(table) == set(PRESET_NAMES) for table in PRESETS.values())
+
+
+def from_flat(flat: Mapping[str, Any] | object | None = None, device_kind: str | None = None,
+              **keywords: Any) -> TrainSettings:
     """TrainSettings from flat settings: a mapping (a request's params) or an object with
-    attributes (the command line's namespace), then keywords, named as in `FLAT_SETTINGS`.
-    Other names (paths, the command) are no settings and are left out. None keeps a setting's
-    default, and so does 0: each number here is a count that 0 leaves unset (the command line's
-    options are None unless given; max_faces' default is 0)."""
+    attributes (the command line's namespace), then keywords, named as in `FLAT_SETTINGS`, on
+    top of the preset they name ("preset", default DEFAULT_PRESET) for `device_kind` ("cpu" or
+    "cuda"; default: the device this worker trains on). Other names (paths, the command) are no
+    settings and are left out. None keeps a setting's preset value, and so does 0: each number
+    here is a count that 0 leaves unset (the command line's options are None unless given;
+    max_faces' default is 0)."""
     values = {**(flat if isinstance(flat, Mapping) else vars(flat) if flat is not None else {}), **keywords}
-    settings = TrainSettings()
+    preset = values.get("preset") or DEFAULT_PRESET
+    if preset not in PRESET_NAMES:
+        raise WorkerError("bad_request", f"preset '{preset}' is not one of {', '.join(PRESET_NAMES)}",
+                          "Choose one of those.")
+    if device_kind is None:
+        from .training import device
+        device_kind = device().type
+    given = {key: value for key, value in values.items()
+             if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value == 0)}
+    values = {**PRESETS.get(device_kind, PRESETS["cpu"])[preset], "preset": preset, **given}
+    settings = TrainSettings(device_kind=device_kind)
     for key, (record, name) in FLAT_SETTINGS.items():
-        value = values.get(key)
-        if value is None or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        if key not in values:
             continue
         if record:
-            setattr(settings, record, replace(getattr(settings, record), **{name: value}))
+            setattr(settings, record, replace(getattr(settings, record), **{name: values[key]}))
         else:
-            setattr(settings, name, value)
+            setattr(settings, name, values[key])
     return settings
+
+
+def describe(settings: TrainSettings) -> str:
+    """The settings a training runs with, in one line (printed and shown in Blender)."""
+    return (f"{settings.preset} preset on {settings.device_kind}: {settings.nerf.steps} NeRF steps x "
+            f"{settings.nerf.rays_per_batch} rays, hash table 2^{settings.field.log2_table}, finest resolution "
+            f"{settings.field.max_res}, mesh {settings.mesh.resolution}^3, {settings.features.steps} feature steps")

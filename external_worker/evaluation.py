@@ -1,4 +1,5 @@
-"""Quality measures against ground truth: per-face mIoU of a segmented mesh, Chamfer distance.
+"""Quality measures against ground truth: per-face mIoU of a segmented mesh, the same where
+objects touch (contact IoU), Chamfer distance, and the surface a mesh has where the truth has none.
 
 Torch-free: the add-on's tests, on every Blender version, score meshes with it."""
 
@@ -31,6 +32,61 @@ def face_miou(vertices: np.ndarray, faces: np.ndarray, predicted: np.ndarray, gt
         union = area[p | t].sum()
         ious[label] = float(area[p & t].sum() / union) if union > 0 else float("nan")
     return float(np.nanmean(list(ious.values()))), ious
+
+
+def contact_miou(vertices: np.ndarray, faces: np.ndarray, predicted: np.ndarray, gt_vertices: np.ndarray,
+                 gt_faces: np.ndarray, gt_face_labels: np.ndarray, label_ids: list[int], radius: float,
+                 samples: int = 500_000, seed: int = 0) -> tuple[float, dict[int, float], float]:
+    """`face_miou` over the faces within `radius` of another object's true surface (a mug's base
+    on a cabinet, a ball against a crate, every object's foot on the floor): where a selection
+    most easily takes a bite of its support or leaves its base behind. Returns the mean over the
+    objects that have such faces, the per-object values and the contact faces' share of the area."""
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    gt = trimesh.Trimesh(gt_vertices, gt_faces, process=False)
+    points, face_index = trimesh.sample.sample_surface(gt, samples, seed=seed)
+    point_labels = gt_face_labels[face_index]
+    centroids = mesh.triangles_center
+    truth = point_labels[cKDTree(points).query(centroids)[1]]
+    near_other = np.zeros(len(centroids), bool)
+    for label in np.unique(point_labels):
+        others = truth != label
+        if others.any():
+            distance = cKDTree(points[point_labels == label]).query(centroids[others])[0]
+            near_other[np.flatnonzero(others)[distance < radius]] = True
+    area = mesh.area_faces
+    ious = {}
+    for label in label_ids:
+        p, t = (predicted == label) & near_other, (truth == label) & near_other
+        union = area[p | t].sum()
+        if union > 0:
+            ious[label] = float(area[p & t].sum() / union)
+    share = float(area[near_other].sum() / area.sum()) if area.sum() else 0.0
+    return (float(np.mean(list(ious.values()))) if ious else float("nan")), ious, share
+
+
+def crop_to_box(vertices: np.ndarray, faces: np.ndarray, face_labels: np.ndarray, box: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ground-truth triangles whose centres lie inside `box` (2, 3): what a mesh extracted in
+    the box can hold (a floor reaching past it is cut at its walls)."""
+    centres = vertices[faces].mean(1)
+    inside = ((centres >= box[0]) & (centres <= box[1])).all(1)
+    return vertices, faces[inside], face_labels[inside]
+
+
+def stray_area(vertices: np.ndarray, faces: np.ndarray, box: np.ndarray, floor_height: float | None,
+               tolerance: float) -> tuple[float, float]:
+    """Mesh area (scene units^2) below the floor (face centres lower than `floor_height` -
+    `tolerance`; 0 without a floor) and on the box's walls (centres within `tolerance` of a
+    wall, facing along its normal): surfaces no real content has there."""
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    centres, normals, area = mesh.triangles_center, mesh.face_normals, mesh.area_faces
+    below = 0.0 if floor_height is None else float(area[centres[:, 2] < floor_height - tolerance].sum())
+    on_wall = np.zeros(len(faces), bool)
+    for axis in range(3):
+        facing = np.abs(normals[:, axis]) > 0.9
+        for side in box[:, axis]:
+            on_wall |= facing & (np.abs(centres[:, axis] - side) < tolerance)
+    return below, float(area[on_wall].sum())
 
 
 def chamfer(vertices: np.ndarray, faces: np.ndarray, gt_vertices: np.ndarray, gt_faces: np.ndarray,

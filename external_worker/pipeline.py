@@ -18,7 +18,7 @@ from blender_dff.wire.api import DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, IMPORT_DATAS
 from .mesh.bake import Bake, bake_texture
 from .datasets.dataset import Dataset, check_trainable, load_dataset
 from .errors import WorkerError
-from .config import FeatureConfig, MeshConfig, NerfConfig, TrainConfig, TrainSettings
+from .config import FeatureConfig, MeshConfig, NerfConfig, TrainConfig, TrainSettings, describe
 from .features.augment import use_augmentation
 from .features.field import background_feature, face_codes
 from .features.train import load_features, train_features
@@ -192,6 +192,7 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     teacher = make_teacher(settings.teacher, scene.dataset, settings.sam_checkpoint, settings.clip_model,
                            settings.clip_pretrained, device=device())
     use_augmentation(settings.features, teacher, device())
+    reporter.progress("nerf", 0, settings.nerf.steps, message=describe(settings))
     nerf = run_nerf(scene, settings.nerf, reporter, settings.field)
     mesh = run_mesh(scene, settings.mesh, reporter)
     run_features(scene, teacher, settings.features, reporter)

@@ -84,10 +84,11 @@ def generated_scene(out: Path, *options: str) -> Path:
 
 
 def train_settings(steps: int | None = None, rays: int | None = None, feature_steps: int | None = None,
-                   mesh_resolution: int | None = None) -> TrainSettings:
-    """The pipeline's settings, with each figure that is given (not None or 0) in place of its default."""
+                   mesh_resolution: int | None = None, preset: str | None = None) -> TrainSettings:
+    """The pipeline's settings: the preset's (default: standard) for this device, with each figure
+    that is given (not None or 0) in its place."""
     return from_flat(nerf_steps=steps, rays_per_batch=rays, feature_steps=feature_steps,
-                     mesh_resolution=mesh_resolution)
+                     mesh_resolution=mesh_resolution, preset=preset)
 
 
 def train_labels(ws: Workspace, settings: TrainSettings, clock: StageClock) -> tuple[Scene, dict, Mesh]:

@@ -91,6 +91,7 @@ def main() -> None:
         bpy.ops.dff.import_dataset()
         wait_for(props, "import", lambda: props.n_images > 0 or props.error)
         steps = (400, 300, 128) if args.quick else (2000, 600, 256)
+        props.custom_settings = True
         props.nerf_steps, props.feature_steps, props.mesh_resolution = steps
         bpy.ops.dff.train()
         wait_for(props, "train", lambda: not props.running)

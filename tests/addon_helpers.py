@@ -102,6 +102,9 @@ class RecordingLayout:
     def operators(self) -> list[str]:
         return [entry[1] for entry in self.log if entry[0] == "operator"]
 
+    def props(self) -> list[str]:
+        return [entry[1] for entry in self.log if entry[0] == "prop"]
+
 
 def cube_arrays(cuts: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A subdivided, triangulated cube: vertices (V,3), faces (F,3), colours (V,3)."""

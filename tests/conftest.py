@@ -27,10 +27,13 @@ WORKER_PYTHON = os.environ.setdefault("DFF_WORKER_PYTHON", sys.executable)
 # Small enough to train in about two minutes on two CPU cores, big enough to segment.
 TINY_SCENE = ["--resolution", "48", "--views", "24", "--test-views", "4", "--objects", "3", "--samples", "8"]
 TINY_TRAINING = ["--steps", "250", "--feature-steps", "150", "--resolution", "96"]
+# The same with a floor reaching past the box, the cone standing on the cube, the sphere touching it.
+TINY_GROUNDED_SCENE = [*TINY_SCENE, "--ground"]
 
 
 # Tests that use these fixtures render or train (minutes); `pytest -m "not slow"` leaves them out.
-SLOW_FIXTURES = {"tiny_scene", "trained_workspace", "label_names", "ground_truth"}
+SLOW_FIXTURES = {"tiny_scene", "trained_workspace", "label_names", "ground_truth", "grounded_scene",
+                 "grounded_workspace"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,14 +67,29 @@ def run_worker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
                           text=True, check=check, timeout=1200)
 
 
+def _make_scene(out: Path, options: list[str]) -> Path:
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_scene.py"), "--out", str(out), *options],
+                   check=True, capture_output=True, timeout=600)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> Path:
     if os.environ.get("DFF_TEST_SCENE"):  # made by the run that started this one
         return Path(os.environ["DFF_TEST_SCENE"])
-    out = tmp_path_factory.mktemp("scene") / "tiny"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_scene.py"), "--out", str(out), *TINY_SCENE],
-                   check=True, capture_output=True, timeout=600)
-    return out
+    return _make_scene(tmp_path_factory.mktemp("scene") / "tiny", TINY_SCENE)
+
+
+@pytest.fixture(scope="session")
+def grounded_scene(tmp_path_factory) -> Path:
+    return _make_scene(tmp_path_factory.mktemp("scene") / "grounded", TINY_GROUNDED_SCENE)
+
+
+@pytest.fixture(scope="session")
+def grounded_workspace(grounded_scene, tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("trained") / "grounded"
+    run_worker("run", "--dataset", str(grounded_scene), "--workspace", str(ws), *TINY_TRAINING)
+    return ws
 
 
 @pytest.fixture(scope="session")

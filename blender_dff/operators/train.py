@@ -25,12 +25,13 @@ class DFF_OT_train(NotWhileTraining, WorkerOperator, bpy.types.Operator):
         props = context.scene.dff
         params = {
             "workspace": workspace(context),
-            "nerf_steps": props.nerf_steps,
-            "feature_steps": props.feature_steps,
-            "mesh_resolution": props.mesh_resolution,
+            "preset": props.preset,
             "max_faces": props.max_faces,
             "teacher": props.teacher,
         }
+        if props.custom_settings:
+            params.update(nerf_steps=props.nerf_steps, feature_steps=props.feature_steps,
+                          mesh_resolution=props.mesh_resolution)
         remote = worker_settings(context).remote
         if props.teacher == 'sam':
             params["sam_checkpoint"] = folders.worker_file(props.sam_checkpoint, remote)

@@ -112,9 +112,12 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         elif props.teacher == 'clip':
             settings.prop(props, "clip_model")
             settings.prop(props, "clip_pretrained")
-        settings.prop(props, "nerf_steps")
-        settings.prop(props, "feature_steps")
-        settings.prop(props, "mesh_resolution")
+        settings.prop(props, "preset")
+        settings.prop(props, "custom_settings")
+        if props.custom_settings:
+            settings.prop(props, "nerf_steps")
+            settings.prop(props, "feature_steps")
+            settings.prop(props, "mesh_resolution")
         settings.prop(props, "max_faces")
         row = layout.row(align=True)
         row.operator("dff.train", icon='PLAY')

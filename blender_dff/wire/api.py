@@ -17,6 +17,7 @@ BOUNDS = ("auto", "box", "unbounded")  # where the scene ends (auto: decided fro
 IMAGE_SCALES = (1, 2, 4, 8)  # image downscale factors the add-on offers (images_N folders)
 TEXTURE_SIZES = (512, 1024, 2048, 4096)  # baked texture widths (512 for a quick look)
 AUGMENT_MODES = ("auto", "on", "off")  # camera augmentation of feature training
+PRESETS = ("preview", "standard", "high")  # training quality; the worker picks the numbers for its device
 
 # --- defaults: each written here once ---------------------------------------------------
 
@@ -28,6 +29,7 @@ DEFAULT_FEATURE_STEPS = 600
 DEFAULT_MESH_RESOLUTION = 256
 DEFAULT_MAX_FACES = 0  # 0 keeps every face marching cubes makes
 DEFAULT_TEACHER = "labels"
+DEFAULT_PRESET = "standard"
 DEFAULT_TEXTURE_SIZE = 2048
 DEFAULT_CLICK_VIEWS = 8  # training views a click is carried to (SAM teacher)
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # what a text query must beat (LERF)
@@ -114,10 +116,12 @@ IMPORT_DATASET = Method("import_dataset", (
 ))
 TRAIN = Method("train", (
     _WORKSPACE,
-    Param("nerf_steps", INT, DEFAULT_NERF_STEPS, low=1, high=1_000_000),
-    Param("mesh_resolution", INT, DEFAULT_MESH_RESOLUTION, low=16, high=1024),
+    Param("preset", TEXT, DEFAULT_PRESET, choices=PRESETS),
+    # Absent: the preset's value for the worker's device.
+    Param("nerf_steps", INT, low=1, high=1_000_000),
+    Param("mesh_resolution", INT, low=16, high=1024),
     Param("max_faces", INT, DEFAULT_MAX_FACES, low=0, high=100_000_000),
-    Param("feature_steps", INT, DEFAULT_FEATURE_STEPS, low=1, high=1_000_000),
+    Param("feature_steps", INT, low=1, high=1_000_000),
     _TEACHER,
     Param("sam_checkpoint", TEXT, ""),  # a checkpoint file (a path), or TINY_MODEL
     Param("clip_model", TEXT, CLIP_MODEL, max_len=200),

@@ -19,6 +19,10 @@ CONTRIBUTION_EPS = 1e-4  # samples whose quadrature weight would stay below this
 CONTRACTED_NEAR = 1e-2  # ray span of unbounded scenes, in units of the box's half-size
 CONTRACTED_FAR = 1e3
 CONTRACTED_FAR_SHARE = 4  # one sample in this many is spread over the whole ray, the rest in the box
+PROBE_SEGMENTS = 4  # the probe marches each ray in this many stretches, front to back, and stops
+# a ray once its transmittance is below CONTRIBUTION_EPS: nothing behind it could count (nerfacc's
+# early stop). A floor or a wall in every view otherwise has the probe evaluate all the occluded
+# space behind it.
 
 
 @dataclass
@@ -112,6 +116,31 @@ def _resampled_intervals(edges: torch.Tensor, weights: torch.Tensor, n: int, per
     return t, fine.diff(dim=-1), weights.gather(1, bin_) > CONTRIBUTION_EPS
 
 
+def probe_density(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
+                  t: torch.Tensor, dt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Density (R, S) at the samples `t` that count (`valid`) and fall in occupied cells, marched
+    in PROBE_SEGMENTS stretches: a ray whose transmittance has dropped below CONTRIBUTION_EPS
+    is not evaluated further (its samples there read 0, as they weigh nothing)."""
+    density = torch.zeros_like(t)
+    optical_depth = torch.zeros(len(t), device=t.device)  # sum of sigma * dt so far
+    stop = -torch.log(torch.tensor(CONTRIBUTION_EPS)).item()
+    bounds = torch.linspace(0, t.shape[1], PROBE_SEGMENTS + 1).round().long().tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        alive = (optical_depth < stop).nonzero()[:, 0]
+        if len(alive) == 0:
+            break
+        points = origins[alive, None] + t[alive, start:end, None] * dirs[alive, None]
+        keep = (grid.lookup(points.reshape(-1, 3)) & valid[alive, start:end].reshape(-1)).nonzero()[:, 0]
+        if len(keep) == 0:
+            continue
+        segment = torch.zeros(len(alive) * (end - start), device=t.device)
+        segment[keep] = field.density(points.reshape(-1, 3)[keep])
+        segment = segment.view(len(alive), end - start)
+        density[alive, start:end] = segment
+        optical_depth[alive] += (segment * dt[alive, start:end]).sum(1)
+    return density
+
+
 def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor,
                 background: torch.Tensor, perturb: bool = False, n_samples: int | None = None) -> RenderOutput:
     """Volume-render rays in the scene frame, in two passes of the same field.
@@ -128,12 +157,8 @@ def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, di
     n_full = field.config.importance_samples
     t, edges, valid = sample_points(origins, dirs, n_samples, perturb, field.config.contract)
     with torch.no_grad():
-        probe_points = (origins[:, None] + t[..., None] * dirs[:, None]).reshape(-1, 3)
-        keep = (grid.lookup(probe_points) & valid.reshape(-1)).nonzero()[:, 0]
-        probe = torch.zeros(len(probe_points), device=t.device)
-        if len(keep):
-            probe = probe.index_put((keep,), field.density(probe_points[keep]))
-        probe_weights = composite(probe.view(t.shape), edges.diff(dim=-1))
+        probe = probe_density(field, grid, origins, dirs, t, edges.diff(dim=-1), valid)
+        probe_weights = composite(probe, edges.diff(dim=-1))
         if n_samples > n_full:
             few = ((probe_weights > CONTRIBUTION_EPS).sum(1) <= n_full)[:, None]
             kept, resampled = (_probe_intervals(t, edges, probe_weights, n_full),

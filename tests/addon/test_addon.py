@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 import numpy as np
@@ -15,7 +16,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
-from addon_helpers import cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply, read
+from addon_helpers import RecordingLayout, cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply, read
 from blender_dff.worker.client import Reply, WorkerClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -424,6 +425,29 @@ def test_sam_teacher_sends_its_checkpoint_and_queries_name_the_teacher(worker, t
     props.workspace_path = str(tmp_path)
     bpy.ops.dff.select_text(text="mug")
     assert worker.sent[-1].method == "query_text" and worker.sent[-1].params["teacher"] == "sam"
+
+
+def test_train_sends_the_quality_preset_and_custom_numbers_only_when_asked(worker, tmp_path):
+    props = bpy.context.scene.dff
+    props.workspace_path = str(tmp_path)
+    props.preset = 'high'
+    props.nerf_steps = 123  # set, but Custom Settings is off: the preset decides
+    layout = RecordingLayout()
+    blender_dff.ui.panels.DFF_PT_train.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert "preset" in layout.props() and "nerf_steps" not in layout.props()
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    sent = worker.sent[-1]
+    assert sent.params["preset"] == "high" and "nerf_steps" not in sent.params
+    props.running = False
+
+    props.custom_settings = True
+    layout = RecordingLayout()
+    blender_dff.ui.panels.DFF_PT_train.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert {"nerf_steps", "feature_steps", "mesh_resolution"} <= set(layout.props())
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    sent = worker.sent[-1]
+    assert sent.params["preset"] == "high" and sent.params["nerf_steps"] == 123
+    assert sent.params["mesh_resolution"] == props.mesh_resolution
 
 
 def test_train_operator_progress_reply_and_cancel(worker, tmp_path):

@@ -53,7 +53,8 @@ def import_and_train(props, scene_dir: Path, workspace: Path, settings: dict) ->
     pump_until(lambda: not props.running)
 
 
-TRAINED = {"nerf_steps": 250, "feature_steps": 150, "mesh_resolution": 96}  # as conftest.TINY_TRAINING
+TRAINED = {"custom_settings": True, "nerf_steps": 250, "feature_steps": 150,
+           "mesh_resolution": 96}  # as conftest.TINY_TRAINING
 
 
 def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_workspace, label_names,
@@ -127,7 +128,7 @@ def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     props.workspace_path = str(workspace)
     bpy.ops.dff.import_dataset()
     pump_until(lambda: props.n_images > 0 or props.error)
-    props.nerf_steps = 100000
+    props.custom_settings, props.nerf_steps = True, 100000
     bpy.ops.dff.train()
     pump_until(lambda: props.stage == "nerf" and props.step >= 3)
     bpy.ops.dff.cancel()

@@ -10,6 +10,7 @@ from external_worker.nerf.encoding import HashGrid, TorchHashGrid, _Gather
 from external_worker.mesh.extract import fill_cavities
 from external_worker.nerf.field import NerfField, contract, uncontract
 from external_worker.nerf.occupancy import OccupancyGrid
+from external_worker.nerf import render
 from external_worker.nerf.render import CONTRACTED_FAR, composite, importance_edges, render_rays, sample_points
 from external_worker.config import NerfConfig
 from external_worker.geometry.frame import SceneFrame, box_intersection
@@ -154,6 +155,38 @@ def test_a_surface_ray_keeps_its_probe_samples_and_a_fuzzy_ray_is_resampled():
     out = render_rays(fog, grid, origins, dirs, bg)
     assert out.weights.shape == (1, 8) and (out.weights > 0).all()
     assert abs(out.opacity.item() - (1 - np.exp(-0.5 * 2))) < 1e-4  # the box is 2 long
+
+
+def test_the_probe_stops_a_ray_behind_opaque_content_and_renders_as_without_stopping(monkeypatch):
+    """An opaque slab at x = 0.1 with fog behind it: the probe evaluates nothing in the stretches
+    after the slab's, and the render is what probing every sample gives."""
+    origins = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 0.5, 0.0]])
+    dirs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    config = NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=128, importance_samples=16)
+
+    class Opaque(_SlabField):
+        probed = 0
+
+        def sigma(self, x):
+            slab = (x[:, 0] - 0.1).abs() < 0.05
+            return torch.where(slab, 500.0, torch.where(x[:, 0] > 0.1, 0.5, 0.0))
+
+        def density(self, x):  # what the probe calls
+            Opaque.probed += len(x)
+            return self.sigma(x)
+
+        def forward(self, x, d):
+            return self.sigma(x), torch.sigmoid(x[:, :1] * 3).expand(-1, 3)
+
+    field, grid, bg = Opaque(config, 0, 0, 0), OccupancyGrid(16), torch.zeros(1, 3)
+    out = render_rays(field, grid, origins, dirs, bg)
+    stopped, Opaque.probed = Opaque.probed, 0
+    monkeypatch.setattr(render, "PROBE_SEGMENTS", 1)
+    reference = render_rays(field, grid, origins, dirs, bg)
+    assert Opaque.probed == 2 * 128  # every sample of both rays
+    # x runs from -1 to 1 along the box in 4 stretches: the one after the slab (x > 0.5) is skipped.
+    assert stopped == 2 * 3 * 32
+    assert torch.allclose(out.rgb, reference.rgb, atol=1e-4) and torch.allclose(out.opacity, reference.opacity, atol=1e-4)
 
 
 def test_rays_miss_the_box_and_an_empty_field_shows_the_background():

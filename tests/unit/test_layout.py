@@ -13,7 +13,7 @@ MAX_LINES = 400
 # The worker's stages in the order data flows; a module may import its own stage and earlier
 # ones. Base modules (settings, errors, progress, the workspace folder, the shared training
 # helpers) come before every stage.
-WORKER_ORDER = ["config", "errors", "progress", "workspace", "training",
+WORKER_ORDER = ["errors", "progress", "workspace", "training", "config",
                 "geometry", "datasets", "nerf", "mesh", "teachers", "features", "queries",
                 "pipeline", "evaluation", "server", "__main__"]
 BASE = set(WORKER_ORDER[:WORKER_ORDER.index("geometry")])

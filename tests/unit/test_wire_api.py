@@ -12,7 +12,8 @@ import pytest
 
 from blender_dff.wire import api
 from external_worker import __main__ as cli, pipeline
-from external_worker.config import FLAT_SETTINGS, TrainSettings, from_flat
+from external_worker.config import FLAT_SETTINGS, PRESETS, TrainSettings, describe, from_flat
+from external_worker.errors import WorkerError
 from external_worker.server import server
 from external_worker.server.handlers import make_handlers
 
@@ -179,8 +180,13 @@ def test_the_worker_s_settings_default_to_the_api_s():
     assert train_keys <= set(FLAT_SETTINGS)  # from_flat reads every setting the wire sends
     defaults = TrainSettings()
     for key in train_keys:
-        assert _setting(defaults, key) == api.TRAIN[key].default, key
-    assert from_flat(api.TRAIN.defaults()) == defaults
+        if api.TRAIN[key].default is not None:
+            assert _setting(defaults, key) == api.TRAIN[key].default, key
+    # The numbers the wire leaves to the preset: the records' defaults are the CPU's standard one,
+    # and the add-on's custom fields start from them.
+    assert (defaults.nerf.steps, defaults.features.steps, defaults.mesh.resolution) == (
+        api.DEFAULT_NERF_STEPS, api.DEFAULT_FEATURE_STEPS, api.DEFAULT_MESH_RESOLUTION)
+    assert api.DEFAULT_PRESET == "standard" and from_flat(api.TRAIN.defaults(), device_kind="cpu") == defaults
     assert _setting(defaults, "augment") in api.AUGMENT_MODES
 
 
@@ -190,6 +196,8 @@ def test_from_flat_reads_a_mapping_a_namespace_and_keywords_alike():
     assert (settings.nerf.steps, settings.field.samples_per_ray, settings.features.steps) == (5, 16, 7)
     assert settings.teacher == "sam" and settings.mesh.max_faces == TrainSettings().mesh.max_faces
     assert from_flat(cli.parse_args(["train", "--workspace", "/ws", "--steps", "5"])).nerf.steps == 5
+    args = cli.parse_args(["train", "--workspace", "/ws", "--preset", "preview"])
+    assert from_flat(args, device_kind="cpu").nerf.steps == PRESETS["cpu"]["preview"]["nerf_steps"]
 
 
 def test_the_stages_default_to_the_api_s():
@@ -208,11 +216,43 @@ def test_the_stages_default_to_the_api_s():
     assert relevancy.CANONICAL_NEGATIVES == api.CANONICAL_NEGATIVES
 
 
+@pytest.mark.parametrize("device_kind", ["cpu", "cuda"])
+@pytest.mark.parametrize("preset", api.PRESETS)
+def test_each_preset_maps_to_the_settings_it_claims_on_each_device(preset, device_kind):
+    settings = from_flat({"preset": preset}, device_kind=device_kind)
+    claimed = {**{key: _setting(TrainSettings(), key) for key in PRESETS["cpu"]["high"]},
+               **PRESETS[device_kind][preset]}
+    assert {key: _setting(settings, key) for key in claimed} == claimed
+    assert (settings.preset, settings.device_kind) == (preset, device_kind)
+    line = describe(settings)
+    assert line.startswith(f"{preset} preset on {device_kind}:") and f"{settings.nerf.steps} NeRF steps" in line
+    given = from_flat({"preset": preset, "nerf_steps": 7, "mesh_resolution": 0}, device_kind=device_kind)
+    assert given.nerf.steps == 7 and given.mesh.resolution == settings.mesh.resolution  # 0 leaves it to the preset
+
+
+def test_presets_grow_with_quality_and_a_gpu_gets_more_than_a_cpu():
+    def work(settings: TrainSettings) -> float:
+        return settings.nerf.steps * settings.nerf.rays_per_batch * 2 ** settings.field.log2_table
+    for device_kind in ("cpu", "cuda"):
+        costs = [work(from_flat({"preset": name}, device_kind=device_kind)) for name in api.PRESETS]
+        assert costs == sorted(costs) and len(set(costs)) == len(costs), device_kind
+    for name in api.PRESETS:
+        assert work(from_flat({"preset": name}, device_kind="cuda")) > work(from_flat({"preset": name}, device_kind="cpu"))
+    assert api.TRAIN["preset"].choices == api.PRESETS and set(PRESETS["cuda"]) == set(api.PRESETS)
+
+
+def test_an_unknown_preset_is_refused_with_the_choices():
+    with pytest.raises(WorkerError, match="preview, standard, high") as caught:
+        from_flat({"preset": "ultra"}, device_kind="cpu")
+    assert caught.value.code == "bad_request"
+
+
 # Command-line flag -> the wire's parameter it stands for.
 CLI_PARAMS = {"--downscale": api.IMPORT_DATASET["downscale"], "--test-every": api.IMPORT_DATASET["test_every"],
               "--bounds": api.IMPORT_DATASET["bounds"], "--teacher": api.TRAIN["teacher"],
               "--sam-checkpoint": api.TRAIN["sam_checkpoint"], "--clip-model": api.TRAIN["clip_model"],
-              "--clip-pretrained": api.TRAIN["clip_pretrained"], "--size": api.BAKE["size"]}
+              "--clip-pretrained": api.TRAIN["clip_pretrained"], "--size": api.BAKE["size"],
+              "--preset": api.TRAIN["preset"]}
 
 
 def test_the_command_line_s_defaults_and_choices_are_the_api_s():
@@ -227,10 +267,10 @@ def test_the_command_line_s_defaults_and_choices_are_the_api_s():
             assert set(keywords.get("choices", ())) <= set(param.choices or keywords.get("choices", ())), flags
     assert seen == set(CLI_PARAMS)
     args = cli.parse_args(["run", "--dataset", "/data", "--workspace", "/ws"])
-    assert from_flat(args) == TrainSettings()  # no option given: every setting's default
+    assert from_flat(args, device_kind="cpu") == TrainSettings()  # no option given: every setting's default
     args = cli.parse_args(["run", "--dataset", "/data", "--workspace", "/ws", "--steps", "5", "--rays", "64",
                            "--resolution", "32", "--max-faces", "9", "--feature-steps", "7", "--augment", "off"])
-    settings = from_flat(args)  # each training option lands in its setting
+    settings = from_flat(args, device_kind="cuda")  # each training option given lands in its setting
     assert (settings.nerf.steps, settings.nerf.rays_per_batch, settings.mesh.resolution) == (5, 64, 32)
     assert (settings.mesh.max_faces, settings.features.steps, settings.features.augment) == (9, 7, "off")
 
@@ -248,7 +288,11 @@ PROPERTY_PARAMS = {"image_scale": (api.IMPORT_DATASET["downscale"], api.IMAGE_SC
                    "feature_steps": (api.TRAIN["feature_steps"], None),
                    "mesh_resolution": (api.TRAIN["mesh_resolution"], None),
                    "max_faces": (api.TRAIN["max_faces"], None),
-                   "texture_size": (api.BAKE["size"], api.TEXTURE_SIZES)}
+                   "texture_size": (api.BAKE["size"], api.TEXTURE_SIZES),
+                   "preset": (api.TRAIN["preset"], api.PRESETS)}
+# Custom Settings fields whose parameter the preset fills when absent: they start at these.
+CUSTOM_DEFAULTS = {"nerf_steps": api.DEFAULT_NERF_STEPS, "feature_steps": api.DEFAULT_FEATURE_STEPS,
+                   "mesh_resolution": api.DEFAULT_MESH_RESOLUTION}
 
 
 def test_the_add_on_s_properties_default_to_the_api_s_and_stay_in_its_ranges(addon):
@@ -262,7 +306,7 @@ def test_the_add_on_s_properties_default_to_the_api_s_and_stay_in_its_ranges(add
             if param.kind == api.INT:
                 assert all(param.low <= int(item) <= param.high for item in items), name
         elif prop.type == 'INT':  # its slider within the wire's range
-            assert prop.default == param.default, name
+            assert prop.default == (CUSTOM_DEFAULTS[name] if param.default is None else param.default), name
             assert param.low <= prop.hard_min and prop.soft_max <= param.high, name
         else:
             assert prop.default == param.default, name
