@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from blender_dff.wire.api import PRESETS
-from benchlib import StageClock, generated_scene, train_labels, train_settings
+from benchlib import StageClock, generated_scene, profile_nerf, train_labels, train_settings
 from external_worker import pipeline
 from external_worker.config import describe
 from external_worker.evaluation import chamfer, contact_miou, crop_to_box, face_miou, stray_area
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="NeRF steps")
     parser.add_argument("--feature-steps", type=int, default=None)
     parser.add_argument("--mesh-resolution", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="also print where a NeRF training step's time goes")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dff_bench_"))
@@ -61,6 +62,8 @@ def main() -> None:
     print(describe(settings))
     clock.run("import", pipeline.import_dataset, scene_dir, ws)
     scene, nerf, mesh = train_labels(ws, settings, clock)
+    if args.profile:
+        profile_nerf(ws, settings.nerf.rays_per_batch)
 
     names = json.loads((scene_dir / "labels.json").read_text())
     probabilities = clock.run("queries (all labels)",

@@ -1,5 +1,6 @@
 """What the benchmarks (and the demo) share: the stopwatches, IoU, a generated scene, a workspace
-trained with the `labels` teacher, and scratch copies of a workspace.
+trained with the `labels` teacher, a profile of the NeRF's training step, and scratch copies of
+a workspace.
 
 The scripts beside it import it as `benchlib` (Python puts a script's folder on sys.path).
 It is light to import: the stages' modules (torch) are imported by the helpers that run them,
@@ -103,6 +104,76 @@ def train_labels(ws: Workspace, settings: TrainSettings, clock: StageClock) -> t
     mesh = clock.run("mesh", pipeline.run_mesh, scene, settings.mesh, clock.reporter)
     clock.run("features", pipeline.run_features, scene, teacher, settings.features, clock.reporter)
     return scene, nerf, mesh
+
+
+PROFILE_BATCHES = 8
+
+
+def profile_nerf(ws: Workspace, rays: int) -> None:
+    """Where the trained field's training step spends its time: the density probe (no
+    gradients), the full pass (colour, with gradients) and the backward pass, with the samples
+    per ray that reach the field in each, the occupied share of the grid and the rays resampled."""
+    import torch
+
+    from external_worker import pipeline
+    from external_worker.geometry.camera import rays_for_pixels
+    from external_worker.nerf import render
+    from external_worker.nerf.train import SceneTensors, load_field
+    from external_worker.training import device
+
+    scene = pipeline.open_scene(ws)
+    field, grid = load_field(ws)
+    field.train()
+    data = SceneTensors(scene.dataset, scene.frame, "train", device())
+    counts = {"probe": 0, "full": 0}
+    seconds = {"probe": 0.0, "full": 0.0, "backward": 0.0}
+    density, forward = field.density, field.forward
+
+    def timed(part, fn):
+        def wrapper(x, *args):
+            start = time.perf_counter()
+            out = fn(x, *args)
+            seconds[part] += time.perf_counter() - start
+            counts[part] += len(x)
+            return out
+        return wrapper
+
+    field.density, field.forward = timed("probe", density), timed("full", forward)
+    resampled = []
+    probe_intervals = render._probe_intervals
+
+    def count_resampled(t, edges, weights, n):
+        resampled.append(((weights > render.CONTRIBUTION_EPS).sum(1) > n).float().mean().item())
+        return probe_intervals(t, edges, weights, n)
+
+    render._probe_intervals = count_resampled
+    n_pixels = data.height * data.width
+    total = 0.0
+    for _ in range(PROFILE_BATCHES):
+        flat = torch.randint(0, len(data) * n_pixels, (rays,), device=data.rgb.device)
+        cam, pix = flat // n_pixels, flat % n_pixels
+        origins, dirs = rays_for_pixels(data.c2w, data.intrinsics, cam, (pix // data.width).float(),
+                                        (pix % data.width).float())
+        start = time.perf_counter()
+        out = render.render_rays(field, grid, origins, dirs, torch.rand(rays, 3, device=origins.device), perturb=True)
+        before = time.perf_counter()
+        out.rgb.sum().backward()
+        seconds["backward"] += time.perf_counter() - before
+        total += time.perf_counter() - start
+    field.zero_grad()
+    render._probe_intervals = probe_intervals
+    batch_rays = PROFILE_BATCHES * rays
+    print(f"profile ({PROFILE_BATCHES} batches of {rays} rays, scene {'unbounded' if scene.dataset.unbounded else 'bounded'}):")
+    print(f"  occupied cells: {grid.occupied.float().mean().item() * 100:.1f}% of the grid "
+          f"({grid.hull.float().mean().item() * 100:.1f}% in the visual hull)")
+    print(f"  probe samples reaching the field: {counts['probe'] / batch_rays:.1f} per ray "
+          f"(of {field.config.samples_per_ray})")
+    print(f"  full-pass samples: {counts['full'] / batch_rays:.1f} per ray (at most {field.config.importance_samples}); "
+          f"rays resampled: {sum(resampled) / max(len(resampled), 1) * 100:.1f}%")
+    other = total - sum(seconds.values())
+    print(f"  time per batch: {total / PROFILE_BATCHES * 1000:.0f} ms = probe {seconds['probe'] / PROFILE_BATCHES * 1000:.0f}"
+          f" + full pass {seconds['full'] / PROFILE_BATCHES * 1000:.0f} + backward "
+          f"{seconds['backward'] / PROFILE_BATCHES * 1000:.0f} + sampling and compositing {other / PROFILE_BATCHES * 1000:.0f} ms")
 
 
 def forget_stages(ws: Workspace, *patterns: str) -> None:

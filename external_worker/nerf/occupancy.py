@@ -7,7 +7,6 @@ import math
 import torch
 from torch import nn
 
-from ..config import NerfConfig
 from ..geometry.camera import project
 from .field import uncontract, unit_cube
 
@@ -37,17 +36,22 @@ class OccupancyGrid(nn.Module):
         return uncontract(2 * points) if self.contracted else points
 
     @torch.no_grad()
-    def update(self, density_fn, threshold: float, decay: float = 0.95, fraction: float = 1.0,
+    def update(self, density_fn, threshold: float, decay: float, fraction: float = 1.0,
                chunk: int = 1 << 16) -> None:
-        """Refresh the max density of the hull's cells (the others can hold nothing), all of them or a
-        random `fraction` (instant-NGP refreshes a subset once training has warmed up)."""
+        """Decay every cell's density by `decay`, then raise the hull's cells (the others can hold
+        nothing) to the field's density at a random point in each, all of them or a random
+        `fraction` (instant-NGP refreshes a subset once training has warmed up). Decaying every
+        cell, refreshed or not, bounds how long a density the field has since dropped keeps a
+        cell occupied: the noisy densities of the first steps would otherwise fill the space
+        above a floor, which no mask carves, for thousands of steps."""
         cells = self.hull.view(-1).nonzero()[:, 0]
         if fraction < 1.0:
             cells = cells[torch.randperm(len(cells), device=cells.device)[:max(1, int(len(cells) * fraction))]]
         points = self.cell_centers(jitter=True, cells=cells)
         fresh = torch.cat([density_fn(points[i:i + chunk]) for i in range(0, len(points), chunk)])
+        self.density.mul_(decay)
         density = self.density.view(-1)
-        density[cells] = torch.maximum(density[cells] * decay, fresh)
+        density[cells] = torch.maximum(density[cells], fresh)
         # instant-NGP's min(mean, threshold), the mean taken where content may be at all.
         mean = self.density[self.hull].mean().item() if self.hull.any() else 0.0
         self.occupied = self.hull & (self.density > min(mean, threshold))
@@ -83,7 +87,13 @@ class OccupancyGrid(nn.Module):
         return self.occupied[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
-def occupancy_threshold(config: NerfConfig) -> float:
-    """Density under which a cell is empty: alpha < 0.01 over one step across the box."""
-    step = 2 * 3**0.5 / config.samples_per_ray
-    return 0.01 / step
+# instant-NGP's finest march: sqrt(3)/1024 of its unit cube per step, 2 sqrt(3)/1024 of our box.
+INSTANT_NGP_STEP = 2 * 3**0.5 / 1024
+
+
+def occupancy_threshold() -> float:
+    """Density under which a cell is empty: instant-NGP's, alpha < 0.01 over its finest step
+    (about 3 here; a surface reads far more, the mesh's iso-level is 10). A lower threshold (one
+    probe step's, 8x lower) kept the faint haze a floor invites in front of it occupied: 41% of
+    the empty cells above the floor of a grounded scene at 150 steps, all evaluated by the probe."""
+    return 0.01 / INSTANT_NGP_STEP

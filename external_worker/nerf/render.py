@@ -19,6 +19,7 @@ CONTRIBUTION_EPS = 1e-4  # samples whose quadrature weight would stay below this
 CONTRACTED_NEAR = 1e-2  # ray span of unbounded scenes, in units of the box's half-size
 CONTRACTED_FAR = 1e3
 CONTRACTED_FAR_SHARE = 4  # one sample in this many is spread over the whole ray, the rest in the box
+BOX_DIAGONAL = 2 * 3 ** 0.5  # of [-1, 1]^3
 PROBE_SEGMENTS = 4  # the probe marches each ray in this many stretches, front to back, and stops
 # a ray once its transmittance is below CONTRIBUTION_EPS: nothing behind it could count (nerfacc's
 # early stop). A floor or a wall in every view otherwise has the probe evaluate all the occluded
@@ -32,6 +33,8 @@ class RenderOutput:
     depth: torch.Tensor    # (R,) expected distance along the ray, normalised frame
     weights: torch.Tensor  # (R, S) quadrature weights T_i * alpha_i
     points: torch.Tensor   # (R, S, 3) sample positions
+    t: torch.Tensor        # (R, S) their distances along the ray, ascending
+    dt: torch.Tensor       # (R, S) the width of the stretch each stands for
 
 
 def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, perturb: bool, contracted: bool = False
@@ -179,7 +182,23 @@ def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, di
     opacity = weights.sum(-1)
     color = (weights[..., None] * rgb.view(*t.shape, 3)).sum(1) + (1 - opacity[:, None]) * background
     depth = (weights * t).sum(-1) + (1 - opacity) * t[:, -1]
-    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, points=points)
+    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, points=points, t=t, dt=dt)
+
+
+def distortion_loss(out: RenderOutput) -> torch.Tensor:
+    """mip-NeRF 360's distortion loss over the samples inside the box, in units of the box's
+    diagonal: sum_ij w_i w_j |t_i - t_j| + 1/3 sum_i w_i^2 dt_i, by cumulative sums (O(S)).
+    It is small when each ray's weight sits in one compact surface and grows with haze spread
+    along it, the haze a floor in every view invites: floor-coloured density in front of the
+    floor costs the photo loss almost nothing, but fills the occupancy grid (every probe sample
+    there is evaluated) and the mesh."""
+    inside = (out.points.abs().amax(-1) <= 1).to(out.weights.dtype)
+    w = out.weights * inside
+    t, dt = out.t / BOX_DIAGONAL, out.dt / BOX_DIAGONAL
+    before = torch.cumsum(w, -1) - w
+    moment_before = torch.cumsum(w * t, -1) - w * t
+    spread = 2 * (w * (t * before - moment_before)).sum(-1)
+    return (spread + (w ** 2 * dt).sum(-1) / 3).mean()
 
 
 @torch.no_grad()

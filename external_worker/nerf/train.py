@@ -18,7 +18,7 @@ from ..training import ResumableTraining, device
 from ..workspace import Files, Stages, Workspace
 from .field import NerfField
 from .occupancy import OccupancyGrid, occupancy_threshold
-from .render import render_rays, render_view
+from .render import distortion_loss, render_rays, render_view
 
 if TYPE_CHECKING:
     from ..datasets.dataset import Dataset
@@ -86,12 +86,16 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
         grid.load_state_dict(ckpt["grid"])
     elif data.alpha is not None:
         grid.carve(data.c2w, data.intrinsics, data.alpha)
-    threshold = occupancy_threshold(nerf_config)
+    threshold = occupancy_threshold()
     n_pixels = data.height * data.width
 
+    photometric = float("nan")  # the last step's colour MSE
+
     def forward(step: int) -> torch.Tensor:
+        nonlocal photometric
         if step >= config.grid_warmup and step % config.grid_every == 0:
-            grid.update(field.density, threshold, fraction=1.0 if step < config.grid_full_until else 0.25)
+            grid.update(field.density, threshold, config.grid_decay,
+                        fraction=1.0 if step < config.grid_full_until else 0.25)
         flat = torch.randint(0, len(data) * n_pixels, (config.rays_per_batch,), device=dev)
         cam, pix = flat // n_pixels, flat % n_pixels
         row, col = pix // data.width, pix % data.width
@@ -104,7 +108,9 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
         # of them suffice for the coarse shape those first steps learn.
         coarse = nerf_config.samples_per_ray // 4 if step < config.grid_warmup else None
         out = render_rays(field, grid, origins, dirs, background, perturb=True, n_samples=coarse)
-        return torch.nn.functional.mse_loss(out.rgb, target)
+        loss = torch.nn.functional.mse_loss(out.rgb, target)
+        photometric = loss.item()
+        return loss + config.distortion * distortion_loss(out) if config.distortion else loss
 
     last_preview = time.perf_counter()
     preview_every = PREVIEW_EVERY_S
@@ -112,7 +118,7 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
 
     def report(step: int, loss: float) -> tuple[dict, np.ndarray | None]:
         nonlocal psnr_ema, last_preview, preview_every
-        psnr = -10 * math.log10(max(loss, 1e-10))
+        psnr = -10 * math.log10(max(photometric, 1e-10))  # of the colours alone, without the distortion loss
         psnr_ema = psnr if psnr_ema is None else 0.9 * psnr_ema + 0.1 * psnr
         preview = None
         # Not before the occupancy grid skips empty space: a render would cost the most then.

@@ -189,6 +189,28 @@ def test_the_probe_stops_a_ray_behind_opaque_content_and_renders_as_without_stop
     assert torch.allclose(out.rgb, reference.rgb, atol=1e-4) and torch.allclose(out.opacity, reference.opacity, atol=1e-4)
 
 
+def test_the_distortion_loss_is_the_pairwise_spread_of_the_weights_and_grows_with_haze():
+    t = torch.linspace(-0.9, 0.9, 16).expand(3, 16).contiguous()
+    dt = torch.full_like(t, 1.8 / 15)
+    weights = torch.zeros(3, 16)
+    weights[0, 8] = 1.0             # one surface
+    weights[1, 2:14] = 1.0 / 12     # haze spread along the ray
+    weights[2] = torch.rand(16) / 16
+    points = torch.stack([t, torch.zeros_like(t), torch.zeros_like(t)], -1)
+    out = render.RenderOutput(rgb=torch.zeros(3, 3), opacity=weights.sum(1), depth=t[:, 0], weights=weights,
+                              points=points, t=t, dt=dt)
+    d = render.BOX_DIAGONAL
+    pairwise = (weights[:, :, None] * weights[:, None] * (t[:, :, None] - t[:, None]).abs() / d).sum((1, 2))
+    expected = (pairwise + (weights ** 2 * dt / d).sum(1) / 3).mean()
+    assert torch.allclose(render.distortion_loss(out), expected, rtol=1e-5)
+    single = [render.distortion_loss(render.RenderOutput(out.rgb[i:i + 1], out.opacity[i:i + 1], out.depth[i:i + 1],
+                                                         weights[i:i + 1], points[i:i + 1], t[i:i + 1], dt[i:i + 1]))
+              for i in range(2)]
+    assert single[1] > 10 * single[0]  # the haze costs far more than the surface
+    outside = points + torch.tensor([3.0, 0.0, 0.0])  # beyond the box (a contracted scene's far samples)
+    assert render.distortion_loss(render.RenderOutput(out.rgb, out.opacity, out.depth, weights, outside, t, dt)) == 0
+
+
 def test_rays_miss_the_box_and_an_empty_field_shows_the_background():
     origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 5.0, 3.0]])
     dirs = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
@@ -227,16 +249,22 @@ def test_occupancy_update_marks_dense_cells_within_the_hull_only():
     centers = grid.cell_centers(jitter=False)
     grid.hull = (centers[:, 0] < 0.5).view(grid.hull.shape)  # as if carved away beyond x = 0.5
     blob = lambda x: torch.where(x.norm(dim=-1) < 0.5, 100.0, 0.0)  # noqa: E731
-    grid.update(blob, threshold=1.0)
+    grid.update(blob, threshold=1.0, decay=0.8)
     occupied = grid.lookup(centers)
     assert occupied[(centers.norm(dim=-1) < 0.3) & (centers[:, 0] < 0.4)].all()
     assert not occupied[centers.norm(dim=-1) > 0.7].any()
     assert not occupied[centers[:, 0] > 0.5].any()  # dense there, but outside the hull
-    # A partial update refreshes only some cells: the remembered densities decay in the rest.
+    # The field has moved the blob: every remembered density decays, refreshed (a quarter) or
+    # not, so its old cells empty within a bounded number of updates.
+    moved = lambda x: torch.where((x - torch.tensor([-0.6, 0.0, 0.0])).norm(dim=-1) < 0.3, 100.0, 0.0)  # noqa: E731
     before = grid.density.clone()
-    grid.update(lambda x: torch.zeros(len(x)), threshold=1.0, fraction=0.25)
-    changed = (grid.density != before) & (before > 0)
-    assert 0 < changed.sum() < (before > 0).sum()
+    grid.update(lambda x: torch.zeros(len(x)), threshold=1.0, decay=0.8, fraction=0.25)
+    assert torch.allclose(grid.density, before * 0.8)
+    for _ in range(24):  # 100 * 0.8^21 < 1
+        grid.update(moved, threshold=1.0, decay=0.8, fraction=0.25)
+    occupied = grid.lookup(centers)
+    assert not occupied[(centers - torch.tensor([0.3, 0.0, 0.0])).norm(dim=-1) < 0.15].any()
+    assert occupied[(centers - torch.tensor([-0.6, 0.0, 0.0])).norm(dim=-1) < 0.15].all()
 
 
 def test_contraction_keeps_the_box_squeezes_the_rest_and_inverts():

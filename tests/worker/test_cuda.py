@@ -61,5 +61,5 @@ def test_a_render_and_its_gradients_match_the_cpu_s():
 def test_the_occupancy_grid_updates_on_the_gpu():
     _, gpu = _pair()
     grid = OccupancyGrid(32).cuda()
-    grid.update(gpu.density, threshold=0.5)
+    grid.update(gpu.density, threshold=0.5, decay=0.8)
     assert grid.occupied.device.type == "cuda" and 0 < grid.occupied.float().mean().item() < 1
