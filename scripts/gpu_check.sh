@@ -41,7 +41,7 @@ step "CUDA tests"
 LIMIT=120 run "$PY" -m pytest -q -p no:cacheprovider tests/worker/test_cuda.py
 
 step "lego, 400 px, standard preset: held-out PSNR and training time"
-LIMIT=240 run "$PY" scripts/bench_nerf.py --dataset "$DATA/nerf_synthetic_lego" --downscale 2 --preset standard --profile
+LIMIT=240 run "$PY" scripts/bench_nerf.py --dataset "$DATA/nerf_synthetic_lego" --downscale 1 --preset standard --profile
 
 step "whole pipeline, grounded scene of 100 views (labels teacher), standard preset"
 LIMIT=200 run "$PY" scripts/bench_pipeline.py --views 100 --workspace "$OUT/workspace" --scene "$OUT/scene"
