@@ -66,11 +66,30 @@ def contact_miou(vertices: np.ndarray, faces: np.ndarray, predicted: np.ndarray,
 
 def crop_to_box(vertices: np.ndarray, faces: np.ndarray, face_labels: np.ndarray, box: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ground-truth triangles whose centres lie inside `box` (2, 3): what a mesh extracted in
-    the box can hold (a floor reaching past it is cut at its walls)."""
-    centres = vertices[faces].mean(1)
-    inside = ((centres >= box[0]) & (centres <= box[1])).all(1)
-    return vertices, faces[inside], face_labels[inside]
+    """The ground-truth surface inside `box` (2, 3), its triangles cut at the box's walls: what a
+    mesh extracted in the box can hold (a floor reaching past it ends at the walls). Returns the
+    vertices and faces of the cut surface (only the vertices it uses) and each face's label."""
+    parts_vertices, parts_faces, parts_labels, offset = [], [], [], 0
+    for label in np.unique(face_labels):
+        v, f = vertices, faces[face_labels == label]
+        for axis in range(3):
+            for sign, side in ((1.0, box[0, axis]), (-1.0, box[1, axis])):
+                if len(f) == 0:
+                    break
+                normal, origin = np.zeros(3), np.zeros(3)
+                normal[axis], origin[axis] = sign, side  # keeps the side the normal points to
+                v, f, _ = trimesh.intersections.slice_faces_plane(v, f, normal, origin)
+        if len(f) == 0:
+            continue
+        used, f = np.unique(f, return_inverse=True)
+        parts_vertices.append(v[used])
+        parts_faces.append(f.reshape(-1, 3) + offset)
+        parts_labels.append(np.full(len(parts_faces[-1]), label))
+        offset += len(used)
+    if not parts_faces:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, face_labels.dtype)
+    return (np.concatenate(parts_vertices), np.concatenate(parts_faces),
+            np.concatenate(parts_labels).astype(face_labels.dtype))
 
 
 def stray_area(vertices: np.ndarray, faces: np.ndarray, box: np.ndarray, floor_height: float | None,
@@ -91,9 +110,11 @@ def stray_area(vertices: np.ndarray, faces: np.ndarray, box: np.ndarray, floor_h
 
 def chamfer(vertices: np.ndarray, faces: np.ndarray, gt_vertices: np.ndarray, gt_faces: np.ndarray,
             samples: int = 200_000, seed: int = 0) -> tuple[float, float]:
-    """Mean symmetric surface distance, and the same as a fraction of the ground truth's bounding-box diagonal."""
+    """Mean symmetric surface distance, and the same as a fraction of the diagonal of the ground
+    truth's bounding box (of the vertices its faces use)."""
     a = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False), samples, seed=seed)[0]
     b = trimesh.sample.sample_surface(trimesh.Trimesh(gt_vertices, gt_faces, process=False), samples, seed=seed)[0]
     distance = (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean()) / 2
-    extent = float(np.linalg.norm(gt_vertices.max(0) - gt_vertices.min(0)))
+    used = gt_vertices[np.unique(gt_faces)]
+    extent = float(np.linalg.norm(used.max(0) - used.min(0)))
     return float(distance), float(distance / extent)
