@@ -55,7 +55,9 @@ TRAIN = (
            help="quality: steps, rays, hash table and mesh resolution chosen for this machine's GPU or CPU "
                 "(the options given win)"),
     option("--steps", type=int, dest="nerf_steps", metavar="STEPS", help="NeRF training steps"),
-    option("--rays", type=int, dest="rays_per_batch", metavar="RAYS", help="rays per NeRF training step"),
+    option("--rays", type=int, dest="rays_per_batch", metavar="RAYS", help="rays per NeRF training step, at most"),
+    option("--samples", type=int, dest="samples_per_batch", metavar="SAMPLES",
+           help="samples a NeRF training step aims at (fewer rays when each holds many)"),
 )
 MESH = (
     option("--resolution", type=int, dest="mesh_resolution", metavar="RESOLUTION", help="marching cubes resolution"),

@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--bounds", choices=BOUNDS, default=DEFAULT_BOUNDS)
     parser.add_argument("--preset", choices=PRESETS, help="quality preset (default: standard, for this device)")
     parser.add_argument("--steps", type=int, help="default: the preset's")
-    parser.add_argument("--rays", type=int, help="default: the preset's")
+    parser.add_argument("--rays", type=int, help="rays per step at most (default: the preset's)")
+    parser.add_argument("--samples", type=int, help="full-pass samples a step aims at (default: the preset's)")
     parser.add_argument("--probe-samples", type=int,
                         help="density probe samples per ray (the full pass gets importance samples)")
     parser.add_argument("--profile", action="store_true", help="then print where a training step's time goes")
@@ -42,19 +43,20 @@ def main() -> None:
         dataset = pipeline.import_dataset(args.dataset, ws, downscale=args.downscale, bounds=args.bounds)
         imported = time.perf_counter() - start
         scene = pipeline.open_scene(ws)
-        settings = from_flat(nerf_steps=args.steps, rays_per_batch=args.rays, probe_samples=args.probe_samples,
+        settings = from_flat(nerf_steps=args.steps, rays_per_batch=args.rays, samples_per_batch=args.samples,
+                             probe_samples=args.probe_samples,
                              preset=args.preset)
         print(describe(settings))
         info = pipeline.run_nerf(scene, settings.nerf, TqdmReporter(), settings.field)
         test = int((dataset.split == "test").sum())
         print(f"\n{args.dataset.name}: {len(dataset)} views at {dataset.width}x{dataset.height} ({test} held out), "
               f"device {device()}, {'unbounded' if dataset.unbounded else 'bounded'}")
-        steps, rays = settings.nerf.steps, settings.nerf.rays_per_batch
-        print(f"import {imported:.1f} s   training {info['seconds']:.0f} s ({steps} steps x {rays} rays, "
+        steps = settings.nerf.steps
+        print(f"import {imported:.1f} s   training {info['seconds']:.0f} s ({steps} steps x {info['mean_rays']:.0f} rays, "
               f"{info['seconds'] / steps:.2f} s a step)   held-out PSNR {info['psnr']:.2f} dB   "
               f"(probe {settings.field.samples_per_ray} samples per ray)")
         if args.profile:
-            profile_nerf(ws, rays)
+            profile_nerf(ws, settings.nerf.rays_per_batch)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def main() -> None:
     print("\n== blender_dff pipeline benchmark ==")
     print(f"scene: {scene_dir} ({len(scene.dataset)} views, {scene.dataset.width}x{scene.dataset.height}, "
           f"{'grounded' if ground else 'floating'}, {'unbounded' if scene.dataset.unbounded else 'bounded'})")
-    print(f"held-out PSNR: {nerf['psnr']:.2f} dB (train {nerf['train_psnr']:.2f} dB)")
+    print(f"held-out PSNR: {nerf['psnr']:.2f} dB (train {nerf['train_psnr']:.2f} dB); "
+          f"{nerf['mean_rays']:.0f} rays a NeRF step on average, {nerf['seconds'] / settings.nerf.steps:.2f} s a step")
     print(f"per-face mIoU (labels teacher): {miou:.4f}")
     for label, value in per_object.items():
         print(f"  {names[str(label)]:>10}: {value:.4f}   contact {per_contact.get(label, float('nan')):.4f}")

@@ -15,7 +15,7 @@ import torch
 
 from ..config import FeatureConfig
 from ..geometry.frame import SceneFrame
-from ..nerf.field import NerfField
+from ..nerf.field import NerfField, grid_resolution
 from ..nerf.occupancy import OccupancyGrid
 from ..progress import Reporter
 from ..teachers.registry import TEACHER_TYPES, Teacher
@@ -44,7 +44,8 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
         config = replace(FeatureConfig(**ckpt["config"]), steps=config.steps, augment=config.augment,
                          cache_size=config.cache_size, reuse_probability=config.reuse_probability)
     else:
-        config = replace(config, contract=nerf[0].config.contract)
+        contract = nerf[0].config.contract
+        config = replace(config, contract=contract, max_res=grid_resolution(config.max_res, contract))
     augment = use_augmentation(config, teacher, dev)
     model = FeatureField(teacher.feature_dim, config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)

@@ -12,6 +12,7 @@ import trimesh
 from ..config import MeshConfig
 from ..nerf.field import NerfField
 from ..nerf.occupancy import OccupancyGrid
+from ..nerf.render import surface_depth
 from ..progress import Reporter
 from ..geometry.camera import Cameras
 from ..geometry.frame import SceneFrame
@@ -87,12 +88,27 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
     return fast_simplification.simplify(vertices, faces, target_reduction=reduction)
 
 
-def cull_unseen(mesh: trimesh.Trimesh, cameras: Cameras, voxel: float, max_hole_faces: int = 64) -> trimesh.Trimesh:
+VISIBILITY_SIZE = 160  # longest side of the views the visibility of faces is decided in
+
+
+def field_depths(field: NerfField, grid: OccupancyGrid, cameras: Cameras) -> list[np.ndarray]:
+    """The radiance field's surface depth in each view (see `render.surface_depth`)."""
+    small = cameras.scaled_to(VISIBILITY_SIZE)
+    dev = next(field.parameters()).device
+    return [surface_depth(field, grid, torch.from_numpy(pose).float().to(dev), torch.from_numpy(k).float().to(dev),
+                          small.height, small.width).cpu().numpy() for pose, k in zip(small.c2w, small.intrinsics)]
+
+
+def cull_unseen(mesh: trimesh.Trimesh, cameras: Cameras, voxel: float, occluders: list[np.ndarray] | None = None,
+                max_hole_faces: int = 64) -> trimesh.Trimesh:
     """Remove faces no training camera sees: the insides of objects, which the field leaves
-    undefined and marching cubes turns into hidden surfaces. The splat resolution is capped so
-    a pixel is wider than a face (see visibility.py). Small unseen patches inside seen surface
-    are grazing-angle misses of the z-test, not hidden surfaces: they stay, so no holes open."""
-    seen = seen_by_any(mesh.triangles_center, mesh.face_normals, cameras.scaled_to(160), tolerance=3 * voxel)
+    undefined and marching cubes turns into hidden surfaces, and whatever lies under an opaque
+    floor or behind a wall, hidden by the field's surface (`occluders`) even where that surface
+    runs on past the mesh's box. The splat resolution is capped so a pixel is wider than a face
+    (see visibility.py). Small unseen patches inside seen surface are grazing-angle misses of the
+    z-test, not hidden surfaces: they stay, so no holes open."""
+    seen = seen_by_any(mesh.triangles_center, mesh.face_normals, cameras.scaled_to(VISIBILITY_SIZE),
+                       tolerance=3 * voxel, occluders=occluders)
     unseen = np.flatnonzero(~seen)
     pairs = mesh.face_adjacency
     pairs = pairs[~seen[pairs[:, 0]] & ~seen[pairs[:, 1]]]
@@ -112,7 +128,8 @@ def extract_mesh(field: NerfField, grid: OccupancyGrid, frame: SceneFrame, camer
         return Mesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), np.zeros((0, 3), np.float32))
     vertices = vertices / (config.resolution - 1) * 2 - 1
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # PyMCubes' winding already faces outwards
-    mesh = clean(cull_unseen(clean(mesh, config.min_component_faces), cameras, 2 / config.resolution),
+    occluders = field_depths(field, grid, cameras)
+    mesh = clean(cull_unseen(clean(mesh, config.min_component_faces), cameras, 2 / config.resolution, occluders),
                  config.min_component_faces)
     vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
     if config.max_faces and len(faces) > config.max_faces:

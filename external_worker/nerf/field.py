@@ -39,6 +39,13 @@ def contract(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm <= 1, x, (2 - 1 / norm) * x / norm)
 
 
+def grid_resolution(box_resolution: int, contracted: bool) -> int:
+    """The finest resolution of a hash grid whose box is to get `box_resolution` cells a side:
+    contraction squeezes the box into half of the grid's extent on each axis, so the grid needs
+    twice as many (else an unbounded scene's objects and contacts get half the detail)."""
+    return 2 * box_resolution if contracted else box_resolution
+
+
 def uncontract(y: torch.Tensor) -> torch.Tensor:
     """The inverse of `contract` (the edge of [-2, 2]^3, infinitely far, is pulled in slightly)."""
     norm = y.abs().amax(-1, keepdim=True).clamp(1e-9, 2 - 1e-4)

@@ -35,6 +35,7 @@ class RenderOutput:
     points: torch.Tensor   # (R, S, 3) sample positions
     t: torch.Tensor        # (R, S) their distances along the ray, ascending
     dt: torch.Tensor       # (R, S) the width of the stretch each stands for
+    evaluated: int = 0     # samples the full pass sent through the field (with gradients)
 
 
 def sample_points(origins: torch.Tensor, dirs: torch.Tensor, n_samples: int, perturb: bool, contracted: bool = False
@@ -182,7 +183,8 @@ def render_rays(field: NerfField, grid: OccupancyGrid, origins: torch.Tensor, di
     opacity = weights.sum(-1)
     color = (weights[..., None] * rgb.view(*t.shape, 3)).sum(1) + (1 - opacity[:, None]) * background
     depth = (weights * t).sum(-1) + (1 - opacity) * t[:, -1]
-    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, points=points, t=t, dt=dt)
+    return RenderOutput(rgb=color, opacity=opacity, depth=depth, weights=weights, points=points, t=t, dt=dt,
+                        evaluated=len(idx))
 
 
 def distortion_loss(out: RenderOutput) -> torch.Tensor:
@@ -199,6 +201,31 @@ def distortion_loss(out: RenderOutput) -> torch.Tensor:
     moment_before = torch.cumsum(w * t, -1) - w * t
     spread = 2 * (w * (t * before - moment_before)).sum(-1)
     return (spread + (w ** 2 * dt).sum(-1) / 3).mean()
+
+
+OPAQUE = 0.5  # accumulated opacity at which a ray has reached a surface
+
+
+@torch.no_grad()
+def surface_depth(field: NerfField, grid: OccupancyGrid, c2w: torch.Tensor, intrinsics: torch.Tensor,
+                  height: int, width: int, chunk: int = 8192) -> torch.Tensor:
+    """Depth along the view axis (H, W) of the first surface each pixel's ray meets, where its
+    accumulated opacity passes OPAQUE: at the far edge of the probe sample that passes it, so a
+    surface is never placed behind where it is. The surface may lie beyond the box (a floor
+    running on into contracted space); inf where the ray stays transparent. Density only, from
+    the probe, without the full pass."""
+    origins, dirs = pixel_rays(c2w, intrinsics, height, width)
+    distances = []
+    for i in range(0, len(origins), chunk):
+        o, d = origins[i:i + chunk], dirs[i:i + chunk]
+        t, edges, valid = sample_points(o, d, field.config.samples_per_ray, False, field.config.contract)
+        widths = edges.diff(dim=-1)
+        opaque = torch.cumsum(composite(probe_density(field, grid, o, d, t, widths, valid), widths), -1) >= OPAQUE
+        first = opaque.to(torch.uint8).argmax(1, keepdim=True)
+        far_edge = edges.gather(1, first + 1)[:, 0]
+        distances.append(torch.where(opaque.any(1), far_edge, torch.full_like(far_edge, float("inf"))))
+    along_axis = dirs @ -c2w[:3, 2]  # a unit direction's share of the view axis
+    return (torch.cat(distances) * along_axis).view(height, width)
 
 
 @torch.no_grad()

@@ -90,13 +90,14 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     n_pixels = data.height * data.width
 
     photometric = float("nan")  # the last step's colour MSE
+    batch = RayBatch(config)
 
     def forward(step: int) -> torch.Tensor:
         nonlocal photometric
         if step >= config.grid_warmup and step % config.grid_every == 0:
             grid.update(field.density, threshold, config.grid_decay,
                         fraction=1.0 if step < config.grid_full_until else 0.25)
-        flat = torch.randint(0, len(data) * n_pixels, (config.rays_per_batch,), device=dev)
+        flat = torch.randint(0, len(data) * n_pixels, (batch.rays,), device=dev)
         cam, pix = flat // n_pixels, flat % n_pixels
         row, col = pix // data.width, pix % data.width
         origins, dirs = rays_for_pixels(data.c2w, data.intrinsics, cam, row.float(), col.float())
@@ -108,6 +109,7 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
         # of them suffice for the coarse shape those first steps learn.
         coarse = nerf_config.samples_per_ray // 4 if step < config.grid_warmup else None
         out = render_rays(field, grid, origins, dirs, background, perturb=True, n_samples=coarse)
+        batch.count(out.evaluated)
         loss = torch.nn.functional.mse_loss(out.rgb, target)
         photometric = loss.item()
         return loss + config.distortion * distortion_loss(out) if config.distortion else loss
@@ -134,7 +136,37 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
                                        "grid": grid.state_dict()})
     test_psnr = evaluate_psnr(field, grid, dataset, frame, reporter) if (dataset.split == "test").any() else None
     workspace.update_stage(Stages.NERF, done=True, psnr=test_psnr, train_psnr=psnr_ema, seconds=training.seconds)
-    return {"steps": step, "psnr": test_psnr, "train_psnr": psnr_ema, "seconds": training.seconds}
+    return {"steps": step, "psnr": test_psnr, "train_psnr": psnr_ema, "seconds": training.seconds,
+            "mean_rays": batch.mean_rays()}
+
+
+class RayBatch:
+    """How many rays the next training step draws: as many as keep its full pass near
+    `samples_per_batch` samples, from the samples per ray of the steps so far (a running mean),
+    within [rays_per_batch / MIN_RAYS_DIVISOR, rays_per_batch]."""
+
+    MIN_RAYS_DIVISOR = 4  # fewer rays would leave a hazy field hazy for longer
+    MOMENTUM = 0.9
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.low, self.high = max(1, config.rays_per_batch // self.MIN_RAYS_DIVISOR), config.rays_per_batch
+        self.target = config.samples_per_batch
+        self.rays = self.high
+        self.samples_per_ray: float | None = None
+        self.drawn: list[int] = []
+
+    def count(self, evaluated: int) -> None:
+        """Take in the samples that the last step's `rays` sent through the field."""
+        self.drawn.append(self.rays)
+        per_ray = evaluated / self.rays
+        self.samples_per_ray = per_ray if self.samples_per_ray is None else (
+            self.MOMENTUM * self.samples_per_ray + (1 - self.MOMENTUM) * per_ray)
+        wanted = round(self.target / max(self.samples_per_ray, 1e-6))
+        self.rays = min(self.high, max(self.low, wanted))
+
+    def mean_rays(self) -> float:
+        """Mean rays per step so far (0 before the first step)."""
+        return float(np.mean(self.drawn)) if self.drawn else 0.0
 
 
 @torch.no_grad()

@@ -345,3 +345,70 @@ def test_cull_unseen_drops_hidden_inner_surfaces_and_keeps_the_outside_whole():
     culled = cull_unseen(mesh, cameras, voxel=0.01)
     assert len(culled.faces) == len(outer.faces)
     assert np.abs(culled.vertices).max() == pytest.approx(0.5)  # only the box is left
+
+
+def test_surface_depth_finds_an_opaque_slab_in_the_box_and_beyond_it_and_none_in_empty_space():
+    """A camera at x = -3 looking along +x: a slab at x = 0.1 stands at depth 3.1 (never placed
+    behind it, by at most one probe sample in front); in an unbounded scene a wall far past the
+    box (x = 5) is found too; without content every pixel reads inf."""
+    c2w = torch.from_numpy(look_at([-3, 0, 0], [0, 0, 0]))
+    lens = torch.tensor([8.0, 8.0, 2.0, 2.0])  # 4 x 4 pixels, 28 degrees wide: every ray crosses the box
+    config = NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=128)
+    slab = render.surface_depth(_SlabField(config, inside=300.0, outside=0.0, half=0.03), OccupancyGrid(16),
+                                c2w, lens, 4, 4)
+    assert slab.shape == (4, 4) and ((slab >= 3.1 - 0.03) & (slab <= 3.1 + 0.03 + 2 / 96 * 2)).all()
+
+    class Wall(_SlabField):
+        def density(self, x):
+            return torch.where(x[:, 0] > 5.0, 300.0, 0.0)
+
+    unbounded = NerfConfig(levels=4, log2_table=12, max_res=64, samples_per_ray=128, contract=True)
+    wall = render.surface_depth(Wall(unbounded, 0, 0, 0), OccupancyGrid(16, contracted=True), c2w, lens, 4, 4)
+    # Far samples are log-spaced (32 of the 128): the sample past the wall, then its bin's far edge.
+    step = (render.CONTRACTED_FAR / render.CONTRACTED_NEAR) ** (1 / 32)
+    assert ((wall > 8.0) & (wall < 8.0 * step ** 2)).all()
+    empty = render.surface_depth(_SlabField(config, inside=0.0, outside=0.0, half=0.03), OccupancyGrid(16),
+                                 c2w, lens, 4, 4)
+    assert torch.isinf(empty).all()
+
+
+def test_an_occluder_hides_faces_behind_it_and_not_those_before_it():
+    """The field's surface at depth 3.9 hides a plane at depth 4 from a camera at z = 4 (the
+    mesh itself has nothing in front of it), and does not hide it at depth 4.5."""
+    import trimesh
+
+    plane = trimesh.creation.box(extents=(1, 1, 0.001)).subdivide().subdivide()
+    top = plane.face_normals[:, 2] > 0.9
+    c2w, lens = look_at([0, 0, 4]), np.array([100.0, 100.0, 32, 32])
+    seen = visible_faces(plane.triangles_center, plane.face_normals, c2w, lens, 64, 64, tolerance=0.05)[0]
+    hidden = visible_faces(plane.triangles_center, plane.face_normals, c2w, lens, 64, 64, tolerance=0.05,
+                           occluder=np.full((64, 64), 3.9))[0]
+    behind = visible_faces(plane.triangles_center, plane.face_normals, c2w, lens, 64, 64, tolerance=0.05,
+                           occluder=np.full((64, 64), 4.5))[0]
+    assert seen[top].all() and not hidden.any() and behind[top].all()
+
+
+def test_culling_removes_what_the_field_hides_past_the_mesh_s_own_surfaces():
+    """A blob under a floor that the mesh holds only in part (the rest lies past the box): seen
+    through the gap by the mesh's own z-buffer, it is hidden by the field's floor."""
+    import trimesh
+
+    from external_worker.geometry.camera import Cameras
+    from external_worker.mesh.extract import cull_unseen
+
+    floor = trimesh.creation.box(extents=(0.6, 2, 0.01))
+    floor.apply_translation([-0.7, 0, 0])  # covers x < -0.4 only
+    blob = trimesh.creation.icosphere(subdivisions=3, radius=0.1)
+    blob.apply_translation([0.5, 0, -0.5])  # under where the floor runs on, past the mesh
+    for _ in range(4):
+        floor = floor.subdivide()
+    mesh = trimesh.util.concatenate([floor, blob])
+    cameras = Cameras(np.stack([look_at([0.5, 0.1, 3], [0.5, 0.1, 0])]), np.array([[40.0, 40.0, 16, 16]]), 32, 32)
+    def parts(culled: trimesh.Trimesh) -> tuple[int, int]:  # faces of the floor, of the blob
+        low = culled.triangles_center[:, 2] < -0.2
+        return int((~low).sum()), int(low.sum())
+
+    floor_seen, blob_seen = parts(cull_unseen(mesh.copy(), cameras, voxel=0.01))
+    assert floor_seen > 0 and blob_seen > 0  # through the gap, past the mesh's floor
+    floor_depth = [np.full((32, 32), 3.0)]  # the field's floor at z = 0 runs under the whole view
+    assert parts(cull_unseen(mesh.copy(), cameras, voxel=0.01, occluders=floor_depth)) == (floor_seen, 0)

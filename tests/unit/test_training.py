@@ -68,3 +68,23 @@ def test_decay_checkpoints_cancel_and_resume(tmp_path):
     reporter = Recorder()
     training, step = run(ws, Schedule(), reporter, lrs)
     assert step == 10 and reporter.events == [] and training.loss != training.loss
+
+
+def test_a_step_draws_as_many_rays_as_its_sample_budget_allows_within_bounds():
+    """Rays that hold many samples (a hazy floor in every view) get fewer rays; rays that hold
+    few (an object on a transparent background) keep the most; never under a quarter of them."""
+    from external_worker.config import TrainConfig
+    from external_worker.nerf.train import RayBatch
+
+    batch = RayBatch(TrainConfig(rays_per_batch=4096, samples_per_batch=24576))
+    assert batch.rays == 4096
+    for _ in range(60):
+        batch.count(evaluated=batch.rays * 12)  # 12 samples a ray
+    assert batch.rays == 2048
+    for _ in range(60):
+        batch.count(evaluated=batch.rays * 100)
+    assert batch.rays == 1024  # the floor: rays_per_batch / 4
+    for _ in range(100):
+        batch.count(evaluated=batch.rays * 2)
+    assert batch.rays == 4096
+    assert 1024 < batch.mean_rays() < 4096

@@ -58,3 +58,14 @@ def test_a_selection_keeps_its_base_and_takes_nothing_of_its_support(grounded):
     by_name = {names[i]: value for i, value in per_object.items()}
     assert share > 0.02 and {"cube", "cone", "sphere"} <= set(by_name), by_name
     assert contact > 0.6 and min(by_name["cube"], by_name["cone"]) > 0.5, by_name
+
+
+def test_the_feature_field_gives_the_box_its_full_resolution_in_an_unbounded_scene(grounded):
+    """Contraction squeezes the box into half of the grid: the grid's finest level doubles, so
+    objects and their contacts keep the detail the settings name."""
+    from external_worker.config import FeatureConfig
+    from external_worker.workspace import Files
+
+    ws, scene, _, _, _ = grounded
+    stored = ws.load_torch(Files.features("labels"))["config"]
+    assert stored["contract"] and stored["max_res"] == 2 * FeatureConfig().max_res
