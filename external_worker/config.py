@@ -41,11 +41,11 @@ class TrainConfig:
     steps: int = DEFAULT_NERF_STEPS
     rays_per_batch: int = 4096    # at most; fewer while the rays hold more than samples_per_batch
     # Full-pass samples a step aims at (instant-NGP's and nerfacc's dynamic batch): a step draws
-    # as many rays as the samples per ray of the steps before allow. An object on a transparent
-    # background spends a few samples on a quarter of its rays and keeps every ray; a floor in
-    # every view, still hazy in early training, fills each ray with samples: fewer rays then
-    # teach as much content at a fraction of the cost.
-    samples_per_batch: int = 24576
+    # as many rays as the samples per ray of the steps before allow, never under a quarter of
+    # rays_per_batch. The GPU presets set it. On a CPU it is left above what 4096 rays can hold
+    # (48 each): a grounded scene trained 1.8x faster with 24576 at the same 2000-step quality,
+    # but a 250-step run lost its contacts (contact IoU 0.62 -> 0.44), so it stays opt-in there.
+    samples_per_batch: int = 1 << 18
     lr: float = 1e-2
     lr_final: float = 1e-3       # exponential decay from lr to lr_final, as SAN trains its NeRF
     grid_warmup: int = 32        # steps before the occupancy grid starts skipping space
@@ -136,8 +136,8 @@ FLAT_SETTINGS = {
 # 2 cores. Settings given explicitly win over the preset's.
 PRESETS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "preview": {"nerf_steps": 600, "rays_per_batch": 2048, "samples_per_batch": 12288, "hash_table_log2": 16,
-                    "finest_resolution": 256, "mesh_resolution": 128, "feature_steps": 200},
+        "preview": {"nerf_steps": 600, "rays_per_batch": 2048, "hash_table_log2": 16, "finest_resolution": 256,
+                    "mesh_resolution": 128, "feature_steps": 200},
         "standard": {},
         "high": {"nerf_steps": 6000, "hash_table_log2": 19, "finest_resolution": 1024, "mesh_resolution": 384,
                  "feature_steps": 1500},

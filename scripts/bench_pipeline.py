@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=60)
     parser.add_argument("--preset", choices=PRESETS, help="quality preset (default: standard, for this device)")
     parser.add_argument("--steps", type=int, default=None, help="NeRF steps")
+    parser.add_argument("--samples", type=int, default=None, help="full-pass samples a NeRF step aims at")
     parser.add_argument("--feature-steps", type=int, default=None)
     parser.add_argument("--mesh-resolution", type=int, default=None)
     parser.add_argument("--profile", action="store_true", help="also print where a NeRF training step's time goes")
@@ -58,7 +59,7 @@ def main() -> None:
     scene_dir = clock.run("render scene (Cycles)", generated_scene, args.scene or tmp / "scene", *options)
     ws = Workspace(args.workspace or tmp / "workspace")
     settings = train_settings(steps=args.steps, feature_steps=args.feature_steps, mesh_resolution=args.mesh_resolution,
-                              preset=args.preset)
+                              preset=args.preset, samples=args.samples)
     print(describe(settings))
     clock.run("import", pipeline.import_dataset, scene_dir, ws)
     scene, nerf, mesh = train_labels(ws, settings, clock)

@@ -85,10 +85,11 @@ def generated_scene(out: Path, *options: str) -> Path:
 
 
 def train_settings(steps: int | None = None, rays: int | None = None, feature_steps: int | None = None,
-                   mesh_resolution: int | None = None, preset: str | None = None) -> TrainSettings:
+                   mesh_resolution: int | None = None, preset: str | None = None,
+                   samples: int | None = None) -> TrainSettings:
     """The pipeline's settings: the preset's (default: standard) for this device, with each figure
     that is given (not None or 0) in its place."""
-    return from_flat(nerf_steps=steps, rays_per_batch=rays, feature_steps=feature_steps,
+    return from_flat(nerf_steps=steps, rays_per_batch=rays, samples_per_batch=samples, feature_steps=feature_steps,
                      mesh_resolution=mesh_resolution, preset=preset)
 
 
