@@ -1,4 +1,5 @@
-"""Per-scene state at `Scene.dff`: paths, training settings, progress, the latest query."""
+"""Per-scene state at `Scene.dff`: paths, training settings, the training curve, the latest query.
+A running job's progress is runtime state (`jobs`), which undo must not touch."""
 
 from __future__ import annotations
 
@@ -109,6 +110,10 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         items=_BOUNDS_ITEMS,
         default=_IMPORT["bounds"].default,
     )
+    set_render_size: BoolProperty(
+        name="Set Render Size", default=True,
+        description="Make the scene's render resolution the photos' on import (needed to look "
+                    "through the imported cameras at the photos' framing)")
     capture_path: StringProperty(
         name="Capture Folder",
         description="Empty folder the captured views are rendered into; empty for dff_capture "
@@ -191,16 +196,13 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         default=str(_BAKE["size"].default),
     )
 
-    running: BoolProperty(name="Running", description="Training is in progress")
-    stage: StringProperty(name="Stage")
-    step: IntProperty(name="Step", min=0)
-    total: IntProperty(name="Total", min=0)
-    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype='FACTOR')
-    loss: FloatProperty(name="Loss")
-    psnr: FloatProperty(name="PSNR", description="Peak signal-to-noise ratio, dB")
-    eta: FloatProperty(name="ETA", description="Seconds left in this stage; negative if unknown",
-                       default=-1.0)
     training_curve: CollectionProperty(type=DFFCurvePoint, name="Training Curve")
+    # The scene's own data, by pointer: another scene's import, training or bake leaves it alone
+    # (Blender suffixes the names of a second scene's copies).
+    cameras: PointerProperty(name="Cameras", type=bpy.types.Collection,
+                             description="The collection holding this scene's imported cameras")
+    preview_image: PointerProperty(name="Training Preview", type=bpy.types.Image)
+    curve_image: PointerProperty(name="Training Curve", type=bpy.types.Image)
     message: StringProperty(name="Message", description="Outcome of the latest request")
     error_code: StringProperty(name="Error Code")
     error: StringProperty(name="Error")
@@ -247,31 +249,8 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
         print(f"DFF error [{self.error_code}]: {self.error} {self.error_hint}".rstrip())
         messages.report('ERROR', f"{wire_api.error_title(self.error_code)}: {self.error}")
 
-    def start_progress(self) -> None:
-        self.running = True
-        self.stage, self.step, self.total = "", 0, 0
-        self.progress, self.loss, self.psnr, self.eta = 0.0, 0.0, 0.0, -1.0
-
-    def update_progress(self, event: dict) -> None:
-        """Apply one progress event {stage, step, total, metrics, eta, message}."""
-        self.stage = str(event.get("stage") or "")
-        self.step = int(event.get("step") or 0)
-        self.total = int(event.get("total") or 0)
-        self.progress = min(self.step / self.total, 1.0) if self.total else 0.0
-        metrics = event.get("metrics") or {}
-        if "loss" in metrics:
-            self.loss = float(metrics["loss"])
-        if "psnr" in metrics:
-            self.psnr = float(metrics["psnr"])
-            if self.stage == "nerf":
-                self._record_curve(self.step, self.psnr)
-        eta = event.get("eta")
-        self.eta = float(eta) if eta is not None else -1.0
-        if event.get("message"):
-            self.message = str(event["message"])
-
-
-    def _record_curve(self, step: int, psnr: float) -> None:
+    def record_curve(self, step: int, psnr: float) -> None:
+        """Add a point to the training curve (kept in the file: the curve outlives the job)."""
         curve = self.training_curve
         if len(curve) and step <= curve[-1].step:
             curve.clear()  # training started over; a resumed run goes on from the last step

@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import blender_dff
+from blender_dff import jobs
 from benchlib import generated_scene
 from blender_dff.worker import session as worker_session
 
@@ -34,8 +35,9 @@ def wait_for(props, what: str, done) -> None:
     bar = tqdm(desc=what, total=1.0, bar_format="{desc}: {percentage:3.0f}% {postfix}")
     while not done():
         worker_session.pump()
-        bar.n = props.progress
-        bar.set_postfix_str(f"{props.stage} {props.step}/{props.total} psnr={props.psnr:.1f}" if props.running else "")
+        job = jobs.of(bpy.context.scene)
+        bar.n = job.fraction if job else bar.n
+        bar.set_postfix_str(f"{job.title()} {job.details()}" if job else "")
         time.sleep(0.1)
     bar.close()
     if props.error:
@@ -94,7 +96,7 @@ def main() -> None:
         props.custom_settings = True
         props.nerf_steps, props.feature_steps, props.mesh_resolution = steps
         bpy.ops.dff.train()
-        wait_for(props, "train", lambda: not props.running)
+        wait_for(props, "train", lambda: not jobs.running(bpy.context.scene))
         props.query_text = args.object
         bpy.ops.dff.select_text()
         wait_for(props, "select", lambda: props.active_query == args.object or props.error)

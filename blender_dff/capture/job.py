@@ -32,6 +32,7 @@ class CaptureJob:
     rendered: int = 0
     reported: int = 0
     error: str = ""
+    cancelled: bool = False
     _log: list[str] = field(default_factory=list)
 
     def _read(self) -> None:
@@ -47,7 +48,10 @@ class CaptureJob:
         code = self.process.poll()
         if code is None:
             return False
-        if code != 0 or not (self.out / "transforms_train.json").is_file():
+        if self.cancelled:
+            self.error = (f"the capture was cancelled after {self.rendered} of {self.total} views; "
+                          f"'{self.out}' holds them: choose an empty folder to capture again")
+        elif code != 0 or not (self.out / "transforms_train.json").is_file():
             tail = "\n".join(line for line in self._log if line.strip())[-2000:]
             self.error = f"rendering the capture failed (exit code {code}): {tail}"
         return True
@@ -100,6 +104,14 @@ def pump() -> int:
         _cleanup(job)
         job.on_done(job)
     return len(_JOBS)
+
+
+def cancel(job: CaptureJob) -> None:
+    """Stop one capture: its render ends, and its end is reported by the next `pump()` as an
+    error saying it was cancelled."""
+    if job in _JOBS:
+        job.cancelled = True
+        job.process.kill()
 
 
 def cancel_all() -> None:

@@ -10,11 +10,11 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from ..scene.cameras import IMPORTED_TAG
 from .render import GOLDEN_ANGLE, looking_at, orbit
 
 ORBIT_FOV = math.radians(40.0)
 BOX_PADDING = 0.1  # fraction of the box size added on each side
-SKIPPED_COLLECTIONS = ("DFF Cameras",)  # the imported cameras and point cloud are not scene content
 
 
 def _content(context: bpy.types.Context) -> list[bpy.types.Object]:
@@ -22,7 +22,7 @@ def _content(context: bpy.types.Context) -> list[bpy.types.Object]:
     imported cameras and points excluded)."""
     def eligible(obj: bpy.types.Object) -> bool:
         return (obj.type == 'MESH' and obj.visible_get()
-                and not any(c.name in SKIPPED_COLLECTIONS for c in obj.users_collection))
+                and not obj.get(IMPORTED_TAG))  # the imported cameras and points are not content
 
     selected = [obj for obj in context.selected_objects if eligible(obj)]
     return selected or [obj for obj in context.scene.objects if eligible(obj)]
@@ -69,7 +69,7 @@ def plan_capture(context: bpy.types.Context, out: Path, source: str, views: int,
         fov = ORBIT_FOV
     else:
         cameras = sorted((obj for obj in context.scene.objects if obj.type == 'CAMERA'
-                          and not any(c.name in SKIPPED_COLLECTIONS for c in obj.users_collection)),
+                          and not obj.get(IMPORTED_TAG)),
                          key=lambda obj: obj.name)
         if len(cameras) < 2:
             raise ValueError(f"the scene has {len(cameras)} camera(s); a capture needs several views: "

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import bpy
 
-from .. import folders
+from .. import folders, jobs
 from ..scene import images, selection
 from ..worker import session as worker_session, state as worker_state
 from ..worker.client import Reply
@@ -40,20 +40,20 @@ def scene_context(scene: bpy.types.Scene) -> Iterator[bpy.types.Context]:
         yield bpy.context
 
 
-def reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_training: bool = False,
+def reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_job: bool = False,
                   notices: Collection[str] = ()) -> Callable[[Reply], None]:
-    """The on_done callback of a request: apply the reply to `scene` or show its error.
-    Errors whose code is in `notices` are outcomes rather than failures (a click beside
-    the mesh): they show as a plain message."""
+    """The on_done callback of a request: apply the reply to `scene` or show its error, and
+    with `ends_job` end the scene's job. Errors whose code is in `notices` are outcomes rather
+    than failures (a click beside the mesh): they show as a plain message."""
     uid = scene.session_uid
 
     def on_done(reply: Reply) -> None:
+        if ends_job:
+            jobs.finish(uid)
         target = find_scene(uid)
         if target is None:  # the scene was deleted, or another file was loaded
             return
         props = target.dff
-        if ends_training:
-            props.running = False
         if not reply.ok:
             error = reply.error or {"code": "internal", "message": "request failed"}
             if error.get("code") in notices:
@@ -78,24 +78,39 @@ def reply_handler(scene: bpy.types.Scene, apply: Apply, *, ends_training: bool =
     return on_done
 
 
-def progress_handler(scene: bpy.types.Scene) -> Callable[[dict], None]:
-    """The on_progress callback of a training or bake request: the panel's progress, the
+def progress_handler(scene: bpy.types.Scene, job: jobs.Job) -> Callable[[dict], None]:
+    """The on_progress callback of a training or bake request: the job's progress, the
     preview image and the training curve of `scene`."""
     uid = scene.session_uid
 
     def on_progress(event: dict) -> None:
+        job.update(event)
         target = find_scene(uid)
         if target is not None:
-            target.dff.update_progress(event)
             preview = (event.get("arrays") or {}).get("preview")
             if preview is not None:
-                images.show_training_preview(preview)
-            if target.dff.stage == "nerf":
-                curve = target.dff.training_curve
-                images.show_training_curve([p.step for p in curve], [p.psnr for p in curve])
-            tag_redraw()
+                images.show_training_preview(target.dff, preview)
+            if job.stage == "nerf" and "psnr" in (event.get("metrics") or {}):
+                target.dff.record_curve(job.step, job.psnr)
+                images.show_training_curve(target.dff)
+        tag_redraw()
 
     return on_progress
+
+
+def submit_job(context: bpy.types.Context, kind: str, method: str, params: dict, apply: Apply) -> jobs.Job:
+    """Send a long request (training, a bake) as the scene's job: its progress shows in the panel
+    and the status bar until its reply, and Cancel stops it."""
+    scene = context.scene
+    if jobs.running(scene):
+        raise ValueError(f"{jobs.of(scene).kind} is running: wait for it to finish or cancel it")
+    session = worker_session.session()
+    job = jobs.Job(kind, cancel=lambda: None)
+    request_id = session.submit(context, method, params, on_done=reply_handler(scene, apply, ends_job=True),
+                                on_progress=progress_handler(scene, job))
+    job.cancel = lambda: session.cancel(request_id)
+    jobs.add(scene, job)
+    return job
 
 
 def tag_redraw() -> None:
@@ -147,7 +162,7 @@ class NotWhileTraining:
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if context.scene.dff.running:
-            cls.poll_message_set("Training is running: wait for it to finish or cancel it")
+        if jobs.running(context.scene):
+            cls.poll_message_set(f"{jobs.of(context.scene).kind} is running: wait for it to finish or cancel it")
             return False
         return worker_poll(cls, context)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import bpy
 
-from .. import folders
+from .. import folders, jobs
 from ..capture import job as capture_job, plan as capture_plan
 from ..preferences import worker_settings
 from ..scene import cameras, mesh_import
@@ -21,8 +21,8 @@ class DFF_OT_import_dataset(NotWhileTraining, WorkerOperator, bpy.types.Operator
     """Read the dataset's cameras and labels and create its cameras in the scene"""
 
     bl_idname = "dff.import_dataset"
-    bl_label = "Import Dataset"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_label = "Import DFF Dataset"
+    bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
 
     def send(self, context: bpy.types.Context) -> set[str]:
         submit_import(context)
@@ -43,11 +43,10 @@ def submit_import(context: bpy.types.Context) -> None:
 
 
 class DFF_OT_capture_scene(NotWhileTraining, bpy.types.Operator):
-    """Render the open scene from many views with Cycles (in the background) into a dataset folder,
-    then import it"""
+    """Render the open scene from many views with Cycles, in the background, into a dataset folder, then import it"""
 
     bl_idname = "dff.capture_scene"
-    bl_label = "Capture Scene"
+    bl_label = "Capture Scene for DFF"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
@@ -63,15 +62,15 @@ class DFF_OT_capture_scene(NotWhileTraining, bpy.types.Operator):
             self.report({'ERROR'}, str(exc))
             return {'CANCELLED'}
         uid = context.scene.session_uid
+        progress = jobs.Job("Capture", cancel=lambda: None)
 
         def on_progress(job: capture_job.CaptureJob) -> None:
-            target = find_scene(uid)
-            if target is not None:
-                target.dff.update_progress({"stage": "capture", "step": job.rendered, "total": job.total,
-                                            "message": f"rendered {job.rendered}/{job.total} views"})
-                tag_redraw()
+            progress.update({"stage": "capture", "step": job.rendered, "total": job.total,
+                             "message": f"rendered {job.rendered}/{job.total} views"})
+            tag_redraw()
 
         def on_done(job: capture_job.CaptureJob) -> None:
+            jobs.finish(uid)
             target = find_scene(uid)
             if target is None:
                 return
@@ -88,7 +87,10 @@ class DFF_OT_capture_scene(NotWhileTraining, bpy.types.Operator):
                     props.show_error({"code": "import_failed", "message": str(exc)})
             tag_redraw()
 
-        capture_job.start_capture(context, plan, on_done, on_progress)
+        render = capture_job.start_capture(context, plan, on_done, on_progress)
+        progress.cancel = lambda: capture_job.cancel(render)
+        progress.update({"stage": "capture", "step": 0, "total": render.total})
+        jobs.add(context.scene, progress)
         props.show_message(f"Capturing {sum(len(v) for v in plan['views'].values())} views into '{out}'...")
         return {'FINISHED'}
 
@@ -97,8 +99,8 @@ class DFF_OT_load_mesh(WorkerOperator, bpy.types.Operator):
     """Bring in the mesh of an already trained workspace"""
 
     bl_idname = "dff.load_mesh"
-    bl_label = "Load Mesh"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_label = "Load DFF Mesh"
+    bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
 
     def send(self, context: bpy.types.Context) -> set[str]:
         worker_session.session().submit(

@@ -23,8 +23,8 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
     """Select the faces of the DFF mesh that match the text query"""
 
     bl_idname = "dff.select_text"
-    bl_label = "Select"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_label = "Select by Text"
+    bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
 
     text: StringProperty(
         name="Text", description="Query to run instead of the panel's (e.g. a label)",
@@ -135,7 +135,7 @@ class DFF_OT_separate(bpy.types.Operator):
     """Move the selected faces of the DFF mesh into a new object named after the query"""
 
     bl_idname = "dff.separate"
-    bl_label = "Separate"
+    bl_label = "Separate DFF Selection"
     bl_options = {'REGISTER', 'UNDO'}
 
     def execute(self, context: bpy.types.Context) -> set[str]:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import bpy
 
-from .. import folders
+from .. import folders, jobs
 from ..preferences import worker_settings
 from ..scene import mesh_import, selection, texture
 from ..wire import api
-from ..worker import session as worker_session
 from ..worker.client import Reply
-from .base import NotWhileTraining, WorkerOperator, progress_handler, reply_handler, workspace
+from .base import NotWhileTraining, WorkerOperator, submit_job, workspace
+
+# The asynchronous operators carry no UNDO flag: they change nothing when they return, and
+# the reply that changes the file pushes its own undo step (`base.reply_handler`).
 
 
 class DFF_OT_train(NotWhileTraining, WorkerOperator, bpy.types.Operator):
-    """Train the radiance field, extract the mesh and distil the feature field (resumes
-    from the workspace's checkpoints)"""
+    """Train the radiance field, extract the mesh and distil the feature field (resumes from the workspace)"""
 
     bl_idname = "dff.train"
-    bl_label = "Train"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_label = "Train DFF"
+    bl_options = {'REGISTER'}
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
@@ -40,11 +41,7 @@ class DFF_OT_train(NotWhileTraining, WorkerOperator, bpy.types.Operator):
             pretrained = props.clip_pretrained.strip()
             is_file = pretrained.startswith("//") or any(sep in pretrained for sep in "/\\")
             params["clip_pretrained"] = folders.worker_file(pretrained, remote) if is_file else pretrained
-        worker_session.session().submit(
-            context, api.TRAIN.name, api.TRAIN.request(**params),
-            on_done=reply_handler(context.scene, _apply_training, ends_training=True),
-            on_progress=progress_handler(context.scene))
-        props.start_progress()
+        submit_job(context, "Training", api.TRAIN.name, api.TRAIN.request(**params), _apply_training)
         props.show_message("Training started")
         return {'FINISHED'}
 
@@ -56,41 +53,40 @@ def _apply_training(context: bpy.types.Context, reply: Reply) -> str:
 
 
 class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
-    """UV-unwrap the DFF mesh and bake the radiance field's colour into an image texture that
-    Blender renders and Texture Paint edits (also on parts separated from the mesh)"""
+    """UV-unwrap the DFF mesh and its separated parts and bake the radiance field's colour into an image texture"""
 
     bl_idname = "dff.bake_texture"
-    bl_label = "Bake Texture"
-    bl_options = {'REGISTER', 'UNDO'}
+    bl_label = "Bake DFF Texture"
+    bl_options = {'REGISTER'}
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
         selection.check_dff_mesh(props.mesh_object)
-        worker_session.session().submit(
-            context, api.BAKE.name, api.BAKE.request(workspace=workspace(context), size=int(props.texture_size)),
-            on_done=reply_handler(context.scene, texture.apply_bake, ends_training=True),
-            on_progress=progress_handler(context.scene))
-        props.start_progress()
+        submit_job(context, "Texture bake", api.BAKE.name,
+                   api.BAKE.request(workspace=workspace(context), size=int(props.texture_size)), texture.apply_bake)
         props.show_message(f"Baking a {props.texture_size} texture...")
         return {'FINISHED'}
 
 
 class DFF_OT_cancel(bpy.types.Operator):
-    """Stop training (the workspace keeps the last checkpoint, so Train resumes from it) or a bake"""
+    """Stop the scene's training, bake or capture (training keeps its last checkpoint: Train resumes)"""
 
     bl_idname = "dff.cancel"
-    bl_label = "Cancel"
+    bl_label = "Cancel DFF Job"
     bl_options = {'REGISTER'}
 
+    scene: bpy.props.StringProperty(name="Scene", description="Scene whose job to stop; empty for the current one",
+                                    options={'SKIP_SAVE'})
+
     def execute(self, context: bpy.types.Context) -> set[str]:
-        session = worker_session.session()
-        request_id = session.find(context.scene, api.TRAIN.name) or session.find(context.scene, api.BAKE.name)
-        if request_id is None:
-            context.scene.dff.running = False  # a stale flag, e.g. from a crashed worker
-            self.report({'WARNING'}, "No training is running")
+        scene = bpy.data.scenes.get(self.scene) if self.scene else context.scene
+        job = jobs.of(scene) if scene is not None else None
+        if job is None:
+            self.report({'WARNING'}, "No DFF job is running")
             return {'CANCELLED'}
-        session.cancel(request_id)
-        context.scene.dff.show_message("Cancelling...")
+        job.cancel()
+        job.cancelling = True
+        scene.dff.show_message("Cancelling...")
         return {'FINISHED'}
 
 

@@ -1,5 +1,8 @@
-"""The dataset's cameras as Blender camera objects in the "DFF Cameras" collection, each with its
-photo as background, and the sparse point cloud when the format has one (COLMAP)."""
+"""The dataset's cameras as Blender camera objects in the scene's "DFF Cameras" collection, each
+with its photo as background, and the sparse point cloud when the format has one (COLMAP).
+
+Each scene has its own collection (`Scene.dff.cameras`), and a new import removes only the
+objects an import made (tagged IMPORTED_TAG): what the user put in the collection stays."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from ..worker.client import Reply
 
 COLLECTION_NAME = "DFF Cameras"
 POINTS_NAME = "DFF Points"
+IMPORTED_TAG = "dff_imported"  # custom property of the cameras and points an import made
 POINT_COLOR_ATTR = "Color"
 SENSOR_WIDTH = 36.0  # mm; any width works, the lens is expressed relative to it
 PHOTO_ALPHA = 0.8  # camera background opacity: the photo shows, the model in front still reads
@@ -33,13 +37,13 @@ def camera_parameters(fx: float, cx: float, cy: float, width: int, height: int) 
 
 
 def _empty_collection(scene: bpy.types.Scene) -> bpy.types.Collection:
-    """The cameras collection, linked to `scene` and emptied of earlier cameras."""
-    collection = bpy.data.collections.get(COLLECTION_NAME)
+    """The scene's cameras collection, linked to `scene` and emptied of the earlier import."""
+    collection = scene.dff.cameras
     if collection is None:
-        collection = bpy.data.collections.new(COLLECTION_NAME)
-    if scene.collection.children.get(collection.name) is None:
+        collection = scene.dff.cameras = bpy.data.collections.new(COLLECTION_NAME)
+    if collection not in scene.collection.children_recursive:
         scene.collection.children.link(collection)
-    for obj in list(collection.objects):
+    for obj in [obj for obj in collection.objects if obj.get(IMPORTED_TAG)]:
         data = obj.data
         bpy.data.objects.remove(obj)
         if isinstance(data, bpy.types.Camera) and data.users == 0:
@@ -72,6 +76,7 @@ def _point_cloud(points: np.ndarray, colors: np.ndarray, radius: float) -> bpy.t
     mesh.color_attributes.new(POINT_COLOR_ATTR, 'BYTE_COLOR', 'POINT').data.foreach_set("color_srgb", rgba.ravel())
     mesh.update()
     obj = bpy.data.objects.new(POINTS_NAME, mesh)
+    obj[IMPORTED_TAG] = True
     group = bpy.data.node_groups.new(POINTS_NAME, 'GeometryNodeTree')
     group.interface.new_socket("Geometry", in_out='INPUT', socket_type='NodeSocketGeometry')
     group.interface.new_socket("Geometry", in_out='OUTPUT', socket_type='NodeSocketGeometry')
@@ -86,7 +91,8 @@ def _point_cloud(points: np.ndarray, colors: np.ndarray, radius: float) -> bpy.t
 
 def apply_import(context: bpy.types.Context, reply: Reply) -> str:
     """Create one camera per image of an `import_dataset` reply, set the render size to the
-    images' and keep the label names for the UI. Returns a summary for the user."""
+    images' (if the scene's Set Render Size says so) and keep the label names for the UI.
+    Returns a summary for the user."""
     result, arrays = reply.result, reply.arrays
     width, height = int(result.get("width", 0)), int(result.get("height", 0))
     if width <= 0 or height <= 0:
@@ -120,6 +126,7 @@ def apply_import(context: bpy.types.Context, reply: Reply) -> str:
         if root:
             _show_photo(camera, os.path.join(root, name))
         obj = bpy.data.objects.new(name, camera)
+        obj[IMPORTED_TAG] = True
         obj.matrix_world = Matrix(pose.tolist())
         collection.objects.link(obj)
     if n_images and scene.camera is None:
@@ -127,9 +134,10 @@ def apply_import(context: bpy.types.Context, reply: Reply) -> str:
     if points is not None and len(points):
         collection.objects.link(_point_cloud(np.asarray(points), np.asarray(colors), 0.002 * max(extent, 1e-3)))
 
-    scene.render.resolution_x, scene.render.resolution_y = width, height
-    scene.render.resolution_percentage = 100
     props = scene.dff
+    if props.set_render_size:
+        scene.render.resolution_x, scene.render.resolution_y = width, height
+        scene.render.resolution_percentage = 100
     props.n_images = n_images
     props.labels.clear()
     for label in (result.get("labels") or {}).values():  # in the worker's order

@@ -15,14 +15,14 @@ CURVE_SIZE = (256, 128)  # width, height in pixels
 CURVE_BACKGROUND, CURVE_GRID, CURVE_LINE = (32, 32, 32), (64, 64, 64), (255, 170, 40)
 
 
-def write_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
-    """Put the pixels into the image `name`, made (or remade at the new size) as needed."""
+def write_image(image: bpy.types.Image | None, name: str, rgb: np.ndarray) -> bpy.types.Image:
+    """Put the pixels into `image`, or into a new image called `name` (Blender adds a suffix
+    when the name is taken) when there is none yet; resized as needed."""
     height, width = rgb.shape[:2]
-    image = bpy.data.images.get(name)
-    if image is None or tuple(image.size) != (width, height):
-        if image is not None:
-            bpy.data.images.remove(image)
+    if image is None:
         image = bpy.data.images.new(name, width, height, alpha=False)
+    elif tuple(image.size) != (width, height):
+        image.scale(width, height)
     rgba = np.ones((height * width, 4), np.float32)
     rgba[:, :3] = rgb[::-1].reshape(-1, 3) / 255.0  # Blender stores the bottom row first
     image.pixels.foreach_set(rgba.ravel())
@@ -55,27 +55,45 @@ def plot_curve(x: np.ndarray, y: np.ndarray, width: int, height: int) -> np.ndar
     return image
 
 
-def show_with_icon(name: str, rgb: np.ndarray) -> bpy.types.Image:
-    """Write the image and its preview icon, which a panel draws with `template_icon` (Blender
-    only makes icons from files on its own)."""
-    image = write_image(name, rgb)
+def _update_icon(image: bpy.types.Image) -> None:
     preview = image.preview_ensure()
     preview.image_size = image.size
     preview.image_pixels_float.foreach_set(image.pixels[:])
+
+
+def show_with_icon(image: bpy.types.Image | None, name: str, rgb: np.ndarray) -> bpy.types.Image:
+    """Write the image and its preview icon, which a panel draws with `template_icon` (Blender
+    only makes icons from files on its own). Packed, so it is still there when the file is
+    opened again."""
+    image = write_image(image, name, rgb)
+    image.pack()
+    _update_icon(image)
     return image
 
 
-def show_training_curve(steps: np.ndarray, psnr: np.ndarray) -> bpy.types.Image | None:
-    """The training PSNR over the steps so far -> the image the Train panel shows (also open in any
-    Image Editor as "DFF Training Curve"); None until there are two points."""
-    if len(steps) < 2:
+def restore_icons(props: bpy.types.PropertyGroup) -> None:
+    """Remake the icons of a scene's pictures after the file was opened (icons are not saved)."""
+    for image in (props.preview_image, props.curve_image):
+        if image is not None and image.has_data:
+            _update_icon(image)
+
+
+def show_training_curve(props: bpy.types.PropertyGroup) -> bpy.types.Image | None:
+    """The scene's training PSNR over the steps so far -> the scene's curve image, which the Train
+    panel shows (also open in any Image Editor as "DFF Training Curve"); None until there are
+    two points."""
+    curve = props.training_curve
+    if len(curve) < 2:
         return None
-    return show_with_icon(CURVE_IMAGE, plot_curve(np.asarray(steps, float), np.asarray(psnr, float), *CURVE_SIZE))
+    steps, psnr = np.array([p.step for p in curve], float), np.array([p.psnr for p in curve], float)
+    props.curve_image = show_with_icon(props.curve_image, CURVE_IMAGE, plot_curve(steps, psnr, *CURVE_SIZE))
+    return props.curve_image
 
 
-def show_training_preview(rgb: np.ndarray) -> bpy.types.Image:
-    """The render of a training view beside its photo -> the image the Train panel shows (also
-    open in any Image Editor as "DFF Training Preview")."""
+def show_training_preview(props: bpy.types.PropertyGroup, rgb: np.ndarray) -> bpy.types.Image:
+    """The render of a training view beside its photo -> the scene's preview image, which the
+    Train panel shows (also open in any Image Editor as "DFF Training Preview")."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or min(rgb.shape[:2]) < 1:
         raise ValueError(f"a training preview must be an RGB uint8 image, got {rgb.shape} {rgb.dtype}")
-    return show_with_icon(PREVIEW_IMAGE, rgb)
+    props.preview_image = show_with_icon(props.preview_image, PREVIEW_IMAGE, rgb)
+    return props.preview_image

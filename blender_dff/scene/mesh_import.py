@@ -18,6 +18,7 @@ FACE_INDEX_ATTR = "dff_face_index"
 # Blender may hold fewer (degenerate faces dropped, parts separated).
 WORKER_FACES_PROP = "dff_worker_faces"
 MATERIAL_NAME = "DFF Vertex Colour"
+OWN_MATERIAL_TAG = "dff_material"
 
 
 def _checked(name: str, value: object, dtype: type, width: int) -> np.ndarray:
@@ -89,8 +90,10 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
 
 
 def node_material(name: str) -> bpy.types.Material:
-    """A new material with a node tree (Principled BSDF -> Material Output)."""
+    """A new material with a node tree (Principled BSDF -> Material Output), tagged as made here
+    (OWN_MATERIAL_TAG): a bake replaces only such materials."""
     material = bpy.data.materials.new(name)
+    material[OWN_MATERIAL_TAG] = True
     if material.node_tree is None:  # Blender 4.x; from 5.0 every material has its nodes
         material.use_nodes = True
     return material

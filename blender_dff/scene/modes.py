@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import bpy
 
 
@@ -32,3 +35,18 @@ def _mode_set(context: bpy.types.Context, obj: bpy.types.Object, mode: str) -> N
     # Reply handlers run from a timer, whose context has no active object of its own.
     with context.temp_override(active_object=obj, object=obj):
         bpy.ops.object.mode_set(mode=mode)
+
+
+@contextmanager
+def mesh_data_writable(context: bpy.types.Context, obj: bpy.types.Object) -> Iterator[None]:
+    """Write `obj`'s mesh data in bulk (edit mode keeps its own copy, which would overwrite the
+    write): an object in edit mode leaves it for the write and returns to it after. The user's
+    selection and active object are left as they are (a reply may land minutes later)."""
+    editing = obj.mode == 'EDIT'
+    if editing:
+        _mode_set(context, obj, 'OBJECT')
+    try:
+        yield
+    finally:
+        if editing:
+            _mode_set(context, obj, 'EDIT')

@@ -1,6 +1,8 @@
-"""A `bake` reply -> UV map "DFF UV", the packed image "DFF Texture" and a material that
+"""A `bake` reply -> UV map "DFF UV", a new packed image "DFF Texture" and a new material that
 renders it, on every DFF mesh of the worker's mesh (the main one and the parts separated from
-it). The image texture node is the active one, so Texture Paint edits the image right away."""
+it). The image texture node is the active one, so Texture Paint edits the image right away.
+Each bake has its own image and material: another mesh's painted texture is never overwritten,
+and on the targets only the materials the add-on made are replaced."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import numpy as np
 
 from ..worker.client import Reply
 from .images import write_image
-from .mesh_import import FACE_INDEX_ATTR, WORKER_FACES_PROP, node_material
-from .modes import set_mode
+from .mesh_import import FACE_INDEX_ATTR, OWN_MATERIAL_TAG, WORKER_FACES_PROP, node_material
+from .modes import mesh_data_writable
 
 UV_NAME = "DFF UV"
 IMAGE_NAME = "DFF Texture"
@@ -47,29 +49,37 @@ def _write_uv(mesh: bpy.types.Mesh, uv: np.ndarray) -> None:
 
 
 def _image(texture: np.ndarray) -> bpy.types.Image:
-    image = write_image(IMAGE_NAME, texture)
+    image = write_image(None, IMAGE_NAME, texture)
     image.pack()  # saved inside the .blend, so a painted texture travels with the file
     return image
 
 
 def _material(image: bpy.types.Image) -> bpy.types.Material:
-    material = bpy.data.materials.get(MATERIAL_NAME)
-    if material is None:
-        material = node_material(MATERIAL_NAME)
-        nodes, links = material.node_tree.nodes, material.node_tree.links
-        shader = nodes.get("Principled BSDF")
-        shader.inputs["Roughness"].default_value = 1.0  # the bake holds the lit colour: no highlights
-        uv_map = nodes.new("ShaderNodeUVMap")
-        uv_map.uv_map = UV_NAME
-        uv_map.location = (shader.location.x - 600, shader.location.y)
-        texture = nodes.new("ShaderNodeTexImage")
-        texture.location = (shader.location.x - 350, shader.location.y)
-        links.new(uv_map.outputs["UV"], texture.inputs["Vector"])
-        links.new(texture.outputs["Color"], shader.inputs["Base Color"])
-    texture = next(n for n in material.node_tree.nodes if n.type == 'TEX_IMAGE')
+    material = node_material(MATERIAL_NAME)
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    shader = nodes.get("Principled BSDF")
+    shader.inputs["Roughness"].default_value = 1.0  # the bake holds the lit colour: no highlights
+    uv_map = nodes.new("ShaderNodeUVMap")
+    uv_map.uv_map = UV_NAME
+    uv_map.location = (shader.location.x - 600, shader.location.y)
+    texture = nodes.new("ShaderNodeTexImage")
+    texture.location = (shader.location.x - 350, shader.location.y)
+    links.new(uv_map.outputs["UV"], texture.inputs["Vector"])
+    links.new(texture.outputs["Color"], shader.inputs["Base Color"])
     texture.image = image
-    material.node_tree.nodes.active = texture  # the image Texture Paint paints on
+    nodes.active = texture  # the image Texture Paint paints on
     return material
+
+
+def _replace_own_materials(mesh: bpy.types.Mesh, material: bpy.types.Material) -> None:
+    """`material` in every slot that is empty or holds a material the add-on made; a mesh
+    without slots gets one. The user's own materials keep their slots."""
+    slots = mesh.materials
+    own = [i for i, old in enumerate(slots) if old is None or old.get(OWN_MATERIAL_TAG)]
+    for i in own:
+        slots[i] = material
+    if not len(slots):
+        slots.append(material)
 
 
 def apply_bake(context: bpy.types.Context, reply: Reply) -> str:
@@ -83,9 +93,8 @@ def apply_bake(context: bpy.types.Context, reply: Reply) -> str:
                          "Load Mesh, then bake again")
     material = _material(_image(texture))
     for obj in targets:
-        set_mode(context, obj, 'OBJECT')
-        _write_uv(obj.data, uv)
-        obj.data.materials.clear()
-        obj.data.materials.append(material)
+        with mesh_data_writable(context, obj):
+            _write_uv(obj.data, uv)
+            _replace_own_materials(obj.data, material)
     names = ", ".join(f"'{obj.name}'" for obj in targets)
     return f"Baked a {texture.shape[0]} x {texture.shape[0]} texture onto {names}"

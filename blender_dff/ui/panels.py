@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import bpy
 
-from .. import ADDON_ID
-from ..scene.images import CURVE_IMAGE, PREVIEW_IMAGE
+from .. import ADDON_ID, jobs
 from ..wire.api import error_title
 from ..worker import state as worker_state
 from .messages import wrapped_label
 
 HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows all of it
 
-STAGE_NAMES = {"nerf": "NeRF", "mesh": "Mesh", "features": "Feature field", "bake": "Texture bake"}
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
 
 
 class _DFFPanel:
@@ -76,7 +66,8 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         options.prop(props, "image_scale")
         options.prop(props, "test_every")
         options.prop(props, "bounds")
-        layout.operator("dff.import_dataset", icon='IMPORT')
+        options.prop(props, "set_render_size")
+        layout.operator("dff.import_dataset", text="Import Dataset", icon='IMPORT')
         capture = layout.box().column(align=True)
         capture.label(text="Or capture this Blender scene:")
         capture.prop(props, "capture_source")
@@ -89,7 +80,7 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
             where = ("Into dff_capture beside the .blend" if bpy.data.filepath else
                      "Unsaved file: into a new folder of the add-on's user folder, kept after Blender quits")
             wrapped_label(context, capture, where)
-        capture.operator("dff.capture_scene", icon='RENDER_STILL')
+        capture.operator("dff.capture_scene", text="Capture Scene", icon='RENDER_STILL')
         if props.n_images:
             render = context.scene.render
             layout.label(text=f"{props.n_images} images, "
@@ -105,7 +96,7 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         layout = self.layout
         props = context.scene.dff
         settings = layout.column()
-        settings.enabled = not props.running
+        settings.enabled = not jobs.running(context.scene)
         settings.prop(props, "teacher")
         if props.teacher == 'sam':
             settings.prop(props, "sam_checkpoint")
@@ -120,27 +111,38 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
             settings.prop(props, "mesh_resolution")
         settings.prop(props, "max_faces")
         row = layout.row(align=True)
-        row.operator("dff.train", icon='PLAY')
-        row.operator("dff.load_mesh", icon='MESH_DATA')
-        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        row.operator("dff.train", text="Train", icon='PLAY')
+        row.operator("dff.load_mesh", text="Load Mesh", icon='MESH_DATA')
+        preview = props.preview_image
         if preview is not None and preview.preview is not None:
             layout.label(text="Render | photo (first training view)")
             layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
-        curve = bpy.data.images.get(CURVE_IMAGE)
+        curve = props.curve_image
         if curve is not None and curve.preview is not None and len(props.training_curve) > 1:
             first, last = props.training_curve[0], props.training_curve[-1]
             layout.label(text=f"Training PSNR {first.psnr:.1f} -> {last.psnr:.1f} dB, steps {first.step}-{last.step}")
             layout.template_icon(icon_value=curve.preview.icon_id, scale=8.0)
-        if not props.running:
-            return
-        stage = STAGE_NAMES.get(props.stage, props.stage) or "Starting"
-        text = f"{stage} {props.step}/{props.total}" if props.total else stage
-        layout.progress(factor=props.progress, type='BAR', text=text)
-        metrics = f"loss {props.loss:.4f}  PSNR {props.psnr:.2f} dB"
-        if props.eta >= 0.0:
-            metrics += f"  ETA {_duration(props.eta)}"
-        layout.label(text=metrics)
-        layout.operator("dff.cancel", icon='CANCEL')
+        job = jobs.of(context.scene)
+        if job is not None:
+            draw_job(layout, job)
+            if job.details():
+                layout.label(text=job.details())
+
+
+def draw_job(layout: bpy.types.UILayout, job: jobs.Job, prefix: str = "", scene: str = "") -> None:
+    """A job's progress bar and its Cancel button (`scene`: the job's scene when it is not the
+    window's)."""
+    row = layout.row(align=True)
+    row.progress(factor=job.fraction, type='BAR', text=prefix + job.title())
+    row.operator("dff.cancel", text="", icon='CANCEL').scene = scene
+
+
+def draw_status_bar(self: bpy.types.Header, context: bpy.types.Context) -> None:
+    """Every running job in Blender's status bar, so training stays visible with the sidebar
+    closed or in another workspace (as Blender's extension manager shows its downloads)."""
+    for scene, job in jobs.all_jobs():
+        other = "" if scene == context.scene else scene.name
+        draw_job(self.layout, job, f"DFF ({other}): " if other else "DFF: ", other)
 
 
 class DFF_PT_select(_DFFPanel, bpy.types.Panel):
@@ -153,7 +155,7 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         props = context.scene.dff
         row = layout.row(align=True)
         row.prop(props, "query_text", text="")
-        row.operator("dff.select_text", icon='VIEWZOOM')
+        row.operator("dff.select_text", text="Select", icon='VIEWZOOM')
         if props.teacher == 'clip':
             layout.prop(props, "text_mode", expand=True)
             layout.prop(props, "label_set" if props.text_mode == 'LABEL_SET' else "negatives", text="")
@@ -167,12 +169,22 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(props, "threshold", slider=True)
         row.operator("dff.show_heat_map", text="", icon='COLOR')
-        layout.operator("dff.separate", icon='MOD_EXPLODE')
+        layout.operator("dff.separate", text="Separate", icon='MOD_EXPLODE')
         row = layout.row(align=True)
         row.prop(props, "texture_size", text="")
-        row.operator("dff.bake_texture", icon='TEXTURE')
+        row.operator("dff.bake_texture", text="Bake Texture", icon='TEXTURE')
 
 
 _CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
 
-register, unregister = bpy.utils.register_classes_factory(_CLASSES)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+    _unregister_classes()

@@ -17,6 +17,8 @@ import bpy
 from bpy.app.handlers import persistent
 
 from . import state as worker_state
+from .. import jobs
+from ..scene import images
 from .client import Reply, WorkerClient
 from ..preferences import WorkerSettings, worker_settings
 
@@ -183,8 +185,9 @@ def _ensure_timer() -> None:
 @persistent
 def _on_load_post(*_args: object) -> None:
     _SESSION.abandon_jobs()
+    jobs.clear()  # the loaded file's scenes run nothing, whatever ran when it was saved
     for scene in bpy.data.scenes:
-        scene.dff.running = False  # a file saved during training is not training now
+        images.restore_icons(scene.dff)
 
 
 def register() -> None:
@@ -197,3 +200,4 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
     _SESSION.shutdown()
+    jobs.clear()

@@ -16,6 +16,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
 
 import blender_dff
+from blender_dff import jobs
 from addon_helpers import RecordingLayout, cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply, read
 from blender_dff.worker.client import Reply, WorkerClient
 
@@ -112,10 +113,14 @@ def test_apply_import_poses_cameras(addon):
         assert projected.x == pytest.approx(u / 640, abs=1e-5)
         assert projected.y == pytest.approx(1.0 - v / 480, abs=1e-5)
 
-    # A second import replaces the cameras rather than adding to them.
+    # A second import replaces the cameras rather than adding to them; the render size is
+    # left alone when the user says so.
+    scene.dff.set_render_size = False
+    scene.render.resolution_x = 100
     apply_import(bpy.context, camera_reply(2)[0])
     assert len(collection.objects) == 2
     assert len(bpy.data.cameras) == 2
+    assert scene.render.resolution_x == 100
 
 
 def test_apply_import_shows_photos_and_the_point_cloud(addon, tmp_path):
@@ -341,12 +346,12 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     obj, (_, faces, _) = make_mesh(worker)
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
     sent = worker.sent[-1]
-    assert (sent.method, sent.params["size"]) == ("bake", 2048) and bpy.context.scene.dff.running
+    assert (sent.method, sent.params["size"]) == ("bake", 2048) and jobs.running(bpy.context.scene)
     reply = bake_reply(faces)
     worker.reply(sent, reply)
     blender_dff.worker.session.pump()
     props = bpy.context.scene.dff
-    assert not props.running and not props.error, props.error
+    assert not jobs.running(bpy.context.scene) and not props.error, props.error
     face_index = read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
     uv = read(obj.data.uv_layers[UV_NAME].data, "uv", np.float32, 2).reshape(-1, 3, 2)
     assert np.allclose(uv, reply.arrays["uv"][face_index])
@@ -366,6 +371,45 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     part_index = read(part.data.attributes["dff_face_index"].data, "value", np.int32)
     part_uv = read(part.data.uv_layers[UV_NAME].data, "uv", np.float32, 2).reshape(-1, 3, 2)
     assert np.allclose(part_uv, reply.arrays["uv"][part_index]) and part.data.materials[0] == material
+
+
+def test_a_second_scene_keeps_its_own_cameras_mesh_texture_and_pictures(worker):
+    from blender_dff.scene import images, texture
+    from blender_dff.scene.cameras import apply_import
+
+    def bake(context, value: int) -> bpy.types.Image:
+        reply = bake_reply(cube_arrays()[1])
+        reply.arrays["texture"][:] = value
+        texture.apply_bake(context, reply)
+        return context.scene.dff.mesh_object.data.materials[0].node_tree.nodes.active.image
+
+    first = bpy.context.scene
+    apply_import(bpy.context, camera_reply(3)[0])
+    mine = bpy.data.objects.new("My Empty", None)  # the user keeps something of theirs there
+    first.dff.cameras.objects.link(mine)
+    first_mesh, _ = make_mesh(bpy.context)
+    first_image = bake(bpy.context, 10)
+    images.show_training_preview(first.dff, np.full((4, 8, 3), 10, np.uint8))
+
+    second = bpy.data.scenes.new("Second")
+    with bpy.context.temp_override(scene=second, view_layer=second.view_layers[0]):
+        apply_import(bpy.context, camera_reply(2)[0])
+        second_mesh, _ = make_mesh(bpy.context)
+        second_image = bake(bpy.context, 200)
+        images.show_training_preview(second.dff, np.full((4, 8, 3), 200, np.uint8))
+
+    assert second.dff.cameras != first.dff.cameras and len(second.dff.cameras.objects) == 2
+    assert set(first.dff.cameras.objects) == {mine, *[obj for obj in first.dff.cameras.objects if obj.type == 'CAMERA']}
+    assert len([obj for obj in first.dff.cameras.objects if obj.type == 'CAMERA']) == 3
+    assert first.dff.mesh_object == first_mesh and second.dff.mesh_object == second_mesh != first_mesh
+    assert first_mesh.data.materials[0].node_tree.nodes.active.image == first_image != second_image
+    assert first_image.pixels[0] == pytest.approx(10 / 255) and second_image.pixels[0] == pytest.approx(200 / 255)
+    assert first.dff.preview_image != second.dff.preview_image
+    assert first.dff.preview_image.pixels[0] == pytest.approx(10 / 255)
+    assert first.dff.preview_image.packed_file is not None  # still there when the file is opened again
+
+    apply_import(bpy.context, camera_reply(2)[0])  # a new import removes only what an import made
+    assert mine.name in first.dff.cameras.objects and len(first.dff.cameras.objects) == 3
 
 
 def test_bad_bake_replies_are_refused(worker):
@@ -420,7 +464,7 @@ def test_sam_teacher_sends_its_checkpoint_and_queries_name_the_teacher(worker, t
     bpy.ops.dff.train()
     sent = worker.sent[-1]
     assert sent.params["teacher"] == "sam" and sent.params["sam_checkpoint"] == str(tmp_path / "sam_vit_b.pth")
-    props.running = False
+    jobs.clear()
     make_mesh(bpy.context)
     props.workspace_path = str(tmp_path)
     bpy.ops.dff.select_text(text="mug")
@@ -438,7 +482,7 @@ def test_train_sends_the_quality_preset_and_custom_numbers_only_when_asked(worke
     assert bpy.ops.dff.train() == {'FINISHED'}
     sent = worker.sent[-1]
     assert sent.params["preset"] == "high" and "nerf_steps" not in sent.params
-    props.running = False
+    jobs.clear()
 
     props.custom_settings = True
     layout = RecordingLayout()
@@ -457,17 +501,18 @@ def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     assert bpy.ops.dff.train() == {'FINISHED'}
     (sent,) = worker.sent
     assert sent.method == "train" and sent.params["teacher"] == "labels" and sent.params["max_faces"] == 50_000
-    assert props.running and not bpy.ops.dff.train.poll()
+    assert jobs.running(bpy.context.scene) and not bpy.ops.dff.train.poll()
 
     worker.progress(sent, {"stage": "nerf", "step": 50, "total": 200,
                            "metrics": {"loss": 0.02, "psnr": 21.5}, "eta": 12.0})
     blender_dff.worker.session.pump()
-    assert (props.stage, props.step, props.total) == ("nerf", 50, 200)
-    assert props.progress == pytest.approx(0.25) and props.psnr == pytest.approx(21.5)
+    job = jobs.of(bpy.context.scene)
+    assert (job.stage, job.step, job.total) == ("nerf", 50, 200)
+    assert job.fraction == pytest.approx(0.25) and job.psnr == pytest.approx(21.5)
 
     worker.reply(sent, mesh_reply(*cube_arrays(cuts=1)))
     blender_dff.worker.session.pump()
-    assert not props.running and props.mesh_object is not None
+    assert not jobs.running(bpy.context.scene) and props.mesh_object is not None
     assert "PSNR 31.50" in props.message
 
     assert bpy.ops.dff.train() == {'FINISHED'}
@@ -476,7 +521,51 @@ def test_train_operator_progress_reply_and_cancel(worker, tmp_path):
     worker.reply(worker.sent[-1], Reply.failure("cancelled", "cancelled by the user",
                                                 "Run the same stage again to resume."))
     blender_dff.worker.session.pump()
-    assert not props.running and props.error_code == "cancelled"
+    assert not jobs.running(bpy.context.scene) and props.error_code == "cancelled"
+
+
+def test_undo_right_after_train_leaves_the_job_visible_and_cancellable(worker, tmp_path):
+    bpy.context.scene.dff.workspace_path = str(tmp_path)
+    bpy.ops.ed.undo_push(message="Original")
+    bpy.ops.mesh.primitive_cube_add()  # the user's last change before Train
+    bpy.ops.ed.undo_push(message="Add Cube")
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    sent = worker.sent[-1]
+    bpy.ops.ed.undo()  # Ctrl+Z: takes the cube away, not the training
+    scene = bpy.context.scene  # undo reloads the data: earlier references are stale
+    assert "Cube" not in scene.objects
+    assert jobs.running(scene) and not bpy.ops.dff.train.poll()
+    layout = RecordingLayout()
+    blender_dff.ui.panels.DFF_PT_train.draw(SimpleNamespace(layout=layout), bpy.context)
+    assert [entry for entry in layout.log if entry[0] == "progress"] and "dff.cancel" in layout.operators()
+
+    worker.progress(sent, {"stage": "nerf", "step": 5, "total": 10, "metrics": {"psnr": 20.0}})
+    blender_dff.worker.session.pump()
+    assert jobs.of(scene).step == 5
+    assert bpy.ops.dff.cancel() == {'FINISHED'} and worker.cancelled == [sent.id]
+    worker.reply(sent, Reply.failure("cancelled", "cancelled by the user", ""))
+    blender_dff.worker.session.pump()
+    assert not jobs.running(scene) and bpy.context.scene.dff.error_code == "cancelled"
+
+
+def test_status_bar_shows_every_scene_s_job_and_cancels_the_one_asked(worker, tmp_path):
+    first = bpy.context.scene
+    first.dff.workspace_path = str(tmp_path)
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    training = worker.sent[-1]
+    worker.progress(training, {"stage": "nerf", "step": 50, "total": 200})
+    blender_dff.worker.session.pump()
+    other = bpy.data.scenes.new("Other")
+    with bpy.context.temp_override(scene=other, view_layer=other.view_layers[0]):
+        layout = RecordingLayout()
+        blender_dff.ui.panels.draw_status_bar(SimpleNamespace(layout=layout), bpy.context)
+        (bar,) = [entry for entry in layout.log if entry[0] == "progress"]
+        assert bar[1] == pytest.approx(0.25) and first.name in bar[2] and "NeRF 50/200" in bar[2]
+        assert "dff.cancel" in layout.operators()
+        assert bpy.ops.dff.train.poll()  # the other scene is free to train
+        assert bpy.ops.dff.cancel(scene=first.name) == {'FINISHED'}
+    assert worker.cancelled == [training.id]
+    assert jobs.of(first).cancelling and "cancelling" in jobs.of(first).title()
 
 
 def test_training_curve_is_kept_thinned_and_drawn(worker, tmp_path):
@@ -555,10 +644,10 @@ def test_clip_teacher_sends_its_model_and_queries_their_comparison(worker, tmp_p
     assert (sent.params["teacher"], sent.params["clip_model"]) == ("clip", "ViT-L-14")
     assert sent.params["clip_pretrained"] == str(tmp_path / "clip.bin")
     props.clip_pretrained = "laion2b_s34b_b88k"  # a tag goes as it is
-    props.running = False
+    jobs.clear()
     bpy.ops.dff.train()
     assert worker.sent[-1].params["clip_pretrained"] == "laion2b_s34b_b88k"
-    props.running = False
+    jobs.clear()
     make_mesh(bpy.context)
     props.workspace_path = str(tmp_path)
     bpy.ops.dff.select_text(text="mug")

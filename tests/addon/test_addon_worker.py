@@ -15,6 +15,7 @@ import trimesh
 from PIL import Image
 
 from addon_helpers import pump_until
+from blender_dff import jobs
 from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker.evaluation import nearest_ground_truth_labels
 from external_worker.geometry.raycast import first_hit
@@ -40,6 +41,12 @@ def area_on_label(obj, label: int, ground_truth) -> float:
     return float(tm.area_faces[truth == label].sum() / tm.area_faces.sum())
 
 
+def _nerf_step() -> int:
+    """The step of the scene's training job while it trains the NeRF; -1 otherwise."""
+    job = jobs.of(bpy.context.scene)
+    return job.step if job is not None and job.stage == "nerf" else -1
+
+
 def import_and_train(props, scene_dir: Path, workspace: Path, settings: dict) -> None:
     props.dataset_path = str(scene_dir)
     props.workspace_path = str(workspace)
@@ -49,8 +56,8 @@ def import_and_train(props, scene_dir: Path, workspace: Path, settings: dict) ->
     for key, value in settings.items():
         setattr(props, key, value)
     bpy.ops.dff.train()
-    assert props.running
-    pump_until(lambda: not props.running)
+    assert jobs.running(bpy.context.scene)
+    pump_until(lambda: not jobs.running(bpy.context.scene))
 
 
 TRAINED = {"custom_settings": True, "nerf_steps": 250, "feature_steps": 150,
@@ -110,7 +117,7 @@ def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_w
     # Bake: both the rest and the separated part get the atlas and the texture.
     props.texture_size = '1024'
     bpy.ops.dff.bake_texture()
-    pump_until(lambda: not props.running)
+    pump_until(lambda: not jobs.running(bpy.context.scene))
     assert not props.error, (props.error, props.error_hint)
     image = bpy.data.images["DFF Texture"]
     assert tuple(image.size) == (1024, 1024) and (workspace / "texture_1024.png").exists()
@@ -130,9 +137,9 @@ def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     pump_until(lambda: props.n_images > 0 or props.error)
     props.custom_settings, props.nerf_steps = True, 100000
     bpy.ops.dff.train()
-    pump_until(lambda: props.stage == "nerf" and props.step >= 3)
+    pump_until(lambda: _nerf_step() >= 3)
     bpy.ops.dff.cancel()
-    pump_until(lambda: not props.running, seconds=60)
+    pump_until(lambda: not jobs.running(bpy.context.scene), seconds=60)
     assert props.error_code == "cancelled"
     state = json.loads((workspace / "state.json").read_text())
     stopped_at = state["stages"]["nerf"]["step"]
@@ -145,8 +152,8 @@ def test_cancel_leaves_a_resumable_workspace(addon, tiny_scene, tmp_path):
     props.feature_steps = 1
     props.mesh_resolution = 16
     bpy.ops.dff.train()
-    pump_until(lambda: (props.stage == "nerf" and seen.append(props.step)) or not props.running)
-    assert [s for s in seen if s] and min(s for s in seen if s) > stopped_at
+    pump_until(lambda: seen.append(_nerf_step()) or not jobs.running(bpy.context.scene))
+    assert [s for s in seen if s > 0] and min(s for s in seen if s > 0) > stopped_at
 
     # The last NeRF step sent a preview: the render of the first training view beside its photo.
     first = json.loads((tiny_scene / "transforms_train.json").read_text())["frames"][0]["file_path"]
@@ -275,7 +282,7 @@ def test_unknown_label_and_missing_label_maps_are_reported(addon, tiny_scene, tr
     bpy.ops.dff.import_dataset()
     pump_until(lambda: props.n_images > 0 or props.error)
     bpy.ops.dff.train()
-    pump_until(lambda: not props.running, seconds=120)
+    pump_until(lambda: not jobs.running(bpy.context.scene), seconds=120)
     assert props.error_code == "bad_dataset" and "label maps" in props.error
     assert not (tmp_path / "ws2" / "nerf.pt").exists()  # refused before any training
 

@@ -12,8 +12,9 @@ import pytest
 
 from conftest import REPO, WORKER_PYTHON
 
-ADDON_TESTS = ["tests/addon/test_addon.py", "tests/addon/test_addon_click.py", "tests/addon/test_addon_setup.py",
-               "tests/addon/test_addon_worker.py", "tests/addon/test_extension.py"]
+# Every add-on test file (test_addon*.py) and the extension's packaging.
+ADDON_TESTS = sorted(str(path.relative_to(REPO)) for path in (REPO / "tests/addon").glob("test_addon*.py")) + [
+    "tests/addon/test_extension.py"]
 # pytest, then an exit without Python's finalisation: the bpy 4.2 module crashes there (exit code
 # -11) once any property with an update or poll callback was registered, add-on or not (a
 # FloatProperty(update=f) on a PropertyGroup is enough), after every test has passed.

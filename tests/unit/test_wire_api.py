@@ -347,19 +347,21 @@ def _check_values(where: str, specs: tuple[api.Param, ...], values: dict) -> Non
 def test_every_request_the_add_on_sends_is_one_the_api_describes(worker, tmp_path):
     import bpy
     from addon_helpers import cube_arrays, mesh_reply
+    from blender_dff import jobs
     from blender_dff.scene.mesh_import import apply_mesh
 
     props = bpy.context.scene.dff
     props.dataset_path, props.sam_checkpoint = str(tmp_path), str(tmp_path / "sam_vit_b.pth")
     assert bpy.ops.dff.import_dataset() == {'FINISHED'}
     for teacher in api.TEACHERS:  # each sends its own parameters
-        props.running, props.teacher = False, teacher
+        jobs.clear()
+        props.teacher = teacher
         assert bpy.ops.dff.train() == {'FINISHED'}
     assert bpy.ops.dff.load_mesh() == {'FINISHED'}
 
     apply_mesh(bpy.context, mesh_reply(*cube_arrays()))
     props.mesh_object.data.polygons[0].select = True
-    props.running = False
+    jobs.clear()
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
     for mode in ('NEGATIVES', 'LABEL_SET'):
         props.text_mode, props.label_set = mode, "mug, cup"
