@@ -23,7 +23,7 @@ from .features.augment import use_augmentation
 from .features.field import background_feature, face_codes
 from .features.train import load_features, train_features
 from .mesh.extract import Mesh, extract_mesh
-from .mesh.stored import load_mesh
+from .mesh.stored import load_mesh, mesh_id
 from .training import device
 from .nerf.train import load_field, train_nerf
 from .progress import Reporter
@@ -116,7 +116,8 @@ def run_mesh(scene: Scene, config: MeshConfig, reporter: Reporter) -> Mesh:
     state = ws.load_state()
     for name in [s for s in state["stages"] if s.startswith(Stages.FACE_FEATURES_PREFIX)]:
         state["stages"].pop(name)
-    state["stages"][Stages.MESH] = {"done": True, "settings": settings, "n_faces": int(len(mesh.faces))}
+    state["stages"][Stages.MESH] = {"done": True, "settings": settings, "n_faces": int(len(mesh.faces)),
+                                    "mesh_id": mesh_id(mesh)}
     ws.save_state(state)
     return mesh
 
@@ -196,6 +197,7 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
     nerf = run_nerf(scene, settings.nerf, reporter, settings.field)
     mesh = run_mesh(scene, settings.mesh, reporter)
     run_features(scene, teacher, settings.features, reporter)
-    return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher}
+    return mesh, {"psnr": nerf.get("psnr"), "n_faces": int(len(mesh.faces)), "teacher": settings.teacher,
+                  "mesh_id": mesh_id(mesh)}
 
 

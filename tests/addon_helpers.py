@@ -6,6 +6,7 @@ The fixtures built on them (`addon`, `worker`) are in conftest.py.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Callable
 
 import bpy
 import bmesh  # noqa: E402 -- importable only once bpy is
+
 import numpy as np
 
 from blender_dff.worker.client import Reply
@@ -121,7 +123,9 @@ def cube_arrays(cuts: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def mesh_reply(vertices, faces, colors) -> Reply:
-    return Reply(ok=True, result={"psnr": 31.5, "n_faces": len(faces), "teacher": "labels"},
+    """The worker's reply to train or get_mesh, with an id of the mesh as the worker makes one."""
+    mesh_id = hashlib.sha1(np.ascontiguousarray(faces).tobytes()).hexdigest()[:16]
+    return Reply(ok=True, result={"psnr": 31.5, "n_faces": len(faces), "teacher": "labels", "mesh_id": mesh_id},
                  arrays={"vertices": vertices, "faces": faces, "vertex_colors": colors})
 
 

@@ -102,10 +102,19 @@ class DFF_OT_load_mesh(WorkerOperator, bpy.types.Operator):
     bl_label = "Load DFF Mesh"
     bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
 
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        obj = context.scene.dff.mesh_object
+        if obj is not None and context.scene.objects.get(obj.name) == obj:
+            return context.window_manager.invoke_confirm(
+                self, event, title="Replace the DFF Mesh?",
+                message=f"'{obj.name}' gets the workspace's mesh: its faces, vertex groups and query results are replaced")
+        return self.execute(context)
+
     def send(self, context: bpy.types.Context) -> set[str]:
+        sent_to = workspace(context)
         worker_session.session().submit(
-            context, api.GET_MESH.name, api.GET_MESH.request(workspace=workspace(context)),
-            on_done=reply_handler(context.scene, mesh_import.apply_mesh))
+            context, api.GET_MESH.name, api.GET_MESH.request(workspace=sent_to),
+            on_done=reply_handler(context.scene, lambda ctx, reply: mesh_import.apply_mesh(ctx, reply, sent_to)))
         return {'FINISHED'}
 
 

@@ -41,15 +41,16 @@ class DFF_OT_train(NotWhileTraining, WorkerOperator, bpy.types.Operator):
             pretrained = props.clip_pretrained.strip()
             is_file = pretrained.startswith("//") or any(sep in pretrained for sep in "/\\")
             params["clip_pretrained"] = folders.worker_file(pretrained, remote) if is_file else pretrained
-        submit_job(context, "Training", api.TRAIN.name, api.TRAIN.request(**params), _apply_training)
+        sent_to = params["workspace"]
+
+        def apply(ctx: bpy.types.Context, reply: Reply) -> str:
+            summary = mesh_import.apply_mesh(ctx, reply, sent_to)
+            psnr = reply.result.get("psnr")
+            return f"Trained (PSNR {psnr:.2f} dB). {summary}" if psnr is not None else summary
+
+        submit_job(context, "Training", api.TRAIN.name, api.TRAIN.request(**params), apply)
         props.show_message("Training started")
         return {'FINISHED'}
-
-
-def _apply_training(context: bpy.types.Context, reply: Reply) -> str:
-    summary = mesh_import.apply_mesh(context, reply)
-    psnr = reply.result.get("psnr")
-    return f"Trained (PSNR {psnr:.2f} dB). {summary}" if psnr is not None else summary
 
 
 class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
@@ -61,9 +62,13 @@ class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        selection.check_dff_mesh(props.mesh_object)
-        submit_job(context, "Texture bake", api.BAKE.name,
-                   api.BAKE.request(workspace=workspace(context), size=int(props.texture_size)), texture.apply_bake)
+        mesh = selection.check_dff_mesh(props.mesh_object).data
+        request = api.BAKE.request(workspace=mesh.get(mesh_import.WORKSPACE_PROP) or workspace(context),
+                                   size=int(props.texture_size))
+        if mesh.get(mesh_import.MESH_ID_PROP):
+            request["mesh_id"] = mesh[mesh_import.MESH_ID_PROP]
+        submit_job(context, "Texture bake", api.BAKE.name, request,
+                   lambda ctx, reply: texture.apply_bake(ctx, reply, mesh.get(mesh_import.MESH_ID_PROP, "")))
         props.show_message(f"Baking a {props.texture_size} texture...")
         return {'FINISHED'}
 

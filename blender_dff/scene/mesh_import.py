@@ -17,6 +17,10 @@ FACE_INDEX_ATTR = "dff_face_index"
 # The worker's face count: selections sent back to it need one value per worker face, and
 # Blender may hold fewer (degenerate faces dropped, parts separated).
 WORKER_FACES_PROP = "dff_worker_faces"
+# Where the mesh came from, kept on the mesh data (separated parts share it): requests about
+# its faces go to that workspace with that mesh's id, which the worker checks.
+MESH_ID_PROP = "dff_mesh_id"
+WORKSPACE_PROP = "dff_workspace"
 MATERIAL_NAME = "DFF Vertex Colour"
 OWN_MATERIAL_TAG = "dff_material"
 
@@ -114,9 +118,10 @@ def _vertex_colour_material() -> bpy.types.Material:
     return material
 
 
-def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
-    """Put the mesh of a `train` or `get_mesh` reply into "DFF Mesh" (created, or its data
-    replaced), at the world frame. Returns a summary for the user."""
+def apply_mesh(context: bpy.types.Context, reply: Reply, workspace: str = "") -> str:
+    """Put the mesh of a `train` or `get_mesh` reply, from `workspace`, into the scene's DFF mesh:
+    a new "DFF Mesh" at the world frame, or the existing one's data replaced (its transform,
+    which the user may have set, is kept). Returns a summary for the user."""
     arrays = reply.arrays
     missing = {"vertices", "faces"} - set(arrays)
     if missing:
@@ -124,11 +129,14 @@ def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
     mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
                       arrays.get("vertex_colors"))
     mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
+    mesh[MESH_ID_PROP] = str(reply.result.get("mesh_id") or "")
+    mesh[WORKSPACE_PROP] = workspace
     props = context.scene.dff
     obj = props.mesh_object
     if obj is None or context.scene.objects.get(obj.name) != obj:
         obj = bpy.data.objects.new(MESH_NAME, mesh)
         context.scene.collection.objects.link(obj)
+        obj.matrix_world = Matrix.Identity(4)
     else:
         if obj.mode != 'OBJECT':
             set_mode(context, obj, 'OBJECT')
@@ -137,7 +145,6 @@ def apply_mesh(context: bpy.types.Context, reply: Reply) -> str:
         obj.vertex_groups.clear()  # they described the faces of the old mesh
         if old.users == 0:
             bpy.data.meshes.remove(old)
-    obj.matrix_world = Matrix.Identity(4)
     props.mesh_object = obj
     props.active_query = ""
     return f"Mesh '{obj.name}': {len(mesh.vertices)} vertices, {len(mesh.polygons)} faces"

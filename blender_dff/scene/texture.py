@@ -11,7 +11,7 @@ import numpy as np
 
 from ..worker.client import Reply
 from .images import write_image
-from .mesh_import import FACE_INDEX_ATTR, OWN_MATERIAL_TAG, WORKER_FACES_PROP, node_material
+from .mesh_import import FACE_INDEX_ATTR, MESH_ID_PROP, OWN_MATERIAL_TAG, WORKER_FACES_PROP, node_material
 from .modes import mesh_data_writable
 
 UV_NAME = "DFF UV"
@@ -82,12 +82,14 @@ def _replace_own_materials(mesh: bpy.types.Mesh, material: bpy.types.Material) -
         slots.append(material)
 
 
-def apply_bake(context: bpy.types.Context, reply: Reply) -> str:
-    """Put a bake on every object whose mesh came from the worker's mesh. Returns a summary."""
+def apply_bake(context: bpy.types.Context, reply: Reply, mesh_id: str = "") -> str:
+    """Put a bake on every object of the scene whose mesh came from the worker's mesh `mesh_id`
+    (or, for a mesh imported without one, has its face count). Returns a summary."""
     uv, texture = _checked_arrays(reply)
     targets = [obj for obj in context.scene.objects
                if obj.type == 'MESH' and FACE_INDEX_ATTR in obj.data.attributes
-               and obj.data.get(WORKER_FACES_PROP) == len(uv)]
+               and obj.data.get(WORKER_FACES_PROP) == len(uv)
+               and obj.data.get(MESH_ID_PROP, "") == mesh_id]
     if not targets:
         raise ValueError(f"no DFF mesh in the scene has the {len(uv)} faces the texture was baked for: "
                          "Load Mesh, then bake again")

@@ -106,6 +106,9 @@ BUILTINS = (PING, SHUTDOWN)  # answered by the server itself, not by a handler
 _WORKSPACE = Param("workspace", PATH, required=True)
 _TEACHER = Param("teacher", TEXT, DEFAULT_TEACHER, choices=TEACHERS, max_len=64)
 _RAY = (Param("origin", VECTOR, required=True), Param("direction", VECTOR, required=True))  # world frame
+# The id of the mesh a request about faces is for (the train and get_mesh replies' "mesh_id"):
+# refused when the workspace's mesh is another. Absent: the workspace's current mesh.
+_MESH_ID = Param("mesh_id", TEXT, max_len=64)
 
 IMPORT_DATASET = Method("import_dataset", (
     Param("dataset", PATH, required=True),
@@ -130,6 +133,7 @@ TRAIN = Method("train", (
 BAKE = Method("bake", (
     _WORKSPACE,
     Param("size", INT, DEFAULT_TEXTURE_SIZE, low=1, high=1 << 16, choices=TEXTURE_SIZES),
+    _MESH_ID,
 ))
 GET_MESH = Method("get_mesh", (_WORKSPACE,))
 QUERY_TEXT = Method("query_text", (
@@ -138,6 +142,7 @@ QUERY_TEXT = Method("query_text", (
     Param("negatives", TEXT),  # comma-separated phrases; absent: CANONICAL_NEGATIVES
     Param("label_set", TEXT, ""),  # comma-separated labels: a softmax over them instead
     _TEACHER,
+    _MESH_ID,
 ))
 QUERY_CLICK = Method("query_click", (
     _WORKSPACE,
@@ -146,8 +151,9 @@ QUERY_CLICK = Method("query_click", (
     Param("box", RECORDS, max_len=4, fields=_RAY),  # the rays through its corners, in order around it
     _TEACHER,
     Param("views", INT, DEFAULT_CLICK_VIEWS, low=0, high=32),
+    _MESH_ID,
 ))
-QUERY_SIMILAR = Method("query_similar", (_WORKSPACE, _TEACHER),
+QUERY_SIMILAR = Method("query_similar", (_WORKSPACE, _TEACHER, _MESH_ID),
                        arrays=("selected",))  # one bool per face of the workspace's mesh
 
 # Every method a handler answers, by name.
@@ -179,6 +185,7 @@ ERROR_TITLES = {
     "path_not_allowed": "The worker may not open that path",
     "query_too_long": "The query is too long",
     "stage_missing": "An earlier stage has not run yet",
+    "stale_mesh": "The mesh is not the workspace's current mesh",
     "threshold": "The threshold could not be applied",
     "unknown_label": "No such label in the dataset",
     "unknown_method": "The worker does not know this request",

@@ -17,7 +17,7 @@ from blender_dff.wire import api
 from .. import pipeline
 from ..config import from_flat
 from ..errors import WorkerError
-from ..mesh.stored import load_mesh
+from ..mesh.stored import check_mesh_id, current_mesh_id, load_mesh
 from ..queries import prompt as click_query, similar as similar_query, text as text_query
 from ..queries.click import ClickPrompt
 from ..queries.relevancy import split_terms
@@ -69,6 +69,7 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         p = Params(api.BAKE.params, params, root)
         ws = Workspace(p["workspace"])
         size = p["size"]
+        check_mesh_id(ws, p["mesh_id"])
         if not training.acquire(blocking=False):
             raise WorkerError("busy", "the worker is training", "Wait for it to finish or cancel it.")
         try:
@@ -78,15 +79,18 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         return {"size": size, "texture_path": str(ws.path(Files.texture(size)))}, result.to_arrays()
 
     def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        mesh = load_mesh(Workspace(Params(api.GET_MESH.params, params, root)["workspace"]))
-        return {"n_faces": int(len(mesh.faces))}, mesh.to_arrays()
+        ws = Workspace(Params(api.GET_MESH.params, params, root)["workspace"])
+        mesh = load_mesh(ws)
+        return {"n_faces": int(len(mesh.faces)), "mesh_id": current_mesh_id(ws)}, mesh.to_arrays()
 
     def query_text(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(api.QUERY_TEXT.params, params, root)
         text, negatives, label_set = p["text"], p["negatives"], p["label_set"]
         negatives = split_terms(negatives, "list of negatives") if negatives is not None else None
         label_set = split_terms(label_set, "label set") if label_set else None
-        probability = text_query.query_text(Workspace(p["workspace"]), text, p["teacher"], negatives, label_set)
+        ws = Workspace(p["workspace"])
+        check_mesh_id(ws, p["mesh_id"])
+        probability = text_query.query_text(ws, text, p["teacher"], negatives, label_set)
         return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
 
     def query_click(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
@@ -97,7 +101,9 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
                              [int(c["object"]) for c in clicks],
                              None if box is None else [c["origin"] for c in box],
                              None if box is None else [c["direction"] for c in box])
-        result = click_query.query_click(Workspace(p["workspace"]), prompt, p["teacher"], p["views"])
+        ws = Workspace(p["workspace"])
+        check_mesh_id(ws, p["mesh_id"])
+        result = click_query.query_click(ws, prompt, p["teacher"], p["views"])
         return ({"query": result.query, "hit_face": result.hit_face, "views": result.views,
                  "n_faces": int(len(result.probability))}, {"face_probability": result.probability})
 
@@ -107,7 +113,9 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         if selected is None or selected.dtype != np.bool_ or selected.ndim != 1:
             raise WorkerError("bad_request", "array 'selected' must be a 1-D bool array (one value per face)",
                               "Send the selection of the workspace's mesh in its face order.")
-        probability = similar_query.query_similar(Workspace(p["workspace"]), selected, p["teacher"])
+        ws = Workspace(p["workspace"])
+        check_mesh_id(ws, p["mesh_id"])
+        probability = similar_query.query_similar(ws, selected, p["teacher"])
         return {"n_faces": int(len(probability))}, {"face_probability": probability}
 
     return {api.IMPORT_DATASET.name: import_dataset, api.TRAIN.name: train, api.BAKE.name: bake,

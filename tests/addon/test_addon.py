@@ -347,6 +347,7 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
     sent = worker.sent[-1]
     assert (sent.method, sent.params["size"]) == ("bake", 2048) and jobs.running(bpy.context.scene)
+    assert sent.params["mesh_id"] == obj.data["dff_mesh_id"] and len(sent.params["mesh_id"]) == 16
     reply = bake_reply(faces)
     worker.reply(sent, reply)
     blender_dff.worker.session.pump()
@@ -380,8 +381,9 @@ def test_a_second_scene_keeps_its_own_cameras_mesh_texture_and_pictures(worker):
     def bake(context, value: int) -> bpy.types.Image:
         reply = bake_reply(cube_arrays()[1])
         reply.arrays["texture"][:] = value
-        texture.apply_bake(context, reply)
-        return context.scene.dff.mesh_object.data.materials[0].node_tree.nodes.active.image
+        mesh = context.scene.dff.mesh_object.data
+        texture.apply_bake(context, reply, mesh["dff_mesh_id"])
+        return mesh.materials[0].node_tree.nodes.active.image
 
     first = bpy.context.scene
     apply_import(bpy.context, camera_reply(3)[0])

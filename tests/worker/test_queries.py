@@ -203,3 +203,28 @@ def test_a_new_mesh_is_read_again_not_served_from_memory(trained_workspace, tmp_
     ws.save_npz(Files.MESH, **arrays)
     after = load_geometry(ws)
     assert np.allclose(after.vertices, before.vertices + 1.0)
+
+
+def test_a_request_for_another_mesh_than_the_workspace_s_is_refused(trained_workspace, tmp_path, label_names):
+    import shutil
+
+    from external_worker.workspace import Stages
+
+    handlers = make_handlers()
+    label = next(iter(label_names.values()))
+    result, arrays = handlers["get_mesh"]({"workspace": str(trained_workspace)}, {}, None)
+    mesh_id = result["mesh_id"]
+    assert len(mesh_id) == 16 and result["n_faces"] == len(arrays["faces"])
+    query = {"workspace": str(trained_workspace), "text": label, "teacher": "labels"}
+    for sent in ({"mesh_id": mesh_id}, {}):  # its own mesh, or no id (a script): answered
+        result, arrays = handlers["query_text"]({**query, **sent}, {}, None)
+        assert len(arrays["face_probability"]) == result["n_faces"]
+
+    other = Workspace(shutil.copytree(trained_workspace, tmp_path / "retrained"))
+    other.update_stage(Stages.MESH, mesh_id="0123456789abcdef")  # as a new mesh stage leaves it
+    selected = np.ones(result["n_faces"], bool)
+    for method, params, sent_arrays in (("query_text", query, {}), ("query_similar", {"teacher": "labels"}, {"selected": selected}),
+                                        ("bake", {"size": 512}, {})):
+        with pytest.raises(WorkerError, match="is not the mesh of the workspace") as error:
+            handlers[method]({**params, "workspace": str(other.root), "mesh_id": mesh_id}, sent_arrays, None)
+        assert error.value.code == "stale_mesh"
