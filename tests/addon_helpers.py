@@ -98,6 +98,9 @@ class RecordingLayout:
     def template_icon(self, **kwargs) -> None:
         self.log.append(("icon",))
 
+    def separator(self, **kwargs) -> None:
+        self.log.append(("separator",))
+
     def labels(self) -> list[str]:
         return [entry[1] for entry in self.log if entry[0] == "label"]
 

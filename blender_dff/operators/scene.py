@@ -24,7 +24,19 @@ class DFF_OT_import_dataset(NotWhileTraining, WorkerOperator, bpy.types.Operator
     bl_label = "Import DFF Dataset"
     bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
 
+    browse: bpy.props.BoolProperty(options={'HIDDEN', 'SKIP_SAVE'},
+                                   description="Choose the dataset folder first (File > Import)")
+    directory: bpy.props.StringProperty(subtype='DIR_PATH', options={'HIDDEN', 'SKIP_SAVE'})
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self.browse:
+            context.window_manager.fileselect_add(self)
+            return {'RUNNING_MODAL'}
+        return self.execute(context)
+
     def send(self, context: bpy.types.Context) -> set[str]:
+        if self.directory:
+            context.scene.dff.dataset_path = self.directory
         submit_import(context)
         return {'FINISHED'}
 

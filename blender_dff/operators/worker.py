@@ -31,8 +31,7 @@ class DFF_OT_check_worker(bpy.types.Operator):
 
 
 class DFF_OT_stop_worker(bpy.types.Operator):
-    """Stop the local worker and free its memory (running jobs are cancelled; training keeps
-    its last checkpoint). The next request starts a new one"""
+    """Stop the local worker and free its memory (running jobs are cancelled; training keeps its checkpoint)"""
 
     bl_idname = "dff.stop_worker"
     bl_label = "Stop Worker"
@@ -45,8 +44,7 @@ class DFF_OT_stop_worker(bpy.types.Operator):
 
 
 class DFF_OT_create_worker_env(bpy.types.Operator):
-    """Create the worker's Python environment in the extension's folder: download PyTorch and the
-    worker's packages (needs Allow Online Access; otherwise shows the commands to run by hand)"""
+    """Download PyTorch and the worker's packages into a Python environment in the extension's folder (needs Allow Online Access)"""
 
     bl_idname = "dff.create_worker_env"
     bl_label = "Create Worker Environment"
