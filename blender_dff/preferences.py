@@ -10,6 +10,7 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import ADDON_ID
+from .wire import api
 
 # For an add-on registered by a script (no preferences entry): the worker's Python.
 PYTHON_ENV = "DFF_WORKER_PYTHON"
@@ -29,6 +30,15 @@ class WorkerSettings:
         return bool(self.host)
 
 
+DEFAULT_TAB = "DFF"
+
+
+def _tab_changed(self: DFFPreferences, context: bpy.types.Context) -> None:
+    from .ui import panels
+
+    panels.set_tab(self.tab_name)
+
+
 def _python_changed(self: DFFPreferences, context: bpy.types.Context) -> None:
     from .worker import state as worker_state
 
@@ -40,6 +50,9 @@ class DFFPreferences(bpy.types.AddonPreferences):
 
     bl_idname = ADDON_ID
 
+    tab_name: StringProperty(
+        name="Sidebar Tab", description="The tab of the 3D viewport's sidebar the DFF panels are in",
+        default=DEFAULT_TAB, update=_tab_changed)
     python: StringProperty(
         name="Python",
         description="Python interpreter with the worker's packages (torch, ...), used to start the "
@@ -68,7 +81,8 @@ class DFFPreferences(bpy.types.AddonPreferences):
     )
     token: StringProperty(
         name="Token",
-        description="Token the remote worker printed when it started",
+        description="Token the remote worker printed when it started (empty: the DFF_WORKER_TOKEN "
+                    "environment variable Blender was started with)",
         subtype='PASSWORD',
         default="",
     )
@@ -78,6 +92,7 @@ class DFFPreferences(bpy.types.AddonPreferences):
         from .worker import state as worker_state
 
         layout = self.layout
+        layout.prop(self, "tab_name")
         box = layout.box()
         box.label(text="Local worker", icon='CONSOLE')
         box.prop(self, "python")
@@ -138,7 +153,7 @@ def worker_settings(context: bpy.types.Context) -> WorkerSettings:
         python=bpy.path.abspath(prefs.python),
         host=prefs.host.strip(),
         port=prefs.port,
-        token=prefs.token,
+        token=prefs.token or os.environ.get(api.TOKEN_ENV, ""),
     )
 
 

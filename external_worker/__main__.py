@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from blender_dff.wire.api import (AUGMENT_MODES, BOUNDS, CANONICAL_NEGATIVES, CLIP_MODEL, CLIP_PRETRAINED,
                                   DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, DEFAULT_PRESET, DEFAULT_TEACHER,
-                                  DEFAULT_TEXTURE_SIZE, PRESETS, TEACHERS, TEST_EVERY, TEXTURE_SIZES, TINY_MODEL)
+                                  DEFAULT_TEXTURE_SIZE, PRESETS, TEACHERS, TEST_EVERY, TEXTURE_SIZES, TINY_MODEL,
+                                  TOKEN_ENV)
 
 from .config import describe, from_flat
 from .errors import WorkerError
@@ -178,12 +179,12 @@ def serve(args: argparse.Namespace) -> None:
     from .server.handlers import make_handlers
     from .server.server import announce_stdout, serve as serve_forever
 
-    token = os.environ.get("DFF_WORKER_TOKEN") or secrets.token_urlsafe(24)
+    token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
     loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
     if not loopback and args.root is None:
         raise WorkerError("bad_request", f"listening on {args.host} needs --root",
                           "Confine the paths a remote client may touch with --root DIR.")
-    if not os.environ.get("DFF_WORKER_TOKEN"):
+    if not os.environ.get(TOKEN_ENV):
         print(f"token: {token}", file=sys.stderr, flush=True)
     serve_forever(make_handlers(args.root), host=args.host, port=args.port, token=token, announce=announce_stdout,
                   exit_with=sys.stdin.buffer if args.exit_with_stdin else None)

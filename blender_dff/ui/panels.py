@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from .. import ADDON_ID, jobs
+from ..preferences import DEFAULT_TAB
 from ..wire.api import error_title
 from ..worker import state as worker_state
 from .messages import wrapped_label
@@ -16,7 +17,7 @@ HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows a
 class _DFFPanel:
     bl_space_type = 'VIEW_3D'
     bl_region_type = 'UI'
-    bl_category = "DFF"
+    bl_category = DEFAULT_TAB
 
 
 class DFF_PT_status(_DFFPanel, bpy.types.Panel):
@@ -180,7 +181,23 @@ _CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)
 
 
+def set_tab(name: str) -> None:
+    """Move the panels to the sidebar tab `name` (empty: the default), as the preferences say."""
+    name = name.strip() or DEFAULT_TAB
+    for cls in _CLASSES:
+        if cls.bl_category == name:
+            continue
+        registered = cls.is_registered
+        if registered:
+            bpy.utils.unregister_class(cls)
+        cls.bl_category = name
+        if registered:
+            bpy.utils.register_class(cls)
+
+
 def register() -> None:
+    addon = bpy.context.preferences.addons.get(ADDON_ID)
+    set_tab(addon.preferences.tab_name if addon is not None and addon.preferences is not None else "")
     _register_classes()
     bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
 

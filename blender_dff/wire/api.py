@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The environment variable holding the token: the worker takes it from there (never from its
+# command line, where `ps` shows it), and the add-on reads it for a remote worker left empty.
+TOKEN_ENV = "DFF_WORKER_TOKEN"
+
 # --- choices both sides offer -----------------------------------------------------------
 
 TEACHERS = ("labels", "sam", "clip")  # the 2D models a feature field can be distilled from

@@ -13,7 +13,8 @@ import subprocess
 import threading
 import time
 
-TOKEN_ENV = "DFF_WORKER_TOKEN"
+from ..wire import api
+
 OUTPUT_LINES = 200  # how much of the worker's output is kept for error reports
 
 
@@ -36,7 +37,7 @@ class WorkerProcess:
         self.command = command or [python, "-m", "external_worker", "serve",
                                    "--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"]
         env = dict(os.environ)
-        env[TOKEN_ENV] = token  # never on the command line, where `ps` shows it
+        env[api.TOKEN_ENV] = token  # never on the command line, where `ps` shows it
         if worker_path:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (worker_path, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
