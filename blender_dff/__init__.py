@@ -11,7 +11,7 @@ So bpy and the Blender-side modules are imported inside `register()` / `unregist
 # as an extension): the id of its preferences and of its user folder.
 ADDON_ID = __name__
 
-_MODULES = ("preferences", "properties", "ui.messages", "operators.scene", "operators.train", "operators.select",
+_MODULES = ("ui.translations", "preferences", "properties", "ui.messages", "operators.scene", "operators.train", "operators.select",
             "operators.worker", "operators.click", "ui.panels", "ui.menus", "worker.state", "worker.session")
 
 

@@ -1,8 +1,12 @@
-"""The "DFF" tab of the 3D viewport's sidebar: Status, Scene, Train and Select panels."""
+"""The "DFF" tab of the 3D viewport's sidebar: Status, Scene (Import Options, Capture), Train
+(Advanced), Select and Texture panels, and running jobs in the status bar.
+
+Labels built from values translate their template (`iface_`) before filling it in."""
 
 from __future__ import annotations
 
 import bpy
+from bpy.app.translations import pgettext_iface as iface_
 
 from .. import ADDON_ID, jobs
 from ..preferences import DEFAULT_TAB
@@ -11,7 +15,6 @@ from ..worker import state as worker_state
 from .messages import wrapped_label
 
 HINT_LINES = 3  # the end of a long hint (a worker's log) shows; Details shows all of it
-
 
 
 class _DFFPanel:
@@ -53,6 +56,14 @@ class DFF_PT_status(_DFFPanel, bpy.types.Panel):
             wrapped_label(context, layout, props.message, icon='INFO')
 
 
+def _split(layout: bpy.types.UILayout) -> bpy.types.UILayout:
+    """A column whose properties have their labels on the left, as Blender's own panels."""
+    column = layout.column()
+    column.use_property_split = True
+    column.use_property_decorate = False
+    return column
+
+
 class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
     """Dataset and workspace folders, and the import of the dataset's cameras."""
 
@@ -63,14 +74,39 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         props = context.scene.dff
         layout.prop(props, "dataset_path")
         layout.prop(props, "workspace_path")
-        options = layout.column(align=True)
+        layout.operator("dff.import_dataset", text="Import Dataset", icon='IMPORT')
+        if props.n_images:
+            render = context.scene.render
+            layout.label(text=iface_("{} images, {}x{}").format(props.n_images, render.resolution_x,
+                                                                  render.resolution_y))
+
+
+class DFF_PT_import_options(_DFFPanel, bpy.types.Panel):
+    """How the dataset is read."""
+
+    bl_label = "Import Options"
+    bl_parent_id = "DFF_PT_scene"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        options = _split(self.layout)
         options.prop(props, "image_scale")
         options.prop(props, "test_every")
         options.prop(props, "bounds")
         options.prop(props, "set_render_size")
-        layout.operator("dff.import_dataset", text="Import Dataset", icon='IMPORT')
-        capture = layout.box().column(align=True)
-        capture.label(text="Or capture this Blender scene:")
+
+
+class DFF_PT_capture(_DFFPanel, bpy.types.Panel):
+    """Capture the open Blender scene as a dataset."""
+
+    bl_label = "Capture This Scene"
+    bl_parent_id = "DFF_PT_scene"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        capture = _split(self.layout)
         capture.prop(props, "capture_source")
         if props.capture_source == 'ORBIT':
             capture.prop(props, "capture_views")
@@ -80,12 +116,8 @@ class DFF_PT_scene(_DFFPanel, bpy.types.Panel):
         if not props.capture_path.strip():
             where = ("Into dff_capture beside the .blend" if bpy.data.filepath else
                      "Unsaved file: into a new folder of the add-on's user folder, kept after Blender quits")
-            wrapped_label(context, capture, where)
-        capture.operator("dff.capture_scene", text="Capture Scene", icon='RENDER_STILL')
-        if props.n_images:
-            render = context.scene.render
-            layout.label(text=f"{props.n_images} images, "
-                              f"{render.resolution_x}x{render.resolution_y}")
+            wrapped_label(context, self.layout, iface_(where))
+        self.layout.operator("dff.capture_scene", text="Capture Scene", icon='RENDER_STILL')
 
 
 class DFF_PT_train(_DFFPanel, bpy.types.Panel):
@@ -96,7 +128,7 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         props = context.scene.dff
-        settings = layout.column()
+        settings = _split(layout)
         settings.enabled = not jobs.running(context.scene)
         settings.prop(props, "teacher")
         if props.teacher == 'sam':
@@ -105,15 +137,10 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
             settings.prop(props, "clip_model")
             settings.prop(props, "clip_pretrained")
         settings.prop(props, "preset")
-        settings.prop(props, "custom_settings")
-        if props.custom_settings:
-            settings.prop(props, "nerf_steps")
-            settings.prop(props, "feature_steps")
-            settings.prop(props, "mesh_resolution")
-        settings.prop(props, "max_faces")
         row = layout.row(align=True)
         row.operator("dff.train", text="Train", icon='PLAY')
         row.operator("dff.load_mesh", text="Load Mesh", icon='MESH_DATA')
+        _split(layout).prop(props, "mesh_object")
         preview = props.preview_image
         if preview is not None and preview.preview is not None:
             layout.label(text="Render | photo (first training view)")
@@ -121,13 +148,33 @@ class DFF_PT_train(_DFFPanel, bpy.types.Panel):
         curve = props.curve_image
         if curve is not None and curve.preview is not None and len(props.training_curve) > 1:
             first, last = props.training_curve[0], props.training_curve[-1]
-            layout.label(text=f"Training PSNR {first.psnr:.1f} -> {last.psnr:.1f} dB, steps {first.step}-{last.step}")
+            layout.label(text=iface_("Training PSNR {:.1f} -> {:.1f} dB, steps {}-{}").format(
+                first.psnr, last.psnr, first.step, last.step))
             layout.template_icon(icon_value=curve.preview.icon_id, scale=8.0)
         job = jobs.of(context.scene)
         if job is not None:
             draw_job(layout, job)
             if job.details():
                 layout.label(text=job.details())
+
+
+class DFF_PT_train_advanced(_DFFPanel, bpy.types.Panel):
+    """Steps and resolutions by hand instead of the preset's, and the face budget."""
+
+    bl_label = "Advanced"
+    bl_parent_id = "DFF_PT_train"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        settings = _split(self.layout)
+        settings.enabled = not jobs.running(context.scene)
+        settings.prop(props, "custom_settings")
+        if props.custom_settings:
+            settings.prop(props, "nerf_steps")
+            settings.prop(props, "feature_steps")
+            settings.prop(props, "mesh_resolution")
+        settings.prop(props, "max_faces")
 
 
 def draw_job(layout: bpy.types.UILayout, job: jobs.Job, prefix: str = "", scene: str = "") -> None:
@@ -171,12 +218,22 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row.prop(props, "threshold", slider=True)
         row.operator("dff.show_heat_map", text="", icon='COLOR')
         layout.operator("dff.separate", text="Separate", icon='MOD_EXPLODE')
-        row = layout.row(align=True)
-        row.prop(props, "texture_size", text="")
-        row.operator("dff.bake_texture", text="Bake Texture", icon='TEXTURE')
 
 
-_CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_train, DFF_PT_select)
+class DFF_PT_texture(_DFFPanel, bpy.types.Panel):
+    """Bake the radiance field's colour into a texture of the DFF mesh."""
+
+    bl_label = "Texture"
+    bl_options = {'DEFAULT_CLOSED'}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        props = context.scene.dff
+        _split(self.layout).prop(props, "texture_size")
+        self.layout.operator("dff.bake_texture", text="Bake Texture", icon='TEXTURE')
+
+
+_CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_import_options, DFF_PT_capture, DFF_PT_train,
+            DFF_PT_train_advanced, DFF_PT_select, DFF_PT_texture)
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)
 
@@ -184,15 +241,15 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLA
 def set_tab(name: str) -> None:
     """Move the panels to the sidebar tab `name` (empty: the default), as the preferences say."""
     name = name.strip() or DEFAULT_TAB
+    if all(cls.bl_category == name for cls in _CLASSES):
+        return
+    registered = DFF_PT_scene.is_registered
+    if registered:  # children before parents, then parents first again
+        _unregister_classes()
     for cls in _CLASSES:
-        if cls.bl_category == name:
-            continue
-        registered = cls.is_registered
-        if registered:
-            bpy.utils.unregister_class(cls)
         cls.bl_category = name
-        if registered:
-            bpy.utils.register_class(cls)
+    if registered:
+        _register_classes()
 
 
 def register() -> None:

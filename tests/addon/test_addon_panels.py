@@ -485,18 +485,22 @@ def test_a_fresh_scene(ui_worker):
     ui = draw_ui()
     assert ui.panels["DFF_PT_status"] is None  # nothing to say yet
     scene = ui["DFF_PT_scene"]
-    assert {"dataset_path", "workspace_path", "image_scale", "capture_source", "capture_path"} <= set(scene.props())
-    assert {"dff.import_dataset", "dff.capture_scene"} <= set(scene.operators())
+    assert {"dataset_path", "workspace_path"} <= set(scene.props()) and "dff.import_dataset" in scene.operators()
+    assert {"image_scale", "test_every", "bounds", "set_render_size"} <= set(ui["DFF_PT_import_options"].props())
+    assert {"capture_source", "capture_path"} <= set(ui["DFF_PT_capture"].props())
+    assert "dff.capture_scene" in ui["DFF_PT_capture"].operators()
     assert not any("images," in label for label in scene.labels())
     train = ui["DFF_PT_train"]
-    assert {"teacher", "preset", "custom_settings", "max_faces"} <= set(train.props())
+    assert {"teacher", "preset", "mesh_object"} <= set(train.props())
+    assert {"custom_settings", "max_faces"} <= set(ui["DFF_PT_train_advanced"].props())
     assert not {"sam_checkpoint", "clip_model", "clip_pretrained", "nerf_steps"} & set(train.props())
     assert not train.of("template_icon")
     assert_idle_train(ui)
     select = ui["DFF_PT_select"]
-    assert {"query_text", "threshold", "texture_size"} <= set(select.props())
-    assert {"dff.select_text", "dff.click_select", "dff.select_similar", "dff.show_heat_map", "dff.separate",
-            "dff.bake_texture"} <= set(select.operators())
+    assert {"query_text", "threshold"} <= set(select.props())
+    assert {"dff.select_text", "dff.click_select", "dff.select_similar", "dff.show_heat_map",
+            "dff.separate"} <= set(select.operators())
+    assert "texture_size" in ui["DFF_PT_texture"].props() and "dff.bake_texture" in ui["DFF_PT_texture"].operators()
     assert "text_mode" not in select.props() and not select.operator("dff.select_text").assigned
     for name, drawing in ui.menus.items():
         assert all(item.name.startswith("dff.") for item in drawing.of("operator")), name
@@ -506,12 +510,12 @@ def test_capture_options(ui_worker, tmp_path):
     props = bpy.context.scene.dff
     for source in props.bl_rna.properties["capture_source"].enum_items.keys():
         props.capture_source = source
-        assert ("capture_views" in draw_ui()["DFF_PT_scene"].props()) == (source == 'ORBIT')
-    unsaved = len(draw_ui()["DFF_PT_scene"].labels())  # and where an unsaved file's capture goes
+        assert ("capture_views" in draw_ui()["DFF_PT_capture"].props()) == (source == 'ORBIT')
+    unsaved = len(draw_ui()["DFF_PT_capture"].labels())  # and where an unsaved file's capture goes
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
-    saved = len(draw_ui()["DFF_PT_scene"].labels())
+    saved = len(draw_ui()["DFF_PT_capture"].labels())
     props.capture_path = str(tmp_path / "capture")
-    assert unsaved > 1 and saved > 1 and len(draw_ui()["DFF_PT_scene"].labels()) < saved
+    assert unsaved >= 1 and saved >= 1 and len(draw_ui()["DFF_PT_capture"].labels()) < saved
 
 
 def test_after_importing_a_dataset_with_labels(ui_worker, tmp_path):
@@ -559,9 +563,9 @@ def test_each_teacher_shows_its_settings(ui_worker, teacher, shown, hidden):
 
 def test_custom_settings(ui_worker):
     custom = {"nerf_steps", "feature_steps", "mesh_resolution"}
-    assert not custom & set(draw_ui()["DFF_PT_train"].props())
+    assert not custom & set(draw_ui()["DFF_PT_train_advanced"].props())
     bpy.context.scene.dff.custom_settings = True
-    assert custom <= set(draw_ui()["DFF_PT_train"].props())
+    assert custom <= set(draw_ui()["DFF_PT_train_advanced"].props())
 
 
 def test_while_training(ui_worker, tmp_path):
@@ -585,7 +589,7 @@ def test_while_training(ui_worker, tmp_path):
     assert "dff.cancel" in train.operators()
     assert len(train.of("template_icon")) == 2  # the training view's preview and the PSNR curve
     # The settings are greyed out, Train is not offered again.
-    assert not train.prop("teacher").enabled and not train.prop("max_faces").enabled
+    assert not train.prop("teacher").enabled and not ui["DFF_PT_train_advanced"].prop("max_faces").enabled
     assert not bpy.ops.dff.train.poll()
     assert ui.status_bar.of("progress") and "dff.cancel" in ui.status_bar.operators()
 
