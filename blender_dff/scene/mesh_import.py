@@ -133,7 +133,11 @@ def apply_mesh(context: bpy.types.Context, reply: Reply, workspace: str = "") ->
     mesh[WORKSPACE_PROP] = workspace
     props = context.scene.dff
     obj = props.mesh_object
-    if obj is None or context.scene.objects.get(obj.name) != obj:
+    if obj is not None and context.scene.objects.get(obj.name) != obj:
+        if obj.users == 0:  # deleted by the user, still in memory: frees its name for the new one
+            bpy.data.objects.remove(obj)
+        obj = None
+    if obj is None:
         obj = bpy.data.objects.new(MESH_NAME, mesh)
         context.scene.collection.objects.link(obj)
         obj.matrix_world = Matrix.Identity(4)

@@ -8,6 +8,7 @@ scripts in background mode, where timers do not fire.
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,9 +170,25 @@ def pump() -> int:
     return _SESSION.pump()
 
 
+def user_busy() -> bool:
+    """Whether a modal operator other than the add-on's runs (a transform, a knife cut): a reply
+    applied now would change the data under it, so the timer waits (at most MAX_DEFER)."""
+    return any(not op.bl_idname.startswith("DFF_OT_")
+               for window in bpy.context.window_manager.windows for op in window.modal_operators)
+
+
+MAX_DEFER = 30.0  # seconds; a modal operator that never ends (another add-on's) must not block replies
+_deferred_since: float | None = None
+
+
 def _tick() -> float | None:
+    global _deferred_since
     try:
-        _SESSION.pump()
+        if user_busy() and (_deferred_since is None or time.monotonic() - _deferred_since < MAX_DEFER):
+            _deferred_since = _deferred_since or time.monotonic()
+        else:
+            _deferred_since = None
+            _SESSION.pump()
     except Exception:  # noqa: BLE001 -- a raising timer would be unregistered for good
         traceback.print_exc()
     return POLL_INTERVAL if _SESSION.jobs else None
