@@ -157,3 +157,11 @@ def pump_until(done: Callable[[], bool], seconds: float = 600.0) -> None:
         assert time.monotonic() < deadline, "no reply from the worker in time"
         worker_session.pump()
         time.sleep(0.05)
+
+
+def slide(value: float) -> None:
+    """Move the scene's threshold slider and let it settle (timers do not run here)."""
+    from blender_dff.scene import selection
+
+    bpy.context.scene.dff.threshold = value
+    selection.settle()

@@ -1,14 +1,16 @@
 """The Click tool: clicks and box drags in the 3D viewport become a prompt for the worker.
 
 Click selects what is under the cursor; Shift+click adds a point on the object, Ctrl+click a
-point on what to leave out; a drag draws a box (with Shift, added to the clicks). Each change
-sends the whole prompt, as world-frame rays in the DFF mesh's frame, and the reply selects
-faces. Enter keeps the selection, Esc (or right click) takes back what the tool selected.
+point on what to leave out; a drag draws a box (with Shift, added to the clicks). Each click is
+cast into the world as it is made, so the view can be orbited between clicks. Each change sends
+the whole prompt, as world-frame rays in the DFF mesh's frame, and the reply selects faces.
+Enter keeps the selection, Esc (or right click) takes back what the tool selected.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
 
 import bpy
 import gpu
@@ -19,15 +21,30 @@ from mathutils import Vector
 
 from ..folders import UserError
 from ..scene import selection
+from ..ui import click_tool
 from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
 from .base import WorkerOperator, dff_mesh_poll, reply_handler, workspace
 
-CLICK_STATUS = ("Click: select  |  Shift+click: add  |  Ctrl+click: leave out  |  Drag: box  |  "
-                "Enter: keep  |  Esc: cancel")
 DRAG_PIXELS = 6  # a press and release farther apart than this is a box, not a click
+DOT_PIXELS = 10.0
 OBJECT_COLOUR, BACKGROUND_COLOUR, BOX_COLOUR = (0.2, 0.9, 0.3, 1.0), (0.95, 0.2, 0.2, 1.0), (1.0, 0.8, 0.1, 1.0)
+
+# The status bar while the prompt is open: what each key or button does, with Blender's icons.
+STATUS = (("Select", ('MOUSE_LMB',)), ("Add Point", ('EVENT_SHIFT', 'MOUSE_LMB')),
+          ("Leave Out", ('EVENT_CTRL', 'MOUSE_LMB')), ("Box", ('MOUSE_LMB_DRAG',)),
+          ("Keep", ('EVENT_RETURN',)), ("Cancel", ('EVENT_ESC',)))
+
+# Events that still reach Blender while the prompt is open, so the view can be orbited, panned
+# and zoomed with a mouse, a trackpad or the numpad (and a 3D mouse's NDOF_* events). Other keys
+# and buttons are held back: Tab, X or Ctrl+Z would act on the mesh mid-prompt.
+NAVIGATION = frozenset({'MIDDLEMOUSE', 'WHEELUPMOUSE', 'WHEELDOWNMOUSE', 'WHEELINMOUSE', 'WHEELOUTMOUSE',
+                        'TRACKPADPAN', 'TRACKPADZOOM', 'MOUSEROTATE', 'MOUSESMARTZOOM', 'HOME',
+                        'NUMPAD_PERIOD', 'NUMPAD_SLASH', 'NUMPAD_PLUS', 'NUMPAD_MINUS',
+                        *(f'NUMPAD_{digit}' for digit in range(10))})
+# The values of a key or button event; mouse moves, timers and window events have none of these.
+KEY_VALUES = frozenset({'PRESS', 'RELEASE', 'CLICK', 'DOUBLE_CLICK', 'CLICK_DRAG'})
 
 Coord = tuple[float, float]
 
@@ -37,6 +54,25 @@ def click_ray(region: bpy.types.Region, rv3d: bpy.types.RegionView3D, coord: Coo
     region's lower-left corner, for perspective, orthographic and camera views alike."""
     return (view3d_utils.region_2d_to_origin_3d(region, rv3d, coord),
             view3d_utils.region_2d_to_vector_3d(region, rv3d, coord))
+
+
+class Ray(NamedTuple):
+    """A point of the prompt as the view showed it when it was clicked: the world-frame ray, and
+    where its dot is drawn (on what the ray hit, else at the depth of the view's pivot)."""
+
+    origin: Vector
+    direction: Vector
+    anchor: Vector
+
+
+def cast_ray(context: bpy.types.Context, region: bpy.types.Region, rv3d: bpy.types.RegionView3D,
+             coord: Coord) -> Ray:
+    """The Ray under `coord` in the view as it is now."""
+    origin, direction = click_ray(region, rv3d, coord)
+    hit, location, *_ = context.scene.ray_cast(context.evaluated_depsgraph_get(), origin, direction)
+    if not hit:
+        location = view3d_utils.region_2d_to_location_3d(region, rv3d, coord, rv3d.view_location)
+    return Ray(origin, direction, location)
 
 
 def _contains(rect: bpy.types.Area | bpy.types.Region, x: int, y: int) -> bool:
@@ -59,12 +95,21 @@ def viewport_at(screen: bpy.types.Screen, x: int, y: int) -> tuple[bpy.types.Reg
     return None
 
 
+def rectangle(start: Coord, end: Coord) -> list[Coord]:
+    """The corners of the box dragged from `start` to `end`, in order around it."""
+    (x0, y0), (x1, y1) = start, end
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
 @dataclass
 class PromptBuilder:
-    """Presses and releases of the mouse (region pixels) -> clicks with labels and a box."""
+    """Presses and releases of the mouse (region pixels) -> clicks with labels and a box. Each
+    point is kept as `cast` makes it from its pixel at the release (the tool casts a Ray through
+    the view of that moment), so moving the view later leaves it where it was clicked."""
 
-    clicks: list[tuple[Coord, bool]] = field(default_factory=list)  # (where, on the object)
-    box: tuple[Coord, Coord] | None = None
+    cast: Callable[[Coord], Any] = lambda coord: coord  # by default a point stays a pixel
+    clicks: list[tuple[Any, bool]] = field(default_factory=list)  # (point, on the object)
+    box: list[Any] | None = None  # its four corners in order around it
     pressed_at: Coord | None = None
 
     def press(self, coord: Coord) -> None:
@@ -79,20 +124,48 @@ class PromptBuilder:
         if max(abs(coord[0] - start[0]), abs(coord[1] - start[1])) > DRAG_PIXELS:
             if not keep:
                 self.clicks = []
-            self.box = (start, coord)
+            self.box = [self.cast(corner) for corner in rectangle(start, coord)]
             return True
         if not keep:
             self.clicks, self.box = [], None
-        self.clicks.append((coord, not leave_out))
+        self.clicks.append((self.cast(coord), not leave_out))
         return True
-
-    def box_corners(self) -> list[Coord]:
-        """The box's corners in order around it."""
-        (x0, y0), (x1, y1) = self.box
-        return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
     def has_object(self) -> bool:
         return self.box is not None or any(on_object for _, on_object in self.clicks)
+
+
+def prompt_on_screen(prompt: PromptBuilder, region: bpy.types.Region,
+                     rv3d: bpy.types.RegionView3D) -> tuple[list[tuple[Coord, bool]], list[Coord]]:
+    """Where the prompt's Rays are in the view as it is now: each click's dot (with its label)
+    and the box's outline; points behind the viewer are left out, and so is a box with one."""
+    def project(ray: Ray) -> Coord | None:
+        coord = view3d_utils.location_3d_to_region_2d(region, rv3d, ray.anchor)
+        return None if coord is None else (coord.x, coord.y)
+
+    dots = []
+    for ray, on_object in prompt.clicks:
+        coord = project(ray)
+        if coord is not None:
+            dots.append((coord, on_object))
+    outline = [project(ray) for ray in prompt.box or ()]
+    return dots, [] if None in outline else outline
+
+
+def draw_status(header: bpy.types.Header, context: bpy.types.Context) -> None:
+    """The status bar while the prompt is open (drawn in place of Blender's)."""
+    layout = header.layout
+    for text, icons in STATUS:
+        for icon in icons[:-1]:
+            layout.label(text="", icon=icon)
+        layout.label(text=text, icon=icons[-1])
+
+
+def navigates(context: bpy.types.Context, event: bpy.types.Event) -> bool:
+    """Whether `event` orbits, pans or zooms the view: Blender gets it while the prompt is open."""
+    if event.type == 'LEFTMOUSE':  # Alt+left mouse orbits where the preferences emulate a middle button
+        return event.alt and context.preferences.inputs.use_mouse_emulate_3_button
+    return event.type in NAVIGATION or event.type.startswith('NDOF_')
 
 
 class DFF_PG_prompt_ray(bpy.types.PropertyGroup):
@@ -117,11 +190,10 @@ def _local_ray(obj: bpy.types.Object, origin: Vector, direction: Vector) -> dict
 
 
 class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
-    """Click on the mesh in the 3D viewport to select the object under the cursor.
-    Shift+click adds, Ctrl+click leaves out, drag draws a box; Enter keeps, Esc cancels"""
+    """Click the DFF mesh to select the object under the cursor (Shift adds, Ctrl leaves out, a drag draws a box)"""
 
     bl_idname = "dff.click_select"
-    bl_label = "Click Select"
+    bl_label = "Click Select (DFF)"
     # No undo step here: the selection changes when the reply arrives, which pushes its own.
     bl_options = {'REGISTER'}
 
@@ -138,15 +210,10 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
         if context.window is None:
             self.report({'ERROR'}, "clicking needs a 3D viewport: give 'clicks' instead")
             return {'CANCELLED'}
-        self.prompt = PromptBuilder()
-        self.region: bpy.types.Region | None = None
-        self.dragged_to: Coord | None = None
-        self.selected: list[str] = []       # queries this tool applied, taken back by Esc
-        self.state = {"cancelled": False}   # read by replies still on their way after Esc
-        self.draw_handle = bpy.types.SpaceView3D.draw_handler_add(self.draw, (context,), 'WINDOW', 'POST_PIXEL')
+        self.begin(context)
         context.window_manager.modal_handler_add(self)
-        context.window.cursor_modal_set('EYEDROPPER')
-        context.workspace.status_text_set(CLICK_STATUS)
+        if event.type == 'LEFTMOUSE' and event.value == 'PRESS':
+            self.press(context, event)  # the toolbar's tool starts the prompt with this press
         return {'RUNNING_MODAL'}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
@@ -156,48 +223,89 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
         if event.value == 'PRESS' and event.type in {'RET', 'NUMPAD_ENTER'}:
             self.finish(context, keep=True)
             return {'FINISHED'}
+        if navigates(context, event):
+            return {'PASS_THROUGH'}
+        if event.type == 'LEFTMOUSE':
+            return self.left_mouse(context, event)
         if event.type == 'MOUSEMOVE' and self.prompt.pressed_at is not None:
             self.dragged_to = (event.mouse_x - self.region.x, event.mouse_y - self.region.y)
             self.region.tag_redraw()
             return {'RUNNING_MODAL'}
-        if event.type != 'LEFTMOUSE':
-            return {'PASS_THROUGH'}  # the view can still be orbited, panned and zoomed
-        if event.value == 'PRESS':
-            under_mouse = viewport_at(context.window.screen, event.mouse_x, event.mouse_y)
-            if under_mouse is None:
-                return {'PASS_THROUGH'}  # a click on a panel or another editor does its job
-            if under_mouse[0] != self.region:  # a prompt lives in one view
-                self.prompt = PromptBuilder()
-                self.region = under_mouse[0]
-            self.prompt.press(under_mouse[1])
-            return {'RUNNING_MODAL'}
-        if event.value == 'RELEASE' and self.region is not None:
-            coord = (event.mouse_x - self.region.x, event.mouse_y - self.region.y)
-            self.dragged_to = None
-            if self.prompt.release(coord, add=event.shift, leave_out=event.ctrl) and self.prompt.has_object():
-                self.set_rays(self.region)
-                self.execute(context)
-            self.region.tag_redraw()
-            return {'RUNNING_MODAL'}
-        return {'RUNNING_MODAL'}
+        # Mouse moves, timers and window events pass; other keys and buttons would act mid-prompt.
+        return {'PASS_THROUGH'} if event.value not in KEY_VALUES else {'RUNNING_MODAL'}
 
-    def set_rays(self, region: bpy.types.Region) -> None:
-        """The prompt's clicks and box as world rays of `region`'s view."""
+    def left_mouse(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        """Presses and releases in the viewport make the prompt; other left clicks pass."""
+        # A second click in quick succession comes as a double click.
+        if event.value in {'PRESS', 'DOUBLE_CLICK'} and self.press(context, event):
+            return {'RUNNING_MODAL'}
+        if event.value == 'RELEASE' and self.prompt.pressed_at is not None:
+            self.release(context, event)
+            return {'RUNNING_MODAL'}
+        return {'PASS_THROUGH'}  # a click on a panel or another editor does its job
+
+    def press(self, context: bpy.types.Context, event: bpy.types.Event) -> bool:
+        """Start a click or a drag in the 3D viewport under the mouse; False elsewhere."""
+        under_mouse = viewport_at(context.window.screen, event.mouse_x, event.mouse_y)
+        if under_mouse is None:
+            return False
+        region, coord = under_mouse
+        if region != self.region:  # a prompt lives in one view
+            self.region = region
+            self.prompt = PromptBuilder(cast=lambda pixel: cast_ray(context, region, region.data, pixel))
+        self.prompt.press(coord)
+        return True
+
+    def release(self, context: bpy.types.Context, event: bpy.types.Event) -> None:
+        coord = (event.mouse_x - self.region.x, event.mouse_y - self.region.y)
+        self.dragged_to = None
+        if self.prompt.release(coord, add=event.shift, leave_out=event.ctrl) and self.prompt.has_object():
+            self.store_prompt()
+            self.execute(context)
+        self.region.tag_redraw()
+
+    def store_prompt(self) -> None:
+        """The prompt's rays, as cast when each was clicked, into `clicks` and `box` for `send`."""
         self.clicks.clear()
         self.box.clear()
-        for coord, on_object in self.prompt.clicks:
+        for ray, on_object in self.prompt.clicks:
             item = self.clicks.add()
-            item.origin, item.direction = click_ray(region, region.data, coord)
-            item.on_object = on_object
-        if self.prompt.box is not None:
-            for coord in self.prompt.box_corners():
-                item = self.box.add()
-                item.origin, item.direction = click_ray(region, region.data, coord)
+            item.origin, item.direction, item.on_object = ray.origin, ray.direction, on_object
+        for ray in self.prompt.box or ():
+            item = self.box.add()
+            item.origin, item.direction = ray.origin, ray.direction
+
+    def begin(self, context: bpy.types.Context) -> None:
+        """Open an empty prompt, drawn over the viewport, with the tool's cursor and its keys in
+        the status bar."""
+        self.prompt = PromptBuilder()
+        self.region: bpy.types.Region | None = None
+        self.dragged_to: Coord | None = None
+        self.selected: list[str] = []       # queries this tool applied, taken back by Esc
+        self.state = {"cancelled": False}   # read by replies still on their way after Esc
+        self.draw_handle = bpy.types.SpaceView3D.draw_handler_add(self.draw_prompt, (context,), 'WINDOW',
+                                                                  'POST_PIXEL')
+        context.window.cursor_modal_set('EYEDROPPER')
+        context.workspace.status_text_set(draw_status)
+
+    def end(self, context: bpy.types.Context) -> None:
+        """Take back what `begin` set up."""
+        if self.draw_handle is not None:
+            bpy.types.SpaceView3D.draw_handler_remove(self.draw_handle, 'WINDOW')
+            self.draw_handle = None
+        if context.window is not None:
+            context.window.cursor_modal_restore()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        """Blender ends the prompt (another file loaded, the window closed): replies still on
+        their way select nothing, and nothing of the tool stays on screen."""
+        self.state["cancelled"] = True
+        self.end(context)
 
     def finish(self, context: bpy.types.Context, keep: bool) -> None:
-        bpy.types.SpaceView3D.draw_handler_remove(self.draw_handle, 'WINDOW')
-        context.window.cursor_modal_restore()
-        context.workspace.status_text_set(None)
+        self.end(context)
         if not keep:
             self.state["cancelled"] = True
             obj = context.scene.dff.mesh_object
@@ -209,24 +317,24 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
         if self.region is not None:
             self.region.tag_redraw()
 
-    def draw(self, context: bpy.types.Context) -> None:
+    def draw_prompt(self, context: bpy.types.Context) -> None:
         if context.region != self.region:
             return
+        dots, outline = prompt_on_screen(self.prompt, self.region, context.region_data)
+        if self.dragged_to is not None and self.prompt.pressed_at is not None:
+            outline = rectangle(self.prompt.pressed_at, self.dragged_to)
         points = gpu.shader.from_builtin('POINT_UNIFORM_COLOR')
-        gpu.state.point_size_set(10.0)
+        gpu.state.point_size_set(DOT_PIXELS)
         for on_object, colour in ((True, OBJECT_COLOUR), (False, BACKGROUND_COLOUR)):
-            coords = [c for c, flag in self.prompt.clicks if flag == on_object]
+            coords = [coord for coord, flag in dots if flag == on_object]
             if coords:
                 points.uniform_float("color", colour)
                 batch_for_shader(points, 'POINTS', {"pos": coords}).draw(points)
-        box = self.prompt.box
-        if self.dragged_to is not None and self.prompt.pressed_at is not None:
-            box = (self.prompt.pressed_at, self.dragged_to)
-        if box is not None:
-            (x0, y0), (x1, y1) = box
+        gpu.state.point_size_set(1.0)  # Blender's default, which whatever draws next expects
+        if outline:
             lines = gpu.shader.from_builtin('UNIFORM_COLOR')
             lines.uniform_float("color", BOX_COLOUR)
-            batch_for_shader(lines, 'LINE_LOOP', {"pos": [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]}).draw(lines)
+            batch_for_shader(lines, 'LINE_LOOP', {"pos": outline}).draw(lines)
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
@@ -260,4 +368,14 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
 
 _CLASSES = (DFF_PG_prompt_ray, DFF_OT_click_select)
 
-register, unregister = bpy.utils.register_classes_factory(_CLASSES)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(_CLASSES)
+
+
+def register() -> None:
+    _register_classes()
+    click_tool.register()
+
+
+def unregister() -> None:
+    click_tool.unregister()
+    _unregister_classes()

@@ -10,7 +10,7 @@ import numpy as np
 from bpy.props import StringProperty
 
 from ..folders import UserError
-from ..scene import mesh_import, selection
+from ..scene import heat_map, mesh_import, selection
 from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
@@ -95,6 +95,7 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
+        selection.settle()
         selected = worker_selection(selection.check_dff_mesh(props.mesh_object))
         if not selected.any():
             raise UserError("select some faces first: run a query, click, or select faces "
@@ -112,8 +113,7 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
 
 
 class DFF_OT_show_heat_map(bpy.types.Operator):
-    """Show the latest query's heat map: Solid shading coloured by the active colour attribute
-    (click again for the usual shading)"""
+    """Show the latest query's heat map in Solid shading (click again to put the view back)"""
 
     bl_idname = "dff.show_heat_map"
     bl_label = "Show Heat Map"
@@ -124,10 +124,15 @@ class DFF_OT_show_heat_map(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         shading = context.space_data.shading
-        if shading.type == 'SOLID' and shading.color_type == 'ATTRIBUTE':
-            shading.color_type = 'MATERIAL'
-        else:
-            shading.type, shading.color_type = 'SOLID', 'ATTRIBUTE'
+        try:
+            obj = selection.check_dff_mesh(context.scene.dff.mesh_object)
+            if heat_map.heat_map_shown(shading, obj.data):
+                heat_map.hide_heat_map(shading, obj)
+            else:
+                heat_map.show_heat_map(shading, obj)
+        except ValueError as exc:
+            self.report({'ERROR'}, str(exc))
+            return {'CANCELLED'}
         return {'FINISHED'}
 
 
@@ -144,6 +149,7 @@ class DFF_OT_separate(bpy.types.Operator):
             obj = selection.check_dff_mesh(props.mesh_object)
             if not props.active_query:
                 raise ValueError("no query yet: Select something first")
+            selection.settle()
             part = selection.separate_selection(context, obj, props.active_query)
         except ValueError as exc:
             self.report({'ERROR'}, str(exc))

@@ -25,6 +25,21 @@ MATERIAL_NAME = "DFF Vertex Colour"
 OWN_MATERIAL_TAG = "dff_material"
 
 
+def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type) -> np.ndarray:
+    """One value per element of `collection` as a numpy array (bulk `foreach_get`)."""
+    values = np.empty(len(collection), dtype=dtype)
+    collection.foreach_get(prop, values)
+    return values
+
+
+def corners_per_face(mesh: bpy.types.Mesh) -> int | np.ndarray:
+    """How many corners each face has: 3 on a triangle mesh (a face has 3 or more, so 3 per
+    face on average means all of them), read face by face otherwise (the user edited it)."""
+    if len(mesh.loops) == 3 * len(mesh.polygons):
+        return 3
+    return read_array(mesh.polygons, "loop_total", np.int32)
+
+
 def _checked(name: str, value: object, dtype: type, width: int) -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != 2 or array.shape[1] != width:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,8 @@ from mathutils import Euler, Matrix, Vector
 
 import blender_dff
 from blender_dff import jobs
-from addon_helpers import RecordingLayout, cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply, read
+from addon_helpers import (RecordingLayout, cube_arrays, edit_mode_selection, mesh_reply, pump_until, query_reply,
+                           read, slide)
 from blender_dff.worker.client import Reply, WorkerClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +59,48 @@ def test_register_unregister_twice():
         assert "dff" not in bpy.types.Scene.bl_rna.properties
         assert not hasattr(bpy.types, "DFF_OT_train")
         assert not hasattr(bpy.types, "DFF_PT_train")
+
+
+def test_operators_are_in_blender_s_menus_for_f3_search(addon):
+    from blender_dff.ui import menus
+
+    drawn = {}
+    for menu, draw in menus._ENTRIES:
+        assert draw in getattr(bpy.types, menu)._dyn_ui_initialize(), menu
+        layout = RecordingLayout()
+        draw(SimpleNamespace(layout=layout), bpy.context)
+        drawn[menu] = layout.operators()
+    assert drawn["TOPBAR_MT_file_import"] == ["dff.import_dataset"]
+    assert {"dff.select_text", "dff.click_select"} <= set(drawn["VIEW3D_MT_select_edit_mesh"])
+    assert drawn["VIEW3D_MT_edit_mesh"] == ["dff.separate"]
+    for name in dir(bpy.ops.dff):
+        description = getattr(bpy.ops.dff, name).get_rna_type().description
+        assert description and "\n" not in description, name  # a tooltip of one line
+
+
+def test_panels_move_to_the_sidebar_tab_the_preferences_name(addon):
+    from blender_dff.ui import panels
+
+    panels.set_tab("Scan")
+    try:
+        for cls in panels._CLASSES:
+            registered = getattr(bpy.types, cls.__name__)
+            assert registered.bl_category == "Scan" and registered.is_registered
+    finally:
+        panels.set_tab("")
+    assert bpy.types.DFF_PT_train.bl_category == "DFF"
+
+
+def test_a_remote_worker_takes_its_token_from_the_environment(addon, monkeypatch):
+    from blender_dff.preferences import worker_settings
+    from blender_dff.wire import api
+
+    prefs = SimpleNamespace(python="", host="gpu.example", port=5000, token="")
+    context = SimpleNamespace(preferences=SimpleNamespace(addons={blender_dff.ADDON_ID: SimpleNamespace(preferences=prefs)}))
+    monkeypatch.setenv(api.TOKEN_ENV, "from-the-environment")
+    assert worker_settings(context).token == "from-the-environment"
+    prefs.token = "typed"
+    assert worker_settings(context).token == "typed"
 
 
 def test_worker_pythonpath_of_a_checkout(addon):
@@ -293,10 +337,12 @@ def test_threshold_reselects_without_the_worker(worker):
     blender_dff.worker.session.pump()
     assert np.array_equal(edit_mode_selection(obj), probability > 0.5)
 
-    bpy.context.scene.dff.threshold = 0.8  # in edit mode
+    bpy.context.scene.dff.threshold = 0.8  # in edit mode: applied once the slider stands still
+    assert np.array_equal(edit_mode_selection(obj), probability > 0.5)
+    blender_dff.scene.selection.settle()
     assert np.array_equal(edit_mode_selection(obj), probability > 0.8)
     bpy.ops.object.mode_set(mode='OBJECT')
-    bpy.context.scene.dff.threshold = 0.2  # in object mode
+    bpy.context.scene.dff.threshold = 0.2  # in object mode: the selection at once
     assert np.array_equal(read(obj.data.polygons, "select", bool), probability > 0.2)
     assert np.array_equal(read(obj.data.attributes["dff_mug"].data, "value", bool),
                           probability > 0.2)
@@ -458,6 +504,30 @@ def test_reply_lands_in_the_scene_that_asked(worker, tmp_path):
     assert asking.objects.get("DFF Mesh") and not other.objects
 
 
+def test_a_reply_waits_while_the_user_transforms_something(worker, tmp_path, monkeypatch):
+    from blender_dff.worker import session
+
+    assert not session.user_busy()  # no modal operator runs here
+    bpy.context.scene.dff.workspace_path = str(tmp_path)
+    assert bpy.ops.dff.load_mesh() == {'FINISHED'}
+    worker.reply(worker.sent[0], mesh_reply(*cube_arrays(cuts=1)))
+    monkeypatch.setattr(session, "user_busy", lambda: True)  # a grab (G) is running
+    session._tick()
+    session._tick()
+    assert bpy.context.scene.dff.mesh_object is None
+    monkeypatch.setattr(session, "user_busy", lambda: False)  # the grab ended
+    session._tick()
+    assert bpy.context.scene.dff.mesh_object is not None
+
+    bpy.context.scene.dff.mesh_object = None
+    assert bpy.ops.dff.load_mesh() == {'FINISHED'}
+    worker.reply(worker.sent[1], mesh_reply(*cube_arrays(cuts=1)))
+    monkeypatch.setattr(session, "user_busy", lambda: True)
+    monkeypatch.setattr(session, "_deferred_since", time.monotonic() - session.MAX_DEFER)
+    session._tick()  # a modal operator that never ends does not hold replies back for good
+    assert bpy.context.scene.dff.mesh_object is not None
+
+
 def test_sam_teacher_sends_its_checkpoint_and_queries_name_the_teacher(worker, tmp_path):
     props = bpy.context.scene.dff
     props.workspace_path = str(tmp_path)
@@ -480,6 +550,7 @@ def test_train_sends_the_quality_preset_and_custom_numbers_only_when_asked(worke
     props.nerf_steps = 123  # set, but Custom Settings is off: the preset decides
     layout = RecordingLayout()
     blender_dff.ui.panels.DFF_PT_train.draw(SimpleNamespace(layout=layout), bpy.context)
+    blender_dff.ui.panels.DFF_PT_train_advanced.draw(SimpleNamespace(layout=layout), bpy.context)
     assert "preset" in layout.props() and "nerf_steps" not in layout.props()
     assert bpy.ops.dff.train() == {'FINISHED'}
     sent = worker.sent[-1]
@@ -488,7 +559,7 @@ def test_train_sends_the_quality_preset_and_custom_numbers_only_when_asked(worke
 
     props.custom_settings = True
     layout = RecordingLayout()
-    blender_dff.ui.panels.DFF_PT_train.draw(SimpleNamespace(layout=layout), bpy.context)
+    blender_dff.ui.panels.DFF_PT_train_advanced.draw(SimpleNamespace(layout=layout), bpy.context)
     assert {"nerf_steps", "feature_steps", "mesh_resolution"} <= set(layout.props())
     assert bpy.ops.dff.train() == {'FINISHED'}
     sent = worker.sent[-1]
@@ -666,7 +737,7 @@ def test_clip_teacher_sends_its_model_and_queries_their_comparison(worker, tmp_p
 
 def heat_map(obj) -> np.ndarray:
     """The heat map's colour of each face (its first corner), object mode."""
-    from blender_dff.scene.selection import HEAT_ATTR
+    from blender_dff.scene.heat_map import HEAT_ATTR
 
     colours = read(obj.data.color_attributes[HEAT_ATTR].data, "color", np.float32, 4)
     first_loop = read(obj.data.polygons, "loop_start", np.int32)
@@ -674,27 +745,24 @@ def heat_map(obj) -> np.ndarray:
 
 
 def test_heat_map_shows_relevancy_and_follows_the_threshold(worker):
-    from blender_dff.scene.selection import HEAT_ATTR
-
     obj, (_, faces, _) = make_mesh(worker)
     probability = np.linspace(0.0, 1.0, len(faces), dtype=np.float32)
     bpy.ops.dff.select_text(text="mug")
     worker.reply(worker.sent[-1], query_reply(probability))
     blender_dff.worker.session.pump()
     bpy.ops.object.mode_set(mode='OBJECT')
-    assert obj.data.color_attributes.active_color_name == HEAT_ATTR
     before = heat_map(obj)
     brightness = before[:, :3].sum(1)
     assert brightness[probability > 0.5].min() > brightness[probability <= 0.5].max()  # dimmed below
     assert not np.allclose(before[probability > 0.5][0], before[probability > 0.5][-1])  # a ramp, not a flat colour
 
-    bpy.context.scene.dff.threshold = 0.2  # object mode
+    slide(0.2)  # object mode
     after = heat_map(obj)
     newly = (probability > 0.2) & (probability <= 0.5)
     assert (after[newly, :3].sum(1) > before[newly, :3].sum(1)).all()
     assert np.allclose(after[probability > 0.5], before[probability > 0.5])
     bpy.ops.object.mode_set(mode='EDIT')
-    bpy.context.scene.dff.threshold = 0.9  # edit mode
+    slide(0.9)  # edit mode
     bpy.ops.object.mode_set(mode='OBJECT')
     dimmed = (probability > 0.2) & (probability <= 0.9)
     assert (heat_map(obj)[dimmed, :3].sum(1) < after[dimmed, :3].sum(1)).all()

@@ -16,6 +16,7 @@ from PIL import Image
 
 from addon_helpers import pump_until
 from blender_dff import jobs
+from blender_dff.scene import selection
 from conftest import BREAKAGES, broken_copy, run_worker
 from external_worker.evaluation import nearest_ground_truth_labels
 from external_worker.geometry.raycast import first_hit
@@ -93,6 +94,7 @@ def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_w
 
     # The threshold slider re-selects from the stored probabilities, without the worker.
     def selected() -> int:
+        selection.settle()
         bpy.ops.object.mode_set(mode='OBJECT')
         count = sum(p.select for p in mesh_obj.data.polygons)
         bpy.ops.object.mode_set(mode='EDIT')
@@ -325,7 +327,8 @@ def test_text_query_with_the_clip_teacher(addon, tiny_scene, trained_workspace, 
     """Train the clip teacher (tiny random open_clip) beside the labels one through the panel's
     settings, then type queries: relevancy, heat map, both comparisons, and the worker's
     refusal of a query longer than CLIP's context."""
-    from blender_dff.scene.selection import HEAT_ATTR, PROBABILITY_ATTR
+    from blender_dff.scene.heat_map import HEAT_ATTR
+    from blender_dff.scene.selection import PROBABILITY_ATTR
 
     props = addon
     workspace = tmp_path / "ws"
@@ -349,7 +352,7 @@ def test_text_query_with_the_clip_teacher(addon, tiny_scene, trained_workspace, 
         return values
 
     against_negatives = query(name)
-    assert mesh_obj.data.color_attributes.active_color_name == HEAT_ATTR
+    assert HEAT_ATTR in mesh_obj.data.color_attributes
     props.text_mode = 'LABEL_SET'
     props.label_set = ", ".join(label_names.values())
     in_label_set = query(name)
