@@ -52,10 +52,10 @@ _TEXTURE_SIZE_ITEMS = [(str(size), f"{size // 1024}K", f"{size} x {size}") for s
 def _threshold_changed(self: DFFSceneProperties, context: bpy.types.Context) -> None:
     # Re-thresholds the stored probabilities and recolours the heat map only: moving a slider
     # must not ask the worker.
-    obj = self.mesh_object
-    if obj is None or not self.active_query:
+    if not self.active_query:
         return
     try:
+        obj = selection.queried_object(context)
         count = selection.apply_threshold(context, obj, self.active_query, self.threshold)
     except ValueError as exc:
         self.show_error({"code": "threshold", "message": str(exc)})
@@ -211,6 +211,9 @@ class DFFSceneProperties(bpy.types.PropertyGroup):
     mesh_object: PointerProperty(
         name="Mesh", description="The mesh extracted by the worker", type=bpy.types.Object,
         poll=_is_mesh)
+    query_object: PointerProperty(
+        name="Queried", description="The DFF mesh (or part of it) the latest query selected on",
+        type=bpy.types.Object, poll=_is_mesh)
     query_text: StringProperty(
         name="Query", description="What to select, e.g. 'chair' or 'cup, saucer' (their union)")
     text_mode: EnumProperty(

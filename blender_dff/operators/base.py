@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import bpy
 
 from .. import folders, jobs
-from ..scene import images, selection
+from ..scene import images, mesh_import, selection
 from ..worker import session as worker_session, state as worker_state
 from ..worker.client import Reply
 from ..preferences import worker_settings
@@ -22,6 +22,16 @@ Apply = Callable[[bpy.types.Context, Reply], str]
 def workspace(context: bpy.types.Context) -> str:
     """The scene's workspace folder as the worker must receive it."""
     return folders.workspace(context.scene.dff, worker_settings(context).remote)
+
+
+def mesh_params(context: bpy.types.Context, obj: bpy.types.Object) -> dict:
+    """The workspace and mesh id of a request about `obj`'s faces: those its mesh came from (a
+    mesh imported before they were recorded goes to the scene's workspace, unchecked)."""
+    mesh = obj.data
+    params = {"workspace": mesh.get(mesh_import.WORKSPACE_PROP) or workspace(context)}
+    if mesh.get(mesh_import.MESH_ID_PROP):
+        params["mesh_id"] = mesh[mesh_import.MESH_ID_PROP]
+    return params
 
 
 def find_scene(uid: int) -> bpy.types.Scene | None:
@@ -133,7 +143,7 @@ def worker_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bo
 def dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
     """Poll of the operators that work on the DFF mesh; greyed out, they say what is missing."""
     try:
-        selection.check_dff_mesh(context.scene.dff.mesh_object)
+        selection.query_target(context)
     except ValueError as exc:
         cls.poll_message_set(str(exc))
         return False

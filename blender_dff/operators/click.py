@@ -25,7 +25,7 @@ from ..ui import click_tool
 from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
-from .base import WorkerOperator, dff_mesh_poll, reply_handler, workspace
+from .base import WorkerOperator, dff_mesh_poll, mesh_params, reply_handler
 
 DRAG_PIXELS = 6  # a press and release farther apart than this is a box, not a click
 DOT_PIXELS = 10.0
@@ -308,7 +308,7 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
         self.end(context)
         if not keep:
             self.state["cancelled"] = True
-            obj = context.scene.dff.mesh_object
+            obj = context.scene.dff.query_object or context.scene.dff.mesh_object
             if obj is not None:
                 for query in self.selected:
                     selection.clear_query(context, obj, query)
@@ -338,10 +338,10 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        obj = selection.check_dff_mesh(props.mesh_object)
+        obj = selection.query_target(context)
         if not self.clicks and not self.box:
             raise UserError("no click to send: give 'clicks' or a 'box'")
-        params = {"workspace": workspace(context), "teacher": props.teacher,
+        params = {**mesh_params(context, obj), "teacher": props.teacher,
                   "clicks": [{**_local_ray(obj, Vector(c.origin), Vector(c.direction)), "object": c.on_object}
                              for c in self.clicks]}
         if self.box:
@@ -356,7 +356,7 @@ class DFF_OT_click_select(WorkerOperator, bpy.types.Operator):
                 return "Click selection cancelled"
             query = selection.check_query(str(reply.result.get("query", "")))
             selected.append(query)
-            message = selection.apply_query(ctx, query, reply)
+            message = selection.apply_query(ctx, query, reply, obj.name)
             views = reply.result.get("views", 1)
             return f"{message} ({views} views)" if views > 1 else message
 

@@ -14,7 +14,7 @@ from ..scene import heat_map, mesh_import, selection
 from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
-from .base import WorkerOperator, dff_mesh_poll, reply_handler, workspace
+from .base import WorkerOperator, dff_mesh_poll, mesh_params, reply_handler
 
 SIMILAR_QUERY = "similar"  # the name Select Similar's selection goes by
 
@@ -35,12 +35,12 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
         if self.text:
             props.query_text = self.text
         query = selection.check_query(props.query_text)
-        selection.check_dff_mesh(props.mesh_object)
+        target = selection.query_target(context)
 
         def apply(ctx: bpy.types.Context, reply: Reply) -> str:
-            return selection.apply_query(ctx, query, reply)
+            return selection.apply_query(ctx, query, reply, target.name)
 
-        params = {"workspace": workspace(context), "text": query, "teacher": props.teacher}
+        params = {**mesh_params(context, target), "text": query, "teacher": props.teacher}
         if props.text_mode == 'LABEL_SET':
             if not props.label_set.strip():
                 raise UserError("the label set is empty: type the scene's labels, e.g. "
@@ -96,17 +96,18 @@ class DFF_OT_select_similar(WorkerOperator, bpy.types.Operator):
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
         selection.settle()
-        selected = worker_selection(selection.check_dff_mesh(props.mesh_object))
+        target = selection.query_target(context)
+        selected = worker_selection(target)
         if not selected.any():
             raise UserError("select some faces first: run a query, click, or select faces "
                             "in edit mode")
 
         def apply(ctx: bpy.types.Context, reply: Reply) -> str:
-            return selection.apply_query(ctx, SIMILAR_QUERY, reply)
+            return selection.apply_query(ctx, SIMILAR_QUERY, reply, target.name)
 
         worker_session.session().submit(
             context, api.QUERY_SIMILAR.name,
-            api.QUERY_SIMILAR.request(workspace=workspace(context), teacher=props.teacher),
+            api.QUERY_SIMILAR.request(**mesh_params(context, target), teacher=props.teacher),
             arrays={"selected": selected}, on_done=reply_handler(context.scene, apply))
         props.show_message(f"Finding faces like the {int(selected.sum())} selected...")
         return {'FINISHED'}
@@ -125,7 +126,7 @@ class DFF_OT_show_heat_map(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         shading = context.space_data.shading
         try:
-            obj = selection.check_dff_mesh(context.scene.dff.mesh_object)
+            obj = selection.queried_object(context)
             if heat_map.heat_map_shown(shading, obj.data):
                 heat_map.hide_heat_map(shading, obj)
             else:
@@ -146,7 +147,7 @@ class DFF_OT_separate(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
         try:
-            obj = selection.check_dff_mesh(props.mesh_object)
+            obj = selection.queried_object(context)
             if not props.active_query:
                 raise ValueError("no query yet: Select something first")
             selection.settle()

@@ -9,7 +9,7 @@ from ..preferences import worker_settings
 from ..scene import mesh_import, selection, texture
 from ..wire import api
 from ..worker.client import Reply
-from .base import NotWhileTraining, WorkerOperator, submit_job, workspace
+from .base import NotWhileTraining, WorkerOperator, mesh_params, submit_job, workspace
 
 # The asynchronous operators carry no UNDO flag: they change nothing when they return, and
 # the reply that changes the file pushes its own undo step (`base.reply_handler`).
@@ -62,13 +62,9 @@ class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        mesh = selection.check_dff_mesh(props.mesh_object).data
-        request = api.BAKE.request(workspace=mesh.get(mesh_import.WORKSPACE_PROP) or workspace(context),
-                                   size=int(props.texture_size))
-        if mesh.get(mesh_import.MESH_ID_PROP):
-            request["mesh_id"] = mesh[mesh_import.MESH_ID_PROP]
-        submit_job(context, "Texture bake", api.BAKE.name, request,
-                   lambda ctx, reply: texture.apply_bake(ctx, reply, mesh.get(mesh_import.MESH_ID_PROP, "")))
+        params = mesh_params(context, selection.check_dff_mesh(props.mesh_object, context.scene))
+        submit_job(context, "Texture bake", api.BAKE.name, api.BAKE.request(**params, size=int(props.texture_size)),
+                   lambda ctx, reply: texture.apply_bake(ctx, reply, params.get("mesh_id", "")))
         props.show_message(f"Baking a {props.texture_size} texture...")
         return {'FINISHED'}
 

@@ -149,7 +149,7 @@ def apply_mesh(context: bpy.types.Context, reply: Reply, workspace: str = "") ->
     props = context.scene.dff
     obj = props.mesh_object
     if obj is not None and context.scene.objects.get(obj.name) != obj:
-        if obj.users == 0:  # deleted by the user, still in memory: frees its name for the new one
+        if not obj.users_collection:  # deleted by the user, kept in memory by this pointer: frees its name
             bpy.data.objects.remove(obj)
         obj = None
     if obj is None:

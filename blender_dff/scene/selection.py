@@ -64,10 +64,13 @@ def check_query(text: str) -> str:
     return query
 
 
-def check_dff_mesh(obj: bpy.types.Object | None) -> bpy.types.Object:
-    """`obj` if it is a mesh made by the worker; ValueError saying what to do otherwise."""
+def check_dff_mesh(obj: bpy.types.Object | None, scene: bpy.types.Scene | None = None) -> bpy.types.Object:
+    """`obj` if it is a mesh made by the worker (and in `scene`, when given); ValueError saying
+    what to do otherwise."""
     if obj is None:
         raise ValueError("no DFF mesh yet: train first, or Load Mesh from a trained workspace")
+    if scene is not None and scene.objects.get(obj.name) != obj:
+        raise ValueError(f"'{obj.name}' is not in the scene any more: Load Mesh to bring the mesh back")
     if obj.type != 'MESH' or FACE_INDEX_ATTR not in obj.data.attributes:
         raise ValueError(f"'{obj.name}' was not made by DFF (it has no '{FACE_INDEX_ATTR}' "
                          "attribute): train again or Load Mesh")
@@ -226,13 +229,37 @@ def write_query(context: bpy.types.Context, obj: bpy.types.Object, query: str,
     return int((probability > threshold).sum())
 
 
-def apply_query(context: bpy.types.Context, query: str, reply: Reply) -> str:
-    """Apply a `query_text` reply to the scene's DFF mesh. Returns a summary for the user."""
+def query_target(context: bpy.types.Context) -> bpy.types.Object:
+    """The DFF mesh a query is for: the active object when it carries the worker's face index
+    (a part separated from the mesh, or another DFF mesh), else the scene's DFF mesh."""
+    active = context.active_object
+    if (active is not None and active.type == 'MESH' and FACE_INDEX_ATTR in active.data.attributes
+            and context.scene.objects.get(active.name) == active):
+        return active
+    return check_dff_mesh(context.scene.dff.mesh_object, context.scene)
+
+
+def queried_object(context: bpy.types.Context) -> bpy.types.Object:
+    """The object the latest query landed on (what the threshold, the heat map and Separate act
+    on), or the scene's DFF mesh."""
+    props = context.scene.dff
+    obj = props.query_object
+    if obj is not None and context.scene.objects.get(obj.name) == obj:
+        return check_dff_mesh(obj)
+    return check_dff_mesh(props.mesh_object, context.scene)
+
+
+def apply_query(context: bpy.types.Context, query: str, reply: Reply, target: str) -> str:
+    """Apply a query's reply to the object named `target` (the query's target when it was
+    sent; by name, which survives undo). Returns a summary for the user."""
     if "face_probability" not in reply.arrays:
         raise ValueError("the worker's query reply lacks the array 'face_probability'")
     props = context.scene.dff
-    obj = check_dff_mesh(props.mesh_object)
-    count = write_query(context, obj, query, reply.arrays["face_probability"], props.threshold)
+    obj = bpy.data.objects.get(target)
+    if obj is None or context.scene.objects.get(target) != obj:
+        raise ValueError(f"'{target}', which the query was for, is not in the scene any more")
+    count = write_query(context, check_dff_mesh(obj), query, reply.arrays["face_probability"], props.threshold)
+    props.query_object = obj
     props.active_query = query
     return f"'{query}': selected {count} of {len(obj.data.polygons)} faces"
 

@@ -270,9 +270,11 @@ def test_apply_mesh_creates_and_replaces_dff_mesh(addon):
     assert np.allclose(np.array(obj.matrix_world), np.eye(4))
 
     old_mesh_name = mesh.name
+    obj.location = (1.0, 2.0, 3.0)  # the user placed it: a new mesh keeps the placement
     vertices, faces, colors = cube_arrays(cuts=1)
-    apply_mesh(bpy.context, mesh_reply(vertices, faces, colors))
+    apply_mesh(bpy.context, mesh_reply(vertices, faces, colors), "/tmp/ws")
     assert bpy.data.objects[MESH_NAME] == obj and len(bpy.data.objects) == 1
+    assert tuple(obj.location) == (1.0, 2.0, 3.0) and obj.data["dff_workspace"] == "/tmp/ws"
     assert len(obj.data.polygons) == len(faces)
     assert old_mesh_name not in bpy.data.meshes or bpy.data.meshes[old_mesh_name] == obj.data
 
@@ -306,7 +308,7 @@ def test_apply_query_writes_attributes_group_and_selection(addon):
     obj, (_, faces, _) = make_mesh(addon)
     probability = np.random.default_rng(1).uniform(0.0, 1.0, len(faces)).astype(np.float32)
     probability[:3] = [1.4, -0.2, 0.5]  # clamped; 0.5 is not above the threshold
-    message = apply_query(bpy.context, "mug", query_reply(probability))
+    message = apply_query(bpy.context, "mug", query_reply(probability), obj.name)
     expected = np.clip(probability, 0.0, 1.0)
     mask = expected > 0.5
     assert obj.mode == 'EDIT'
@@ -354,7 +356,7 @@ def test_separate_moves_the_selection_into_an_object(worker):
 
     obj, (_, faces, colors) = make_mesh(worker)
     probability = np.random.default_rng(2).uniform(0.0, 1.0, len(faces)).astype(np.float32)
-    apply_query(bpy.context, "mug", query_reply(probability))
+    apply_query(bpy.context, "mug", query_reply(probability), obj.name)
     selected = int((probability > 0.5).sum())
 
     assert bpy.ops.dff.separate() == {'FINISHED'}
@@ -370,8 +372,66 @@ def test_separate_moves_the_selection_into_an_object(worker):
 
     # The rest still answers queries in the worker's face order.
     face_index = read(obj.data.attributes["dff_face_index"].data, "value", np.int32)
-    apply_query(bpy.context, "table", query_reply(1.0 - probability))
+    apply_query(bpy.context, "table", query_reply(1.0 - probability), obj.name)
     assert np.array_equal(edit_mode_selection(obj), 1.0 - probability[face_index] > 0.5)
+
+
+def test_a_query_is_for_the_active_dff_object_a_separated_part_or_another_mesh(worker, tmp_path):
+    from blender_dff.scene.mesh_import import apply_mesh
+    from blender_dff.scene.modes import set_mode
+
+    scene = bpy.context.scene
+    scene.dff.workspace_path = str(tmp_path / "a")
+    assert bpy.ops.dff.load_mesh() == {'FINISHED'}
+    vertices, faces, colors = cube_arrays(cuts=1)
+    worker.reply(worker.sent[-1], mesh_reply(vertices, faces, colors))
+    blender_dff.worker.session.pump()
+    main = scene.dff.mesh_object
+    n = len(faces)
+    probability = np.linspace(0.0, 1.0, n, dtype=np.float32)
+
+    # A part separated from the mesh: active, it is what a query selects on.
+    bpy.ops.dff.select_text(text="mug")
+    worker.reply(worker.sent[-1], query_reply(probability))
+    blender_dff.worker.session.pump()
+    assert bpy.ops.dff.separate() == {'FINISHED'}
+    part = bpy.data.objects["mug"]
+    set_mode(bpy.context, part, 'OBJECT')
+    part_index = read(part.data.attributes["dff_face_index"].data, "value", np.int32)
+    bpy.ops.dff.select_text(text="handle")
+    sent = worker.sent[-1]
+    assert sent.params["workspace"] == str(tmp_path / "a") and sent.params["mesh_id"] == main.data["dff_mesh_id"]
+    worker.reply(sent, query_reply(1.0 - probability))
+    blender_dff.worker.session.pump()
+    assert "handle" in part.vertex_groups and "handle" not in main.vertex_groups
+    assert scene.dff.query_object == part and scene.dff.mesh_object == main
+    assert np.array_equal(edit_mode_selection(part), 1.0 - probability[part_index] > 0.5)
+
+    # Another workspace's mesh in the same scene: its queries go to its workspace, with its id.
+    other_scene = bpy.data.scenes.new("B")
+    other_vertices = vertices * 2.0
+    with bpy.context.temp_override(scene=other_scene, view_layer=other_scene.view_layers[0]):
+        apply_mesh(bpy.context, mesh_reply(other_vertices, faces[::-1].copy(), colors), str(tmp_path / "b"))
+    other = other_scene.dff.mesh_object
+    scene.collection.objects.link(other)
+    assert other.data["dff_mesh_id"] != main.data["dff_mesh_id"]
+    set_mode(bpy.context, other, 'OBJECT')
+    bpy.ops.dff.select_text(text="chair")
+    sent = worker.sent[-1]
+    assert (sent.params["workspace"], sent.params["mesh_id"]) == (str(tmp_path / "b"), other.data["dff_mesh_id"])
+    worker.reply(sent, query_reply(probability))
+    blender_dff.worker.session.pump()
+    assert "chair" in other.vertex_groups and "chair" not in main.vertex_groups and "chair" not in part.vertex_groups
+
+
+def test_a_deleted_dff_mesh_is_not_queried_and_frees_its_name(worker):
+    obj, _ = make_mesh(worker)
+    bpy.context.scene.collection.objects.unlink(obj)  # deleted, but still in memory
+    assert not bpy.ops.dff.select_similar.poll()
+    with pytest.raises(RuntimeError, match="no DFF mesh yet|not in the scene"):
+        bpy.ops.dff.select_text(text="mug")
+    make_mesh(worker)
+    assert bpy.context.scene.dff.mesh_object.name == "DFF Mesh"
 
 
 def bake_reply(faces: np.ndarray, size: int = 16) -> Reply:
@@ -412,7 +472,7 @@ def test_bake_gives_uvs_an_image_and_a_paintable_material_that_separate_keeps(wo
     assert node.type == 'TEX_IMAGE' and node.image == image  # what Texture Paint paints on
     assert any(link.to_node.type == 'BSDF_PRINCIPLED' for link in node.outputs["Color"].links)
 
-    apply_query(bpy.context, "mug", query_reply(np.linspace(0, 1, len(faces), dtype=np.float32)))
+    apply_query(bpy.context, "mug", query_reply(np.linspace(0, 1, len(faces), dtype=np.float32)), obj.name)
     bpy.ops.dff.separate()
     part = bpy.data.objects["mug"]
     part_index = read(part.data.attributes["dff_face_index"].data, "value", np.int32)
@@ -805,7 +865,7 @@ def test_operators_report_bad_input(worker, call, expected):
 def test_operators_report_empty_query_and_missing_dataset(worker, tmp_path):
     from blender_dff.scene.selection import apply_query
 
-    _, (_, faces, _) = make_mesh(worker)
+    obj, (_, faces, _) = make_mesh(worker)
     props = bpy.context.scene.dff
     props.query_text = "   "
     with pytest.raises(RuntimeError, match="query is empty"):
@@ -815,7 +875,7 @@ def test_operators_report_empty_query_and_missing_dataset(worker, tmp_path):
         bpy.ops.dff.import_dataset()
     with pytest.raises(RuntimeError, match="no query yet"):
         bpy.ops.dff.separate()
-    apply_query(bpy.context, "mug", query_reply(np.zeros(len(faces), dtype=np.float32)))
+    apply_query(bpy.context, "mug", query_reply(np.zeros(len(faces), dtype=np.float32)), obj.name)
     with pytest.raises(RuntimeError, match="no faces of 'DFF Mesh' are selected"):
         bpy.ops.dff.separate()
     assert not worker.sent

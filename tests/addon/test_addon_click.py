@@ -62,7 +62,7 @@ def test_click_sends_the_ray_and_selects_the_label_under_it(worker):
     assert bpy.ops.dff.click_select(clicks=[ray((0.1, 0.2, 5.0), (0.0, 0.0, -2.0))]) == {'FINISHED'}
     sent = worker.sent[-1]
     assert sent.method == "query_click"
-    assert sent.params == {"workspace": WORKSPACE, "teacher": "labels", "clicks": [
+    assert sent.params == {"workspace": WORKSPACE, "teacher": "labels", "mesh_id": obj.data["dff_mesh_id"], "clicks": [
         {"origin": pytest.approx([0.1, 0.2, 5.0]), "direction": [0.0, 0.0, -1.0], "object": True}]}
     click = sent.params["clicks"][0]
     assert all(type(value) is float for value in click["origin"] + click["direction"])
@@ -209,7 +209,8 @@ def test_select_similar_sends_the_selection_in_worker_order(worker, mode):
 
     assert bpy.ops.dff.select_similar() == {'FINISHED'}
     sent = worker.sent[-1]
-    assert (sent.method, sent.params) == ("query_similar", {"workspace": WORKSPACE, "teacher": "labels"})
+    assert (sent.method, sent.params) == ("query_similar", {"workspace": WORKSPACE, "teacher": "labels",
+                                                            "mesh_id": mesh["dff_mesh_id"]})
     selected = sent.arrays["selected"]
     expected = np.zeros(n_faces, dtype=bool)
     expected[permutation[chosen]] = True
