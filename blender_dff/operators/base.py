@@ -140,14 +140,19 @@ def worker_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bo
     return True
 
 
-def dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
-    """Poll of the operators that work on the DFF mesh; greyed out, they say what is missing."""
+def mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+    """Poll of the operators that work on a DFF mesh; greyed out, they say what is missing."""
     try:
         selection.query_target(context)
     except ValueError as exc:
         cls.poll_message_set(str(exc))
         return False
-    return worker_poll(cls, context)
+    return True
+
+
+def dff_mesh_poll(cls: type[bpy.types.Operator], context: bpy.types.Context) -> bool:
+    """Poll of the operators that send a DFF mesh's faces to the worker."""
+    return mesh_poll(cls, context) and worker_poll(cls, context)
 
 
 class WorkerOperator:

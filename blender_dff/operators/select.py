@@ -14,7 +14,7 @@ from ..scene import heat_map, mesh_import, selection
 from ..wire import api
 from ..worker import session as worker_session
 from ..worker.client import Reply
-from .base import WorkerOperator, dff_mesh_poll, mesh_params, reply_handler
+from .base import WorkerOperator, dff_mesh_poll, mesh_params, mesh_poll, reply_handler
 
 SIMILAR_QUERY = "similar"  # the name Select Similar's selection goes by
 
@@ -25,6 +25,8 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
     bl_idname = "dff.select_text"
     bl_label = "Select by Text"
     bl_options = {'REGISTER'}  # asynchronous: the reply pushes the undo step
+
+    poll = classmethod(dff_mesh_poll)
 
     text: StringProperty(
         name="Text", description="Query to run instead of the panel's (e.g. a label)",
@@ -143,6 +145,8 @@ class DFF_OT_separate(bpy.types.Operator):
     bl_idname = "dff.separate"
     bl_label = "Separate DFF Selection"
     bl_options = {'REGISTER', 'UNDO'}
+
+    poll = classmethod(mesh_poll)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff

@@ -9,7 +9,7 @@ from ..preferences import worker_settings
 from ..scene import mesh_import, selection, texture
 from ..wire import api
 from ..worker.client import Reply
-from .base import NotWhileTraining, WorkerOperator, mesh_params, submit_job, workspace
+from .base import NotWhileTraining, WorkerOperator, mesh_params, mesh_poll, submit_job, workspace
 
 # The asynchronous operators carry no UNDO flag: they change nothing when they return, and
 # the reply that changes the file pushes its own undo step (`base.reply_handler`).
@@ -59,6 +59,10 @@ class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
     bl_idname = "dff.bake_texture"
     bl_label = "Bake DFF Texture"
     bl_options = {'REGISTER'}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return mesh_poll(cls, context) and super().poll(context)
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff

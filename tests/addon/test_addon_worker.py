@@ -219,6 +219,26 @@ def test_import_a_colmap_project_at_half_scale_with_its_photos_and_points(addon,
 
 
 @pytest.mark.slow
+def test_a_capture_is_a_job_that_cancel_stops(addon, tmp_path):
+    from blender_dff.capture import job as capture_job
+
+    props = addon
+    bpy.ops.mesh.primitive_cube_add()
+    props.capture_path = str(tmp_path / "capture")
+    props.capture_views, props.capture_resolution, props.capture_samples = 64, 32, 1
+    assert bpy.ops.dff.capture_scene() == {'FINISHED'}
+    scene = bpy.context.scene
+    assert jobs.of(scene).kind == "Capture" and jobs.of(scene).total == 72
+    assert not bpy.ops.dff.train.poll() and not bpy.ops.dff.capture_scene.poll()  # one job at a time
+    assert bpy.ops.dff.cancel() == {'FINISHED'}
+    deadline = time.monotonic() + 60
+    while capture_job.pump():
+        assert time.monotonic() < deadline, "the cancelled capture did not stop"
+        time.sleep(0.05)
+    assert not jobs.running(scene) and "cancelled" in props.error and props.n_images == 0
+    assert not list((tmp_path / "capture").glob(".capture*"))  # its saved copy and plan are gone
+
+
 def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tmp_path):
     """The round trip: a Blender scene captured by the add-on (rendered in a background process),
     imported, trained briefly; the mesh lies on the scene's objects."""
