@@ -87,6 +87,7 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._state = "idle"
         self._failure: str | None = None
+        self._failure_code = "worker_exited"  # a request after the failure ends with the same code
         self._process: WorkerProcess | None = None
         self._sock: socket.socket | None = None
 
@@ -147,7 +148,7 @@ class WorkerClient:
             state = self._state
         if state in ("failed", "closed"):
             self._events.put(("done", request_id, Reply.failure(
-                "worker_exited" if state == "failed" else "closed",
+                self._failure_code if state == "failed" else "closed",
                 f"cannot send {method!r}: the worker client is {state}",
                 self._failure or "",
             )))
@@ -315,7 +316,7 @@ class WorkerClient:
         with self._lock:
             if self._state in ("failed", "closed"):
                 return
-            self._state = "failed"
+            self._state, self._failure_code = "failed", code
             tail = self.output_tail(HINT_LINES)
             self._failure = f"{message}\n{tail}" if tail else message
             process = self._process
