@@ -74,7 +74,8 @@ def show_with_icon(image: bpy.types.Image | None, name: str, rgb: np.ndarray) ->
 def restore_icons(props: bpy.types.PropertyGroup) -> None:
     """Remake the icons of a scene's pictures after the file was opened (icons are not saved)."""
     for image in (props.preview_image, props.curve_image):
-        if image is not None and image.has_data:
+        # A packed image loads when its pixels are first read (`has_data` is False until then).
+        if image is not None and len(image.pixels):
             _update_icon(image)
 
 

@@ -681,6 +681,28 @@ def test_undo_right_after_train_leaves_the_job_visible_and_cancellable(worker, t
     assert not jobs.running(scene) and bpy.context.scene.dff.error_code == "cancelled"
 
 
+def test_the_training_pictures_survive_saving_and_reopening_the_file(worker, tmp_path):
+    from blender_dff.scene import images
+
+    props = bpy.context.scene.dff
+    bpy.context.scene.dff.workspace_path = str(tmp_path)
+    assert bpy.ops.dff.train() == {'FINISHED'}
+    images.show_training_preview(props, np.full((4, 8, 3), 200, np.uint8))
+    for step, psnr in ((10, 12.0), (20, 15.0)):
+        props.record_curve(step, psnr)
+    images.show_training_curve(props)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "scene.blend"))
+
+    props = bpy.context.scene.dff
+    assert not jobs.running(bpy.context.scene)  # nothing trains in a file just opened
+    assert [(p.step, p.psnr) for p in props.training_curve] == [(10, 12.0), (20, 15.0)]
+    for image in (props.preview_image, props.curve_image):
+        assert image is not None and image.packed_file is not None and image.has_data
+        assert image.preview is not None and tuple(image.preview.image_size) == tuple(image.size)
+    assert props.preview_image.pixels[0] == pytest.approx(200 / 255)
+
+
 def test_status_bar_shows_every_scene_s_job_and_cancels_the_one_asked(worker, tmp_path):
     first = bpy.context.scene
     first.dff.workspace_path = str(tmp_path)
