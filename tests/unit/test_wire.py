@@ -116,6 +116,15 @@ def _entry(name: str = "a", dtype: str = "float32", shape: list | None = None,
     (_frame({"type": "x", "arrays": [_entry(shape=[True])]}, bytes(16)), "non-negative"),
     (_frame({"type": "x", "arrays": [_entry(), _entry()]}, bytes(16)), "appears twice"),
     (_frame({"type": "x", "arrays": [{"name": "a"}]}, bytes(16)), "exactly the keys"),
+    # What Python's json or numpy would raise on, as a plain exception
+    (_frame(b"[" * 100_000), "not UTF-8 JSON"),
+    (_frame(b'{"type": "x", "id": ' + b"7" * 5000 + b"}"), "not UTF-8 JSON"),
+    (_frame({"type": "x", "arrays": [_entry(shape=[1] * 33, nbytes=4)]}, bytes(16)),
+     "more than 32 dimensions"),
+    (_frame({"type": "x", "arrays": [_entry(shape=[2**70, 0], nbytes=0)]}, bytes(16)),
+     "more than 32 dimensions or more than"),
+    (_frame({"type": "x", "arrays": [_entry(name="n" * 100_000, dtype="object")]}, bytes(16)),
+     r"array 'n{10,20}\.\.\.n{10,20}': dtype"),  # a peer's long name is shown cut
 ])
 def test_receiver_rejects_malformed_messages(data: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
@@ -127,6 +136,47 @@ def test_receiver_applies_the_callers_payload_limit() -> None:
     assert framing.decode(data, max_payload=100).arrays["a"].shape == (100,)
     with pytest.raises(ProtocolError, match="exceeds the limit 99"):
         framing.decode(data, max_payload=99)
+
+
+def test_a_payload_announced_but_not_sent_is_not_allocated_up_front() -> None:
+    # 4 GiB promised, none sent: the buffer grows with what arrives, so this is instant.
+    started = time.monotonic()
+    with pytest.raises(ProtocolError, match="middle of a message"):
+        framing.decode(_frame({"type": "x"}, payload_len=framing.MAX_PAYLOAD_BYTES))
+    assert time.monotonic() - started < 1.0
+
+
+def test_any_text_encodes_and_error_texts_are_displayable() -> None:
+    path = "/data/\udcff.png"  # a file name that is not UTF-8, as os.listdir returns it
+    assert framing.decode(framing.encode({"type": "reply", "path": path})).header["path"] == path
+    error = framing.error_header(3, "bad_dataset", f"cannot read {path}", "x" * 10_000)
+    assert error["message"] == "cannot read /data/\\udcff.png"
+    assert len(error["hint"]) < 9000 and error["hint"].endswith("[cut]")
+    assert framing.decode(framing.encode(error)).header == error
+
+
+def test_a_deadline_bounds_the_whole_message_however_it_trickles_in() -> None:
+    left, right = socket.socketpair()
+    stop = threading.Event()
+
+    def dribble() -> None:  # one byte every 50 ms: each read alone would be quick
+        for byte in framing.encode({"type": "x", "pad": "y" * 100}):
+            if stop.wait(0.05):
+                return
+            left.sendall(bytes([byte]))
+
+    sender = threading.Thread(target=dribble)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            framing.recv_message(right, deadline=started + 0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        sender.join()
+        left.close()
+        right.close()
 
 
 def test_end_of_stream_between_messages_is_a_clean_close_but_inside_one_is_an_error() -> None:
