@@ -1,4 +1,5 @@
-"""The workspace folder of one scene: everything a stage produces, written atomically.
+"""The workspace folder of one scene: everything a stage produces, written atomically; and the
+`Confinement` that holds the files the worker opens for a client to the server's root folder.
 
 Its files and the stage keys of state.json are named here only (`Files`, `Stages`):
     state.json              dataset path, scene frame, what each stage has done
@@ -30,6 +31,55 @@ from .errors import WorkerError
 STATE_VERSION = 1
 CACHED_FILES = 4  # per process: the mesh and one teacher's face features, with room to switch
 
+
+class Confinement:
+    """Where the files the worker opens for a client may lie: inside `root` (the server's --root)
+    once links are followed, or anywhere when `root` is None (the command line, a worker on
+    loopback without --root). Every path a request names, and every file a dataset or a
+    workspace leads to, passes `check` before it is opened or probed."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = None if root is None else Path(root).resolve()
+
+    def check(self, path: str | Path) -> Path:
+        """`path` with its links followed, refused with `path_not_allowed` when it lies outside
+        the root or cannot be followed. An outside path gets the same refusal whether it exists
+        or not, and the refusal names it as given, not where its links lead."""
+        try:
+            resolved = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError) as exc:  # a link loop, an unknown ~user
+            if self.root is not None:  # the loop may lie outside: say no more than for any outside path
+                raise self._outside(path) from None
+            raise self._unfollowable(path, exc) from None
+        if self.root is not None and not resolved.is_relative_to(self.root):
+            raise self._outside(path)
+        try:
+            os.lstat(resolved)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # absent: the caller says what it looked for
+        except OSError as exc:  # a name too long, a folder on the way that may not be searched
+            raise self._unfollowable(path, exc) from None
+        return resolved
+
+    def is_file(self, path: Path) -> bool:
+        """Whether `path` is a file, asked only once it is known to be allowed: a link out of the
+        root is refused whether or not its target exists."""
+        return self.check(path).is_file()
+
+    def is_dir(self, path: Path) -> bool:
+        return self.check(path).is_dir()
+
+    def _outside(self, path: str | Path) -> WorkerError:
+        return WorkerError("path_not_allowed", f"{path} is outside the worker's root folder {self.root} (or has "
+                           "links that cannot be followed)",
+                           "Put the data under the root folder the worker was started with, with no "
+                           "absolute path, '..' or link leading out of it.")
+
+    @staticmethod
+    def _unfollowable(path: str | Path, exc: Exception) -> WorkerError:
+        return WorkerError("path_not_allowed", f"{path}: cannot follow the path ({exc})",
+                           "Fix the path: a link loop, an unknown ~user or a name longer than the "
+                           "system allows cannot be opened.")
 
 
 class Files:
@@ -116,13 +166,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 class Workspace:
-    """One scene's folder. Creating it does not touch the disk until something is saved."""
+    """One scene's folder. Creating it does not touch the disk until something is saved.
+    `confine` holds every file of it (state.json, checkpoints, meshes) to the client's root."""
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser().resolve()
+    def __init__(self, root: str | Path, confine: Confinement | None = None) -> None:
+        self.confine = confine or Confinement()
+        self.root = self.confine.check(root)
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        return self.confine.check(self.root / name)
 
     # --- state.json -------------------------------------------------------------------
     def load_state(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 from blender_dff.wire.api import BOUNDS, DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, TEST_EVERY
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 from .bounds import scene_bounds
 from .colmap import colmap_model, load_colmap
 from .labels import read_labels
@@ -76,7 +77,8 @@ class Dataset:
 
 
 def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_every: int = TEST_EVERY,
-                 bounds: str = DEFAULT_BOUNDS, require_labels: bool = False) -> Dataset:
+                 bounds: str = DEFAULT_BOUNDS, require_labels: bool = False,
+                 confine: Confinement | None = None) -> Dataset:
     """Load the dataset in folder `path` (or the folder of a transforms JSON given as `path`).
 
     `downscale` k loads images at 1/k of their stored size: LLFF uses `images_<k>/` when present,
@@ -90,6 +92,9 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
     Label maps: for image `<dir>/<stem>.<ext>` the map is `labels/<dir>/<stem>.png`, else
     `labels/<stem>.png`; ids are named by `labels.json` ({"1": "mug"}). Views without a map get
     `has_labels` False and label 0. `require_labels` makes the absence of any map an error.
+
+    `confine` (a client's root folder) holds every file the dataset leads to: the folder, its
+    JSON, poses, images and label maps, with their links followed.
     """
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise DatasetError(f"downscale must be a whole number >= 1, got {downscale!r}",
@@ -100,14 +105,15 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
     if bounds not in BOUNDS:
         raise DatasetError(f"bounds must be one of {', '.join(BOUNDS)}, got {bounds!r}",
                            "Use 'auto' unless the layout decision is wrong for this capture.")
-    root = _dataset_folder(Path(path).expanduser())
-    model = colmap_model(root)
-    if is_transforms(root):
-        views = load_transforms(root, downscale, test_every)
+    confine = confine or Confinement()
+    root = _dataset_folder(confine.check(path))
+    model = colmap_model(root, confine)
+    if is_transforms(root, confine):
+        views = load_transforms(root, downscale, test_every, confine)
     elif model is not None:  # before LLFF: COLMAP captures often carry poses_bounds.npy as well
-        views = load_colmap(model, downscale, test_every)
-    elif is_llff(root):
-        views = load_llff(root, downscale, test_every)
+        views = load_colmap(model, downscale, test_every, confine)
+    elif is_llff(root, confine):
+        views = load_llff(root, downscale, test_every, confine)
     else:
         raise DatasetError(
             f"{root} holds no known dataset: looked for transforms_train.json, transforms.json, "
@@ -115,7 +121,7 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
             "Point at a NeRF-synthetic / instant-ngp / nerfstudio folder (transforms*.json beside "
             "the images), a COLMAP project (sparse/0/ beside images/) or an LLFF folder "
             "(poses_bounds.npy beside images/ or images_<k>/).")
-    return _dataset(views, bounds, require_labels)
+    return _dataset(views, bounds, require_labels, confine)
 
 
 def check_trainable(dataset: Dataset) -> None:
@@ -134,6 +140,7 @@ def check_trainable(dataset: Dataset) -> None:
 
 
 def _dataset_folder(path: Path) -> Path:
+    """The folder of a checked path: itself, or the folder of a transforms JSON or poses file."""
     if path.is_file():
         if path.suffix.lower() == ".json" or path.name == "poses_bounds.npy":
             return path.parent
@@ -145,13 +152,13 @@ def _dataset_folder(path: Path) -> Path:
     return path
 
 
-def _dataset(views: Views, bounds: str, require_labels: bool) -> Dataset:
+def _dataset(views: Views, bounds: str, require_labels: bool, confine: Confinement) -> Dataset:
     """The record of what a format loader read, with its box and its label maps."""
     aabb, unbounded = scene_bounds(views, bounds)
     names = [Path(os.path.relpath(path, views.root)).as_posix() for path in views.paths]
     height, width = views.images.shape[1:3]
     labels, has_labels, label_names = read_labels(views.root, names, views.stored_size, (width, height),
-                                                  require_labels)
+                                                  require_labels, confine)
     return Dataset(root=views.root, names=names, images=views.images, alphas=views.alphas,
                    c2w=views.c2w.astype(np.float32), intrinsics=views.intrinsics.astype(np.float32),
                    split=views.split, aabb=aabb.astype(np.float32), labels=labels, has_labels=has_labels,

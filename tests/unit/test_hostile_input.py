@@ -1,0 +1,137 @@
+"""Input made to break the worker: paths leading out of the server's root folder, files that
+crash decoders, degenerate captures, a stopped run and the modes of the files written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from external_worker.errors import WorkerError
+from external_worker.server.handlers import make_handlers
+from external_worker.workspace import Files, Stages, Workspace
+
+from capture_files import frame, ring_poses, save_image, single_transforms, write_json
+
+SIZE = 8  # the smallest image side the worker trains on
+
+
+def capture(root: Path, size: int = SIZE, count: int = 4, alpha: int | None = None, **meta) -> Path:
+    """A transforms.json capture of `count` views around the origin, r_<i>.png beside it."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for i, pose in enumerate(ring_poses(count)):
+        pixels = rng.integers(0, 256, (size, size, 3 if alpha is None else 4), dtype=np.uint8)
+        if alpha is not None:
+            pixels[..., 3] = alpha
+        save_image(root / f"r_{i}.png", pixels)
+        frames.append(frame(f"r_{i}.png", pose))
+    single_transforms(root, frames, **meta)
+    return root
+
+
+def set_file_path(root: Path, index: int, file_path: str) -> None:
+    meta = json.loads((root / "transforms.json").read_text())
+    meta["frames"][index]["file_path"] = file_path
+    write_json(root / "transforms.json", meta)
+
+
+# --- paths leading out of the root ------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(handlers confined to root/, root/, a capture in root/ds, outside/ holding secret.png)."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    capture(root / "ds")
+    save_image(outside / "secret.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    shutil.copytree(root / "ds", outside / "ds")
+    return make_handlers(root), root, outside
+
+
+def refusal(handlers, method: str, params: dict) -> str:
+    with pytest.raises(WorkerError) as error:
+        handlers[method](params, {}, None)
+    assert error.value.code == "path_not_allowed", error.value.to_dict()
+    return error.value.message
+
+
+def import_params(root: Path) -> dict:
+    return {"dataset": str(root / "ds"), "workspace": str(root / "ws")}
+
+
+def refused_alike(handlers, method: str, params: dict, outside: Path, forget) -> None:
+    """Refused while what lies outside exists, and refused in the same words once it is gone."""
+    existing = refusal(handlers, method, params)
+    forget()
+    assert refusal(handlers, method, params) == existing
+    assert not outside.exists()
+
+
+@pytest.mark.parametrize("file_path", ["absolute", "../../outside/secret.png"])
+def test_a_frame_path_leading_out_of_the_root_is_refused(served, file_path):
+    handlers, root, outside = served
+    set_file_path(root / "ds", 1, str(outside / "secret.png") if file_path == "absolute" else file_path)
+    refused_alike(handlers, "import_dataset", import_params(root), outside, lambda: shutil.rmtree(outside))
+
+
+def test_an_image_linked_out_of_the_root_is_refused(served):
+    handlers, root, outside = served
+    (root / "ds" / "r_2.png").unlink()
+    (root / "ds" / "r_2.png").symlink_to(outside / "secret.png")
+    refused_alike(handlers, "import_dataset", import_params(root), outside, lambda: shutil.rmtree(outside))
+
+
+def test_a_labels_folder_linked_out_of_the_root_is_refused(served):
+    handlers, root, outside = served
+    save_image(outside / "labels" / "r_0.png", np.ones((SIZE, SIZE), np.uint8), "L")
+    (root / "ds" / "labels").symlink_to(outside / "labels", target_is_directory=True)
+    refused_alike(handlers, "import_dataset", import_params(root), outside, lambda: shutil.rmtree(outside))
+
+
+def test_a_link_inside_the_root_is_followed(served):
+    handlers, root, _ = served
+    shutil.move(root / "ds" / "r_2.png", root / "kept.png")
+    (root / "ds" / "r_2.png").symlink_to(root / "kept.png")
+    result, _ = handlers["import_dataset"](import_params(root), {}, None)
+    assert result["n_images"] == 4 and result["names"][2] == "r_2.png"
+
+
+def test_state_json_naming_an_outside_dataset_is_refused(served):
+    handlers, root, outside = served
+    handlers["import_dataset"](import_params(root), {}, None)
+    state_path = root / "ws" / Files.STATE
+    state = json.loads(state_path.read_text())
+    state["dataset"]["path"] = str(outside / "ds")
+    state_path.write_text(json.dumps(state))
+    refused_alike(handlers, "train", {"workspace": str(root / "ws")}, outside, lambda: shutil.rmtree(outside))
+
+
+def test_a_dataset_folder_swapped_for_a_link_after_the_import_is_refused(served):
+    handlers, root, outside = served
+    handlers["import_dataset"](import_params(root), {}, None)
+    shutil.rmtree(root / "ds")
+    (root / "ds").symlink_to(outside / "ds", target_is_directory=True)
+    refused_alike(handlers, "train", {"workspace": str(root / "ws")}, outside, lambda: shutil.rmtree(outside))
+
+
+def test_a_workspace_file_linked_out_of_the_root_is_refused(served):
+    handlers, root, outside = served
+    handlers["import_dataset"](import_params(root), {}, None)
+    Workspace(root / "ws").update_stage(Stages.MESH, done=True)
+    np.savez(outside / "mesh.npz", vertices=np.eye(3), faces=np.array([[0, 1, 2]]), vertex_colors=np.eye(3))
+    (root / "ws" / Files.MESH).symlink_to(outside / "mesh.npz")
+    refused_alike(handlers, "get_mesh", {"workspace": str(root / "ws")}, outside, lambda: shutil.rmtree(outside))
+
+
+@pytest.mark.parametrize("path", ["~no_such_user_dff/ds", "loop/ds", "x" * 300])
+def test_paths_that_cannot_be_followed_are_refused_not_crashed_on(served, path):
+    handlers, root, _ = served
+    (root / "loop").symlink_to(root / "loop")
+    refusal(handlers, "import_dataset", {"dataset": str(root / path) if path[0] != "~" else path,
+                                         "workspace": str(root / "ws")})
+
