@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import threading
+import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,9 @@ from .errors import WorkerError
 
 STATE_VERSION = 1
 CACHED_FILES = 4  # per process: the mesh and one teacher's face features, with room to switch
+DAMAGED_HINT = ("The file is damaged (a full disk, a copy cut short): delete it and run the stage that "
+                "writes it again, or import into a new workspace folder.")
+STATE_HINT = "Delete the workspace folder (or pick another one) and import the dataset again."
 
 
 class Confinement:
@@ -153,16 +158,27 @@ def cached(path: Path, load: Callable[[Path], T]) -> T:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+    A folder that cannot be written (read-only, full) is a WorkerError naming the file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _cannot_write(path: Path, exc: OSError) -> WorkerError:
+    return WorkerError("bad_workspace", f"cannot write {path} ({exc.strerror or exc})",
+                       "Make its folder writable (and free some disk space), or pick another folder.")
 
 
 class Workspace:
@@ -182,10 +198,13 @@ class Workspace:
         if not path.exists():
             return {"version": STATE_VERSION, "stages": {}}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise WorkerError("bad_workspace", f"{path} is not valid JSON ({exc})",
-                              "Delete the workspace folder and import the dataset again.") from exc
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WorkerError("bad_workspace", f"{path} cannot be read ({exc})", STATE_HINT) from exc
+        problem = _state_problem(state)
+        if problem:
+            raise WorkerError("bad_workspace", f"{path} {problem}", STATE_HINT)
+        return state
 
     def save_state(self, state: dict[str, Any]) -> None:
         self.write_bytes(Files.STATE, json.dumps(state, indent=2).encode("utf-8"))
@@ -219,8 +238,12 @@ class Workspace:
         return self.write_bytes(name, buffer.getvalue())
 
     def load_npz(self, name: str) -> dict[str, np.ndarray]:
-        with np.load(self.path(name), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        path = self.path(name)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise WorkerError("bad_workspace", f"{path} cannot be read ({exc})", DAMAGED_HINT) from exc
 
     def save_torch(self, name: str, obj: Any) -> Path:
         import torch
@@ -232,5 +255,34 @@ class Workspace:
     def load_torch(self, name: str) -> Any:
         import torch
 
-        # weights_only: a checkpoint can never run code when loaded.
-        return torch.load(self.path(name), map_location="cpu", weights_only=True)
+        path = self.path(name)
+        try:
+            # weights_only: a checkpoint can never run code when loaded.
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch.load fails with many types (zip, EOF, pickle)
+            raise WorkerError("bad_checkpoint", f"{path} cannot be read ({exc})", DAMAGED_HINT) from exc
+
+
+def _state_problem(state: Any) -> str | None:
+    """What makes a parsed state.json unusable, or None: the stages, and the dataset and scene
+    frame that an import records together."""
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        return "is not an object with a 'stages' object"
+    if not all(isinstance(info, dict) for info in state["stages"].values()):
+        return "has a stage that is not an object"
+    if "dataset" not in state and "frame" not in state:
+        return None  # nothing imported yet
+    dataset = state.get("dataset")
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("path"), str):
+        return "has no dataset path"
+    frame = state.get("frame")
+    center = frame.get("center") if isinstance(frame, dict) else None
+    scale = frame.get("scale") if isinstance(frame, dict) else None
+    numbers = isinstance(center, list) and len(center) == 3 and all(_finite(v) for v in center)
+    if not (numbers and _finite(scale) and scale > 0):
+        return "has no scene frame (a 'center' of 3 numbers and a positive 'scale')"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

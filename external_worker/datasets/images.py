@@ -114,6 +114,10 @@ def open_image(path: Path, confine: Confinement,
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
         return image  # closing the file keeps the decoded pixels
+    except Image.DecompressionBombError as exc:  # its header claims more pixels than memory should hold
+        raise DatasetError(f"{path}: the image is too large to read ({exc})",
+                           f"Resize the photos to at most {Image.MAX_IMAGE_PIXELS} pixels each: the "
+                           "downscale option shrinks them only after reading them whole.") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc})", hint) from exc
 

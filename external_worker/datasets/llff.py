@@ -23,9 +23,13 @@ def load_llff(root: Path, downscale: int, test_every: int, confine: Confinement)
     poses_path = root / "poses_bounds.npy"
     try:
         table = np.load(confine.check(poses_path), allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"{poses_path}: cannot read ({exc})",
                            "Regenerate it with LLFF's imgs2poses.py.") from exc
+    if not isinstance(table, np.ndarray) or table.dtype.kind not in "iuf":  # not an .npz, strings or objects
+        kind = f"an array of {table.dtype}" if isinstance(table, np.ndarray) else "several arrays"
+        raise DatasetError(f"{poses_path}: expected an array of real numbers, got {kind}",
+                           "Regenerate it with LLFF's imgs2poses.py.")
     if table.ndim != 2 or table.shape[1] != 17:
         raise DatasetError(f"{poses_path}: expected an (N, 17) array (3x5 pose, near, far per "
                            f"image), got shape {table.shape}",

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from external_worker import __main__ as cli
 from external_worker.errors import WorkerError
 from external_worker.server.handlers import make_handlers
 from external_worker.workspace import Files, Stages, Workspace
@@ -134,4 +137,111 @@ def test_paths_that_cannot_be_followed_are_refused_not_crashed_on(served, path):
     (root / "loop").symlink_to(root / "loop")
     refusal(handlers, "import_dataset", {"dataset": str(root / path) if path[0] != "~" else path,
                                          "workspace": str(root / "ws")})
+
+
+# --- the command line: exit 2 with the file named, never a traceback -------------------------
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def refused_by_cli(capsys, named: Path | str, *args: str) -> str:
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and "Traceback" not in err and str(named) in err and "hint: " in err, err
+    return err
+
+
+def huge_png(path: Path, side: int = 15000) -> Path:
+    """A valid 1x1 PNG whose header claims side x side pixels (PIL's decompression-bomb guard)."""
+    save_image(path, np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", side, side)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_image_claiming_billions_of_pixels_is_named(tmp_path, capsys):
+    ds = capture(tmp_path / "ds")
+    huge_png(ds / "r_0.png")
+    err = refused_by_cli(capsys, ds / "r_0.png", "import", "--dataset", str(ds), "--workspace", str(tmp_path / "ws"))
+    assert "too large" in err
+
+
+def test_poses_bounds_of_strings_is_named(tmp_path, capsys):
+    for i in range(3):
+        save_image(tmp_path / "images" / f"{i}.png", np.zeros((SIZE, SIZE, 3), np.uint8))
+    np.save(tmp_path / "poses_bounds.npy", np.full((3, 17), "x"))
+    refused_by_cli(capsys, tmp_path / "poses_bounds.npy", "import", "--dataset", str(tmp_path),
+                   "--workspace", str(tmp_path / "ws"))
+
+
+@pytest.fixture
+def imported(tmp_path, capsys) -> Workspace:
+    """A workspace with a tiny capture imported from the command line."""
+    ws = tmp_path / "ws"
+    assert run_cli(capsys, "import", "--dataset", str(capture(tmp_path / "ds")), "--workspace", str(ws))[0] == 0
+    return Workspace(ws)
+
+
+def test_a_truncated_checkpoint_is_named(imported, capsys):
+    imported.update_stage(Stages.NERF, done=True, step=1)
+    imported.path(Files.NERF).write_bytes(b"PK\x03\x04 cut short")
+    err = refused_by_cli(capsys, imported.path(Files.NERF), "mesh", "--workspace", str(imported.root))
+    assert "delete it" in err
+
+
+def test_a_truncated_mesh_is_named(imported, capsys):
+    imported.save_npz(Files.MESH, vertices=np.eye(3), faces=np.array([[0, 1, 2]]), vertex_colors=np.eye(3))
+    imported.update_stage(Stages.MESH, done=True)
+    data = imported.path(Files.MESH).read_bytes()
+    imported.path(Files.MESH).write_bytes(data[:len(data) // 2])
+    refused_by_cli(capsys, imported.path(Files.MESH), "bake", "--workspace", str(imported.root), "--size", "512")
+
+
+def test_a_state_without_its_scene_frame_is_named(imported, capsys):
+    state = imported.load_state()
+    del state["frame"]
+    imported.path(Files.STATE).write_text(json.dumps(state))
+    refused_by_cli(capsys, imported.path(Files.STATE), "train", "--workspace", str(imported.root), "--steps", "1")
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Every new file refused as a read-only folder refuses it (chmod does not stop root)."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    return lambda: monkeypatch.setattr("tempfile.mkstemp", refuse)
+
+
+def test_a_read_only_workspace_is_named_on_import(tmp_path, capsys, read_only):
+    ds = capture(tmp_path / "ds")
+    read_only()
+    err = refused_by_cli(capsys, tmp_path / "ws" / Files.STATE, "import", "--dataset", str(ds),
+                         "--workspace", str(tmp_path / "ws"))
+    assert "Permission denied" in err
+
+
+def test_a_read_only_workspace_is_named_on_train(imported, capsys, read_only):
+    read_only()
+    refused_by_cli(capsys, imported.root / Files.NERF, "train", "--workspace", str(imported.root), "--steps", "1",
+                   "--rays", "32")
+
+
+def test_a_read_only_out_file_is_named(imported, capsys, read_only, tmp_path):
+    from external_worker.config import from_flat
+
+    args = cli.parse_args(["mesh", "--workspace", str(imported.root)])
+    mesh = from_flat(args).mesh
+    imported.save_npz(Files.MESH, vertices=np.eye(3), faces=np.array([[0, 1, 2]]), vertex_colors=np.eye(3))
+    imported.write_bytes(Files.MESH_PLY, b"ply\n")
+    imported.update_stage(Stages.MESH, done=True, settings={
+        "resolution": mesh.resolution, "density_threshold": mesh.density_threshold, "max_faces": mesh.max_faces,
+        "nerf_step": None})
+    read_only()
+    refused_by_cli(capsys, tmp_path / "out" / "mesh.ply", "mesh", "--workspace", str(imported.root),
+                   "--out", str(tmp_path / "out" / "mesh.ply"))
 
