@@ -32,6 +32,9 @@ from .llff import is_llff, load_llff
 from .transforms import is_transforms, load_transforms
 from .views import Views
 
+MIN_IMAGE_SIDE = 8  # pixels, after downscaling: fewer leave a radiance field nothing to learn from
+VISIBLE_ALPHA = 0.05  # a view whose mask is below this everywhere shows nothing (and carves everything)
+
 
 @dataclass(repr=False)
 class Dataset:
@@ -125,7 +128,12 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
 
 
 def check_trainable(dataset: Dataset) -> None:
-    """A radiance field needs several training views seen from different places (parallax)."""
+    """A radiance field needs several training views seen from different places (parallax), each
+    large enough to hold detail and, with masks, showing something."""
+    if min(dataset.width, dataset.height) < MIN_IMAGE_SIDE:
+        raise DatasetError(f"{dataset.root / dataset.names[0]}: the images are {dataset.width}x{dataset.height} "
+                           f"pixels once downscaled, less than {MIN_IMAGE_SIDE} on a side",
+                           "Use a smaller downscale, or photos of at least a few hundred pixels.")
     train = dataset.split == "train"
     if train.sum() < 2:
         raise DatasetError(f"{dataset.root}: only {int(train.sum())} training view(s) "
@@ -137,6 +145,13 @@ def check_trainable(dataset: Dataset) -> None:
         raise DatasetError(f"{dataset.root}: all cameras sit at one point, so nothing gives depth",
                            "Move the camera between photos (a panorama taken from one spot cannot "
                            "be reconstructed in 3D).")
+    if dataset.alphas is not None:
+        empty = np.flatnonzero(train & (dataset.alphas.max(axis=(1, 2)) < VISIBLE_ALPHA))
+        if len(empty):
+            raise DatasetError(f"{dataset.root / dataset.names[empty[0]]}: the image is transparent everywhere "
+                               f"(alpha below {VISIBLE_ALPHA}; {len(empty)} such view(s))",
+                               "Its mask hides the whole subject: fix the alpha channel (opaque where the "
+                               "subject is), remove the view, or save the photos without alpha.")
 
 
 def _dataset_folder(path: Path) -> Path:

@@ -22,6 +22,8 @@ _SPLIT_FILES = (("transforms_train.json", "train"), ("transforms_val.json", "tra
                 ("transforms_test.json", "test"))
 _CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h")
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")  # nerfstudio / instant-ngp OpenCV models
+_ANGLE_KEYS = ("camera_angle_x", "camera_angle_y")
+FIELD_OF_VIEW = (0.01, 3.0)  # radians: beyond, the focal length is near infinite, or near zero or negative
 
 
 def is_transforms(root: Path, confine: Confinement) -> bool:
@@ -127,6 +129,12 @@ def _camera_spec(meta: dict, frame: dict, where: str) -> dict[str, float]:
         if not number or (value <= 0 and key not in ("cx", "cy")):
             raise DatasetError(f"{where}: '{key}' must be a positive number, got {value!r}",
                                "Fix the camera intrinsics in the JSON.")
+        if key in _ANGLE_KEYS and not FIELD_OF_VIEW[0] <= value <= FIELD_OF_VIEW[1]:
+            raise DatasetError(f"{where}: '{key}' must be a field of view in radians between "
+                               f"{FIELD_OF_VIEW[0]} and {FIELD_OF_VIEW[1]}, got {value!r}",
+                               "Give the camera's field of view in radians (0.69 for a 50 mm lens "
+                               "on a 36 mm sensor; degrees times pi / 180), or its focal length "
+                               "in pixels as 'fl_x'.")
     if "fl_x" not in spec and "camera_angle_x" not in spec:
         raise DatasetError(f"{where}: no focal length ('camera_angle_x' or 'fl_x')",
                            "Add 'camera_angle_x' (horizontal field of view in radians) or 'fl_x' "

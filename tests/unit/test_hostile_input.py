@@ -245,3 +245,24 @@ def test_a_read_only_out_file_is_named(imported, capsys, read_only, tmp_path):
     refused_by_cli(capsys, tmp_path / "out" / "mesh.ply", "mesh", "--workspace", str(imported.root),
                    "--out", str(tmp_path / "out" / "mesh.ply"))
 
+
+# --- degenerate captures: refused at import ---------------------------------------------------
+
+
+@pytest.mark.parametrize("case, named, message", [
+    ("1x1 images", "r_0.png", "1x1 pixels"),
+    ("downscale 1000", "r_0.png", "1x1 pixels"),
+    ("transparent", "r_0.png", "transparent everywhere"),
+    ("camera_angle_x pi", "transforms.json", "'camera_angle_x' must be a field of view"),
+    ("camera_angle_x 4", "transforms.json", "'camera_angle_x' must be a field of view"),
+])
+def test_degenerate_captures_are_refused_at_import(tmp_path, capsys, case, named, message):
+    options = {"1x1 images": {"size": 1}, "transparent": {"alpha": 0}, "camera_angle_x pi": {"camera_angle_x": np.pi},
+               "camera_angle_x 4": {"camera_angle_x": 4.0}}.get(case, {"size": 16})
+    ds = capture(tmp_path / "ds", **options)
+    downscale = ["--downscale", "1000"] if case == "downscale 1000" else []
+    err = refused_by_cli(capsys, ds / named, "import", "--dataset", str(ds), "--workspace", str(tmp_path / "ws"),
+                         *downscale)
+    assert message in err
+    assert not (tmp_path / "ws" / Files.STATE).exists()
+
