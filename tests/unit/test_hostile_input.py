@@ -266,3 +266,31 @@ def test_degenerate_captures_are_refused_at_import(tmp_path, capsys, case, named
     assert message in err
     assert not (tmp_path / "ws" / Files.STATE).exists()
 
+
+# --- Ctrl-C keeps the steps done --------------------------------------------------------------
+
+
+class Interrupt:
+    def __init__(self, at: int | None) -> None:
+        self.at, self.steps = at, []
+
+    def progress(self, stage, step, total, metrics=None, message=None, preview=None) -> None:
+        if stage == "nerf" and step:
+            self.steps.append(step)
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(imported):
+    from external_worker import pipeline
+    from external_worker.config import NerfConfig, TrainConfig
+
+    config = TrainConfig(steps=3, rays_per_batch=32, checkpoint_every=1000)
+    field = NerfConfig(levels=2, log2_table=8, max_res=16, hidden=8, samples_per_ray=16, importance_samples=8)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_nerf(pipeline.open_scene(imported), config, Interrupt(at=2), field)
+    assert imported.load_torch(Files.NERF)["step"] == 2 and imported.stage(Stages.NERF)["step"] == 2
+    again = Interrupt(at=None)
+    pipeline.run_nerf(pipeline.open_scene(imported), config, again, field)
+    assert again.steps == [3]
+
