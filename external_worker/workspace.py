@@ -37,6 +37,17 @@ DAMAGED_HINT = ("The file is damaged (a full disk, a copy cut short): delete it 
 STATE_HINT = "Delete the workspace folder (or pick another one) and import the dataset again."
 
 
+def _file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask, which only setting it can read.
+    Read once, at import: the umask belongs to the whole process, other threads included."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 class Confinement:
     """Where the files the worker opens for a client may lie: inside `root` (the server's --root)
     once links are followed, or anywhere when `root` is None (the command line, a worker on
@@ -159,6 +170,7 @@ def cached(path: Path, load: Callable[[Path], T]) -> T:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+    The file gets the mode a plain open() would give it (mkstemp makes it private to the user).
     A folder that cannot be written (read-only, full) is a WorkerError naming the file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +179,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise _cannot_write(path, exc) from exc
     os.close(fd)
     try:
+        os.chmod(tmp, FILE_MODE)
         yield Path(tmp)
         os.replace(tmp, path)
     except OSError as exc:

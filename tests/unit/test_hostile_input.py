@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -16,10 +18,11 @@ import pytest
 from external_worker import __main__ as cli
 from external_worker.errors import WorkerError
 from external_worker.server.handlers import make_handlers
-from external_worker.workspace import Files, Stages, Workspace
+from external_worker.workspace import FILE_MODE, Files, Stages, Workspace
 
 from capture_files import frame, ring_poses, save_image, single_transforms, write_json
 
+REPO = Path(__file__).resolve().parents[2]
 SIZE = 8  # the smallest image side the worker trains on
 
 
@@ -294,3 +297,20 @@ def test_an_interrupted_run_resumes_where_it_stopped(imported):
     pipeline.run_nerf(pipeline.open_scene(imported), config, again, field)
     assert again.steps == [3]
 
+
+# --- file modes -------------------------------------------------------------------------------
+
+
+def test_files_written_get_the_mode_of_the_umask(tmp_path):
+    """0o666 less the umask, as open() gives, not mkstemp's 0o600."""
+    ws = Workspace(tmp_path / "ws")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert FILE_MODE == 0o666 & ~umask
+    assert ws.write_bytes("a.bin", b"x").stat().st_mode & 0o777 == FILE_MODE
+    ds = capture(tmp_path / "ds")
+    subprocess.run([sys.executable, "-m", "external_worker", "import", "--dataset", str(ds), "--workspace",
+                    str(tmp_path / "other")], cwd=REPO, check=True, capture_output=True, timeout=300,
+                   preexec_fn=lambda: os.umask(0o027))
+    for name in (Files.STATE, Files.CAMERAS):
+        assert (tmp_path / "other" / name).stat().st_mode & 0o777 == 0o640, name
