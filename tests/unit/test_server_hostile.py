@@ -17,6 +17,7 @@ import pytest
 from blender_dff.wire import framing
 from external_worker.errors import WorkerError
 from external_worker.server import gate, server
+import fuzzlib
 from raw_client import TIMEOUT_S, call, serving, session
 
 CLIENT_BOUND_S = 1.0  # the longest strangers may delay the client, from connect to ping reply
@@ -50,7 +51,7 @@ def _unprintable_crash(params: dict, arrays: dict, context) -> tuple[dict, dict]
     raise _Unprintable()
 
 
-HANDLERS = {"echo": lambda params, arrays, context: ({}, {}), "block": _block,
+HANDLERS = {**fuzzlib.HANDLERS, "block": _block,
             "unspeakable_error": _unspeakable_error, "unspeakable_crash": _unspeakable_crash,
             "unspeakable_result": _unspeakable_result, "unprintable_crash": _unprintable_crash}
 
@@ -277,3 +278,12 @@ def test_input_python_cannot_parse_is_a_bad_message_without_a_traceback(
     assert _time_to_ping(port) < CLIENT_BOUND_S
     assert not [record for record in caplog.records
                 if record.exc_info or record.levelno >= logging.ERROR]
+
+
+# --- fuzzing -----------------------------------------------------------------------------
+
+
+def test_fuzzed_frames_never_crash_hang_or_go_unanswered(port: int) -> None:
+    counts = fuzzlib.fuzz(port, frames=2000, seed=19)
+    assert not counts.failures, "\n".join(counts.failures[:20])
+    assert counts.requests > 200 and counts.replies > 100  # it did reach the handlers
