@@ -112,7 +112,7 @@ def _mesh(args: argparse.Namespace, ws, reporter) -> None:
 
     mesh = pipeline.run_mesh(pipeline.open_scene(ws), from_flat(args).mesh, reporter)
     print(f"mesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces: {ws.path(Files.MESH_PLY)}")
-    _copy_out(ws.path(Files.MESH_PLY), args.out)
+    _copy_out(ws, Files.MESH_PLY, args.out)
 
 
 def _distill(args: argparse.Namespace, ws, reporter) -> None:
@@ -132,7 +132,7 @@ def _bake(args: argparse.Namespace, ws, reporter) -> None:
 
     pipeline.run_bake(ws, args.size, reporter)
     print(f"texture: {ws.path(Files.texture(args.size))} (UVs in {Files.bake(args.size)})")
-    _copy_out(ws.path(Files.texture(args.size)), args.out)
+    _copy_out(ws, Files.texture(args.size), args.out)
 
 
 def _query(args: argparse.Namespace, ws, reporter) -> None:
@@ -147,18 +147,18 @@ def _query(args: argparse.Namespace, ws, reporter) -> None:
     probability = query_text(ws, args.text, args.teacher, negatives, label_set)
     print(f"{int((probability > 0.5).sum())} of {len(probability)} faces match '{args.text}'")
     if args.out:
-        with atomic_path(args.out.resolve()) as tmp:
+        with atomic_path(ws.confine.check(args.out)) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, probability.astype(np.float32))
 
 
-def _copy_out(path: Path, out: Path | None) -> None:
-    """Also copy a workspace file to `out` (--out), when given."""
+def _copy_out(ws, name: str, out: Path | None) -> None:
+    """Also copy the workspace's file `name` to `out` (--out), when given."""
     from .workspace import atomic_path
 
     if out:
-        with atomic_path(out.resolve()) as tmp:
-            shutil.copyfile(path, tmp)
+        with atomic_path(ws.confine.check(out)) as tmp:
+            shutil.copyfile(ws.path(name), tmp)
 
 
 def on_workspace(run: Callable[[argparse.Namespace, Any, Any], None]) -> Callable[[argparse.Namespace], None]:

@@ -54,12 +54,13 @@ def import_dataset(dataset_path: str | Path, workspace: Workspace, downscale: in
                    require_labels: bool = False) -> Dataset:
     """Validate a dataset and bind the workspace to it (see `load_dataset` for the options).
     Re-importing the same dataset with the same options keeps the trained stages; importing
-    another one, or the same with other options, into a used workspace is refused."""
+    another one, or the same with other options, into a used workspace is refused. The
+    workspace's confinement holds the dataset's files too."""
     dataset = load_dataset(dataset_path, downscale=downscale, test_every=test_every, bounds=bounds,
-                           require_labels=require_labels)
+                           require_labels=require_labels, confine=workspace.confine)
     check_trainable(dataset)
     state = workspace.load_state()
-    source = {"path": str(Path(dataset_path).expanduser().resolve()), "downscale": downscale,
+    source = {"path": str(workspace.confine.check(dataset_path)), "downscale": downscale,
               "test_every": test_every, "bounds": bounds}
     bound = {**IMPORT_DEFAULTS, **state["dataset"]} if "dataset" in state else None
     if bound not in (None, source):
@@ -82,8 +83,9 @@ def open_scene(workspace: Workspace) -> Scene:
         raise WorkerError("stage_missing", f"the workspace {workspace.root} has no dataset",
                           "Import a dataset into it first.")
     source = {**IMPORT_DEFAULTS, **state["dataset"]}  # workspaces made before an option existed
+    # The path is checked again: state.json, or the folder it names, may have changed since the import.
     dataset = load_dataset(source["path"], downscale=source["downscale"], test_every=source["test_every"],
-                           bounds=source["bounds"])
+                           bounds=source["bounds"], confine=workspace.confine)
     return Scene(workspace, dataset, SceneFrame.from_dict(state["frame"]))
 
 

@@ -33,8 +33,9 @@ class ResumableTraining:
 
     The checkpoint file holds the trainer's own state (config, weights: what `state()` returns,
     restored by the trainer from `checkpoint`), the optimiser's and the step. It is written every
-    `checkpoint_every` steps, at the end, and when the reporter raises `Cancelled` (the user asked
-    to stop), each time with the step and the target in the trainer's stage of state.json."""
+    `checkpoint_every` steps, at the end, and when the user stops the run (the reporter raises
+    `Cancelled`, or Ctrl-C on the command line), each time with the step and the target in the
+    trainer's stage of state.json."""
 
     def __init__(self, workspace: Workspace, file: str, stage: str) -> None:
         self.workspace, self.file, self.stage = workspace, file, stage
@@ -76,8 +77,8 @@ class ResumableTraining:
                 metrics, preview = report(self.step, self.loss)
                 reporter.progress(progress_stage, self.step, schedule.steps, {"loss": self.loss, **metrics},
                                   preview=preview)
-        except Cancelled:
-            save()
+        except (Cancelled, KeyboardInterrupt):
+            save()  # a step cut short by Ctrl-C only leaves some weights one update ahead
             raise
         save()
         self.seconds = time.perf_counter() - start

@@ -23,7 +23,7 @@ Message types:
   message: str|null}: server -> client, zero or more per request, before its end.
 - ``reply`` {id, result} + arrays: server -> client, the request succeeded.
 - ``error`` {id, code, message, hint}: server -> client, the request failed (``id`` is
-  null for failures not tied to a request, e.g. ``auth_failed``).
+  null for failures not tied to a request, e.g. ``auth_failed``); see ``error_header``.
 - ``cancel`` {id}: client -> server; the request then ends with an ``error`` whose code
   is ``cancelled`` (or with its reply if it finished first).
 
@@ -35,8 +35,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import reprlib
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -46,6 +48,8 @@ PROTOCOL_VERSION = 1
 MAGIC = b"DFFW"
 MAX_HEADER_BYTES = 1 << 20
 MAX_PAYLOAD_BYTES = 4 << 30
+MAX_DIMS = 32  # the most dimensions numpy 1 arrays have
+ERROR_TEXT_CHARS = 8000  # an error's message or hint is cut to this many characters
 ALLOWED_DTYPES = frozenset({
     "bool",
     "int8", "int16", "int32", "int64",
@@ -56,6 +60,7 @@ ALLOWED_DTYPES = frozenset({
 _PREFIX = struct.Struct("<4sIQ")
 _ALIGN = 8  # the largest itemsize among ALLOWED_DTYPES
 _ARRAY_KEYS = frozenset({"name", "dtype", "shape", "offset", "nbytes"})
+_CHUNK_BYTES = 1 << 20  # received bytes are read this many at a time at most
 
 
 class ProtocolError(Exception):
@@ -133,9 +138,11 @@ def encode_parts(header: dict, arrays: dict | None = None) -> list[memoryview | 
         offset += array.nbytes
     if table:
         header = {**header, "arrays": table}
+    # ASCII escapes, so that any str encodes, even one holding a lone surrogate (a file name
+    # that is not UTF-8, read with surrogateescape).
     header_bytes = json.dumps(
-        header, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    ).encode("utf-8")
+        header, separators=(",", ":"), ensure_ascii=True, default=_json_default
+    ).encode("ascii")
     if len(header_bytes) > MAX_HEADER_BYTES:
         raise ValueError(
             f"message header is {len(header_bytes)} bytes, more than {MAX_HEADER_BYTES}; "
@@ -143,6 +150,21 @@ def encode_parts(header: dict, arrays: dict | None = None) -> list[memoryview | 
         )
     prefix = _PREFIX.pack(MAGIC, len(header_bytes), offset)
     return [prefix + header_bytes, *buffers]
+
+
+def error_header(request_id: int | None, code: str, message: str, hint: str = "") -> dict:
+    """The header of an ``error`` message. Its texts are cut to ERROR_TEXT_CHARS, and
+    characters UTF-8 cannot hold (lone surrogates, from a file name that is not UTF-8) are
+    written as backslash escapes, so that the add-on can show them."""
+    return {"type": "error", "id": request_id, "code": str(code),
+            "message": _displayable(message), "hint": _displayable(hint)}
+
+
+def _displayable(text: object) -> str:
+    text = str(text)
+    if len(text) > ERROR_TEXT_CHARS:
+        text = text[:ERROR_TEXT_CHARS] + " [cut]"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def encode(header: dict, arrays: dict | None = None) -> bytes:
@@ -163,18 +185,20 @@ ReadInto = Callable[[memoryview], int]  # like socket.recv_into: bytes read, 0 a
 
 
 def _read_exact(read_into: ReadInto, size: int, *, at_boundary: bool = False) -> bytearray:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        count = read_into(view[got:])
+    """Read `size` bytes. The buffer grows as they arrive, so a peer that announces
+    gigabytes and then stops has cost only what it sent."""
+    buffer = bytearray()
+    chunk = memoryview(bytearray(min(size, _CHUNK_BYTES)))
+    while len(buffer) < size:
+        count = read_into(chunk[:size - len(buffer)])
         if count == 0:
-            if at_boundary and got == 0:
+            if at_boundary and not buffer:
                 raise ConnectionClosed("the peer closed the connection")
             raise ProtocolError(
-                f"connection closed in the middle of a message ({got} of {size} bytes read)"
+                f"connection closed in the middle of a message ({len(buffer)} of {size} "
+                "bytes read)"
             )
-        got += count
+        buffer += chunk[:count]
     return buffer
 
 
@@ -189,38 +213,50 @@ def _validate_table(table: object, payload_len: int) -> list[dict]:
     for entry in table:
         if not isinstance(entry, dict) or set(entry) != _ARRAY_KEYS:
             raise ProtocolError(
-                f"each array entry needs exactly the keys {sorted(_ARRAY_KEYS)}, got {entry!r}"
+                f"each array entry needs exactly the keys {sorted(_ARRAY_KEYS)}, "
+                f"got {reprlib.repr(entry)}"
             )
         name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
         offset, nbytes = entry["offset"], entry["nbytes"]
         if not isinstance(name, str) or not name:
-            raise ProtocolError(f"array name must be a non-empty string, got {name!r}")
+            raise ProtocolError(
+                f"array name must be a non-empty string, got {reprlib.repr(name)}"
+            )
+        shown = reprlib.repr(name)  # a peer's names may be long: messages show their start
         if name in names:
-            raise ProtocolError(f"array name {name!r} appears twice")
+            raise ProtocolError(f"array name {shown} appears twice")
         names.add(name)
         if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
             raise ProtocolError(
-                f"array {name!r}: dtype {dtype!r} is not one of {sorted(ALLOWED_DTYPES)}"
+                f"array {shown}: dtype {reprlib.repr(dtype)} is not one of "
+                f"{sorted(ALLOWED_DTYPES)}"
             )
         if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
             raise ProtocolError(
-                f"array {name!r}: shape must be a list of non-negative ints, got {shape!r}"
+                f"array {shown}: shape must be a list of non-negative ints, "
+                f"got {reprlib.repr(shape)}"
+            )
+        # numpy's limits; a dimension of an empty array could otherwise be anything.
+        if len(shape) > MAX_DIMS or math.prod(n for n in shape if n) > MAX_PAYLOAD_BYTES:
+            raise ProtocolError(
+                f"array {shown}: shape {reprlib.repr(shape)} has more than {MAX_DIMS} "
+                f"dimensions or more than {MAX_PAYLOAD_BYTES} elements"
             )
         if not (_is_int(offset) and _is_int(nbytes) and offset >= 0 and nbytes >= 0):
             raise ProtocolError(
-                f"array {name!r}: offset and nbytes must be non-negative ints, "
-                f"got {offset!r} and {nbytes!r}"
+                f"array {shown}: offset and nbytes must be non-negative ints, "
+                f"got {reprlib.repr(offset)} and {reprlib.repr(nbytes)}"
             )
         expected = math.prod(shape) * np.dtype(dtype).itemsize
         if nbytes != expected:
             raise ProtocolError(
-                f"array {name!r}: nbytes is {nbytes} but shape {shape} of {dtype} "
-                f"needs {expected}"
+                f"array {shown}: nbytes is {reprlib.repr(nbytes)} but shape "
+                f"{reprlib.repr(shape)} of {dtype} needs {expected}"
             )
         if offset + nbytes > payload_len:
             raise ProtocolError(
-                f"array {name!r}: bytes {offset}..{offset + nbytes} lie outside the "
-                f"{payload_len}-byte payload"
+                f"array {shown}: bytes {reprlib.repr(offset)}..{reprlib.repr(offset + nbytes)} "
+                f"lie outside the {payload_len}-byte payload"
             )
     return table
 
@@ -238,12 +274,13 @@ def _read_message(read_into: ReadInto, max_payload: int) -> Message:
     raw_header = _read_exact(read_into, header_len)
     try:
         header = json.loads(raw_header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"header is not UTF-8 JSON: {exc}") from None
+    # ValueError: not UTF-8, not JSON, or an int of more digits than Python converts;
+    # RecursionError: nested deeper than Python's stack allows.
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"header is not UTF-8 JSON that Python can read: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError("header must be a JSON object with a string 'type'")
     table = _validate_table(header.pop("arrays", []), payload_len)
-    # Allocation happens only now, after everything above was checked.
     payload = _read_exact(read_into, payload_len)
     arrays = {}
     for entry in table:
@@ -256,10 +293,25 @@ def _read_message(read_into: ReadInto, max_payload: int) -> Message:
     return Message(header, arrays)
 
 
-def recv_message(sock: socket.socket, max_payload: int = MAX_PAYLOAD_BYTES) -> Message:
+def recv_message(
+    sock: socket.socket, max_payload: int = MAX_PAYLOAD_BYTES, *, deadline: float | None = None
+) -> Message:
     """Receive one message. Raises ConnectionClosed at a clean end of stream and
-    ProtocolError for anything malformed (after which the connection is unusable)."""
-    return _read_message(sock.recv_into, max_payload)
+    ProtocolError for anything malformed (after which the connection is unusable).
+
+    With `deadline` (a ``time.monotonic()`` value) the whole message must have arrived by
+    then, however slowly its bytes trickle in; TimeoutError otherwise."""
+    if deadline is None:
+        return _read_message(sock.recv_into, max_payload)
+
+    def read_into_before_deadline(view: memoryview) -> int:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the message did not arrive in time")
+        sock.settimeout(remaining)
+        return sock.recv_into(view)
+
+    return _read_message(read_into_before_deadline, max_payload)
 
 
 def decode(data: bytes, max_payload: int = MAX_PAYLOAD_BYTES) -> Message:

@@ -9,21 +9,24 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 from .images import Undistorter, check_aspect, downscaled_size, image_folder, load_images, open_image
 from .views import Views, held_out_split
 
 COLMAP_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV")
+MODEL_FILES = tuple(f"{name}{ext}" for name in ("cameras", "images", "points3D", "rigs", "frames")
+                    for ext in (".bin", ".txt"))  # what pycolmap may read in a model folder
 
 
-def colmap_model(root: Path) -> Path | None:
+def colmap_model(root: Path, confine: Confinement) -> Path | None:
     """The COLMAP sparse model folder of a project folder (or the model folder itself)."""
     for candidate in (root / "sparse" / "0", root / "sparse", root):
-        if any((candidate / f"cameras{ext}").is_file() for ext in (".bin", ".txt")):
+        if any(confine.is_file(candidate / f"cameras{ext}") for ext in (".bin", ".txt")):
             return candidate
     return None
 
 
-def load_colmap(model: Path, downscale: int, test_every: int) -> Views:
+def load_colmap(model: Path, downscale: int, test_every: int, confine: Confinement) -> Views:
     """Registered images of a COLMAP model, sorted by name, every `test_every`-th held out for testing.
 
     COLMAP's world has no up: it is rotated so that the cameras' mean up vector is +z (Blender's
@@ -33,6 +36,8 @@ def load_colmap(model: Path, downscale: int, test_every: int) -> Views:
     import pycolmap  # only COLMAP imports need it
 
     root = _project_folder(model)
+    for name in MODEL_FILES:
+        confine.check(model / name)  # pycolmap opens them itself
     try:
         reconstruction = pycolmap.Reconstruction(str(model))
     except Exception as exc:  # noqa: BLE001 - pycolmap raises plain RuntimeError/ValueError
@@ -51,15 +56,15 @@ def load_colmap(model: Path, downscale: int, test_every: int) -> Views:
                                f"which is not supported ({', '.join(COLMAP_MODELS)} are)",
                                "Undistort the images first (colmap image_undistorter) and import "
                                "the undistorted project.")
-    folder, resize = image_folder(root, downscale)
+    folder, resize = image_folder(root, downscale, confine)
     paths = [folder / image.name for image in registered]
-    missing = [path for path in paths if not path.is_file()]
+    missing = [path for path in paths if not confine.is_file(path)]
     if missing:
         raise DatasetError(f"{model} names {len(missing)} images missing from {folder}, e.g. {missing[0]}",
                            "Put the photos the model was made from into that folder, with the "
                            "same file names.")
 
-    stored = open_image(paths[0]).size
+    stored = open_image(paths[0], confine).size
     cameras = []
     for image, path in zip(registered, paths):
         camera = pycolmap.Camera(reconstruction.cameras[image.camera_id].todict())
@@ -67,7 +72,7 @@ def load_colmap(model: Path, downscale: int, test_every: int) -> Views:
         camera.rescale(*downscaled_size(stored, resize))
         cameras.append(camera)
     undistorter = Undistorter(cameras)
-    images, alphas, stored_size = load_images(paths, resize, undistorter)
+    images, alphas, stored_size = load_images(paths, resize, confine, undistorter)
     intrinsics = undistorter.intrinsics(images.shape[2], images.shape[1])
 
     # World-to-camera (OpenCV: y down, looking along +z) -> camera-to-world (OpenGL).

@@ -24,12 +24,16 @@ import numpy as np
 from blender_dff.wire.api import BOUNDS, DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, TEST_EVERY
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 from .bounds import scene_bounds
 from .colmap import colmap_model, load_colmap
 from .labels import read_labels
 from .llff import is_llff, load_llff
 from .transforms import is_transforms, load_transforms
 from .views import Views
+
+MIN_IMAGE_SIDE = 8  # pixels, after downscaling: fewer leave a radiance field nothing to learn from
+VISIBLE_ALPHA = 0.05  # a view whose mask is below this everywhere shows nothing (and carves everything)
 
 
 @dataclass(repr=False)
@@ -76,7 +80,8 @@ class Dataset:
 
 
 def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_every: int = TEST_EVERY,
-                 bounds: str = DEFAULT_BOUNDS, require_labels: bool = False) -> Dataset:
+                 bounds: str = DEFAULT_BOUNDS, require_labels: bool = False,
+                 confine: Confinement | None = None) -> Dataset:
     """Load the dataset in folder `path` (or the folder of a transforms JSON given as `path`).
 
     `downscale` k loads images at 1/k of their stored size: LLFF uses `images_<k>/` when present,
@@ -90,6 +95,9 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
     Label maps: for image `<dir>/<stem>.<ext>` the map is `labels/<dir>/<stem>.png`, else
     `labels/<stem>.png`; ids are named by `labels.json` ({"1": "mug"}). Views without a map get
     `has_labels` False and label 0. `require_labels` makes the absence of any map an error.
+
+    `confine` (a client's root folder) holds every file the dataset leads to: the folder, its
+    JSON, poses, images and label maps, with their links followed.
     """
     if isinstance(downscale, bool) or not isinstance(downscale, int) or downscale < 1:
         raise DatasetError(f"downscale must be a whole number >= 1, got {downscale!r}",
@@ -100,14 +108,15 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
     if bounds not in BOUNDS:
         raise DatasetError(f"bounds must be one of {', '.join(BOUNDS)}, got {bounds!r}",
                            "Use 'auto' unless the layout decision is wrong for this capture.")
-    root = _dataset_folder(Path(path).expanduser())
-    model = colmap_model(root)
-    if is_transforms(root):
-        views = load_transforms(root, downscale, test_every)
+    confine = confine or Confinement()
+    root = _dataset_folder(confine.check(path))
+    model = colmap_model(root, confine)
+    if is_transforms(root, confine):
+        views = load_transforms(root, downscale, test_every, confine)
     elif model is not None:  # before LLFF: COLMAP captures often carry poses_bounds.npy as well
-        views = load_colmap(model, downscale, test_every)
-    elif is_llff(root):
-        views = load_llff(root, downscale, test_every)
+        views = load_colmap(model, downscale, test_every, confine)
+    elif is_llff(root, confine):
+        views = load_llff(root, downscale, test_every, confine)
     else:
         raise DatasetError(
             f"{root} holds no known dataset: looked for transforms_train.json, transforms.json, "
@@ -115,11 +124,16 @@ def load_dataset(path: str | Path, *, downscale: int = DEFAULT_DOWNSCALE, test_e
             "Point at a NeRF-synthetic / instant-ngp / nerfstudio folder (transforms*.json beside "
             "the images), a COLMAP project (sparse/0/ beside images/) or an LLFF folder "
             "(poses_bounds.npy beside images/ or images_<k>/).")
-    return _dataset(views, bounds, require_labels)
+    return _dataset(views, bounds, require_labels, confine)
 
 
 def check_trainable(dataset: Dataset) -> None:
-    """A radiance field needs several training views seen from different places (parallax)."""
+    """A radiance field needs several training views seen from different places (parallax), each
+    large enough to hold detail and, with masks, showing something."""
+    if min(dataset.width, dataset.height) < MIN_IMAGE_SIDE:
+        raise DatasetError(f"{dataset.root / dataset.names[0]}: the images are {dataset.width}x{dataset.height} "
+                           f"pixels once downscaled, less than {MIN_IMAGE_SIDE} on a side",
+                           "Use a smaller downscale, or photos of at least a few hundred pixels.")
     train = dataset.split == "train"
     if train.sum() < 2:
         raise DatasetError(f"{dataset.root}: only {int(train.sum())} training view(s) "
@@ -131,9 +145,17 @@ def check_trainable(dataset: Dataset) -> None:
         raise DatasetError(f"{dataset.root}: all cameras sit at one point, so nothing gives depth",
                            "Move the camera between photos (a panorama taken from one spot cannot "
                            "be reconstructed in 3D).")
+    if dataset.alphas is not None:
+        empty = np.flatnonzero(train & (dataset.alphas.max(axis=(1, 2)) < VISIBLE_ALPHA))
+        if len(empty):
+            raise DatasetError(f"{dataset.root / dataset.names[empty[0]]}: the image is transparent everywhere "
+                               f"(alpha below {VISIBLE_ALPHA}; {len(empty)} such view(s))",
+                               "Its mask hides the whole subject: fix the alpha channel (opaque where the "
+                               "subject is), remove the view, or save the photos without alpha.")
 
 
 def _dataset_folder(path: Path) -> Path:
+    """The folder of a checked path: itself, or the folder of a transforms JSON or poses file."""
     if path.is_file():
         if path.suffix.lower() == ".json" or path.name == "poses_bounds.npy":
             return path.parent
@@ -145,13 +167,13 @@ def _dataset_folder(path: Path) -> Path:
     return path
 
 
-def _dataset(views: Views, bounds: str, require_labels: bool) -> Dataset:
+def _dataset(views: Views, bounds: str, require_labels: bool, confine: Confinement) -> Dataset:
     """The record of what a format loader read, with its box and its label maps."""
     aabb, unbounded = scene_bounds(views, bounds)
     names = [Path(os.path.relpath(path, views.root)).as_posix() for path in views.paths]
     height, width = views.images.shape[1:3]
     labels, has_labels, label_names = read_labels(views.root, names, views.stored_size, (width, height),
-                                                  require_labels)
+                                                  require_labels, confine)
     return Dataset(root=views.root, names=names, images=views.images, alphas=views.alphas,
                    c2w=views.c2w.astype(np.float32), intrinsics=views.intrinsics.astype(np.float32),
                    split=views.split, aabb=aabb.astype(np.float32), labels=labels, has_labels=has_labels,

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 
 _log = logging.getLogger(__name__)
 
@@ -22,15 +23,15 @@ GREY_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _WORKERS = min(8, os.cpu_count() or 1)
 
 
-def image_folder(root: Path, downscale: int) -> tuple[Path, int]:
+def image_folder(root: Path, downscale: int, confine: Confinement) -> tuple[Path, int]:
     """The folder to read and the factor still to resize by: `images_<downscale>/` as it is,
     else `images/` resized; with downscale 1 and only one `images_<k>/`, that one as it is."""
     exact = root / f"images_{downscale}"
-    if exact.is_dir():
+    if confine.is_dir(exact):
         return exact, 1
-    if (root / "images").is_dir():
+    if confine.is_dir(root / "images"):
         return root / "images", downscale
-    others = sorted(p.name for p in root.glob("images_*") if p.is_dir())
+    others = sorted(p.name for p in root.glob("images_*") if confine.is_dir(p))
     if downscale == 1 and len(others) == 1:
         _log.warning("%s: no images/ folder, using %s/ (already downscaled)", root, others[0])
         return root / others[0], 1
@@ -58,20 +59,20 @@ class _ImageStack:
             self.alphas[index] = pixels[..., 3]
 
 
-def load_images(paths: list[Path], downscale: int,
+def load_images(paths: list[Path], downscale: int, confine: Confinement,
                 transform: Callable[[int, np.ndarray], np.ndarray] | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """Decode all images (threads: PIL decodes without holding the GIL), each passed through
     `transform(index, pixels)` when given; returns images, alphas (None when no image has alpha)
     and the stored (width, height) they all share."""
-    first, stored_size = _decode_image(paths[0], downscale)
+    first, stored_size = _decode_image(paths[0], downscale, confine)
     if transform is not None:
         first = transform(0, first)
     stack = _ImageStack(len(paths), (first.shape[1], first.shape[0]))
     stack.put(0, first)
 
     def load(index: int) -> None:
-        pixels, size = _decode_image(paths[index], downscale)
+        pixels, size = _decode_image(paths[index], downscale, confine)
         if size != stored_size:
             raise DatasetError(f"{paths[index]}: image is {size[0]}x{size[1]} but {paths[0]} is "
                                f"{stored_size[0]}x{stored_size[1]}",
@@ -83,10 +84,10 @@ def load_images(paths: list[Path], downscale: int,
     return stack.images, stack.alphas, stored_size
 
 
-def _decode_image(path: Path, downscale: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_image(path: Path, downscale: int, confine: Confinement) -> tuple[np.ndarray, tuple[int, int]]:
     """(H, W, 3 or 4) float32 in [0, 1] at 1/downscale size, and the (width, height) stored in
     the file after EXIF rotation."""
-    image = open_image(path)
+    image = open_image(path, confine)
     stored_size = image.size
     target = downscaled_size(stored_size, downscale)
     if image.mode in GREY_16_BIT_MODES:
@@ -105,12 +106,18 @@ def _decode_image(path: Path, downscale: int) -> tuple[np.ndarray, tuple[int, in
     return pixels, stored_size
 
 
-def open_image(path: Path, hint: str = "Replace it with an RGB or RGBA PNG or JPEG.") -> Image.Image:
+def open_image(path: Path, confine: Confinement,
+               hint: str = "Replace it with an RGB or RGBA PNG or JPEG.") -> Image.Image:
+    """The decoded image at `path`, once `confine` allows it."""
     try:
-        with Image.open(path) as image:
+        with Image.open(confine.check(path)) as image:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)
         return image  # closing the file keeps the decoded pixels
+    except Image.DecompressionBombError as exc:  # its header claims more pixels than memory should hold
+        raise DatasetError(f"{path}: the image is too large to read ({exc})",
+                           f"Resize the photos to at most {Image.MAX_IMAGE_PIXELS} pixels each: the "
+                           "downscale option shrinks them only after reading them whole.") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"{path}: cannot read the image ({exc})", hint) from exc
 

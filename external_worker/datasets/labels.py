@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 from .images import GREY_16_BIT_MODES, in_parallel, open_image
 from .views import read_json
 
@@ -19,12 +20,12 @@ _LABEL_HINT = ("Put one single-channel PNG of integer label ids per image (0 = u
 
 
 def read_labels(root: Path, names: list[str], stored_size: tuple[int, int], size: tuple[int, int],
-                require_labels: bool) -> tuple[np.ndarray | None, np.ndarray, dict[int, str]]:
+                require_labels: bool, confine: Confinement) -> tuple[np.ndarray | None, np.ndarray, dict[int, str]]:
     """The label maps of the images `names` at their loaded `size` (width, height): (N, H, W) ids
     or None without any map, which views have one, and the names of the ids."""
     names_path = root / "labels.json"
-    label_names = _read_label_names(names_path) if names_path.is_file() else {}
-    maps = _find_label_maps(root, names)
+    label_names = _read_label_names(names_path, confine) if confine.is_file(names_path) else {}
+    maps = _find_label_maps(root, names, confine)
     has_labels = np.array([m is not None for m in maps], bool)
     if not has_labels.any():
         if require_labels:
@@ -36,13 +37,14 @@ def read_labels(root: Path, names: list[str], stored_size: tuple[int, int], size
     def load(index: int) -> None:
         map_path = maps[index]
         if map_path is not None:
-            labels[index] = _read_label_map(map_path, root / names[index], stored_size, size, label_names)
+            labels[index] = _read_label_map(map_path, root / names[index], stored_size, size, label_names,
+                                            confine)
 
     in_parallel(load, range(len(names)))
     return labels, has_labels, label_names
 
 
-def _find_label_maps(root: Path, names: list[str]) -> list[Path | None]:
+def _find_label_maps(root: Path, names: list[str], confine: Confinement) -> list[Path | None]:
     """Per image, `labels/<dir>/<stem>.png` or else `labels/<stem>.png` when it exists."""
     found: list[Path | None] = []
     by_stem: dict[Path, str] = {}
@@ -50,9 +52,9 @@ def _find_label_maps(root: Path, names: list[str]) -> list[Path | None]:
         rel = PurePosixPath(name)
         nested = root / "labels" / rel.parent / f"{rel.stem}.png"
         flat = root / "labels" / f"{rel.stem}.png"
-        if ".." not in rel.parts and nested.is_file():
+        if ".." not in rel.parts and confine.is_file(nested):
             found.append(nested)
-        elif flat.is_file():
+        elif confine.is_file(flat):
             # NeRF-synthetic has train/r_0.png and test/r_0.png: one flat map cannot label both.
             if flat in by_stem:
                 raise DatasetError(f"{flat} would label both {by_stem[flat]} and {name}",
@@ -65,9 +67,9 @@ def _find_label_maps(root: Path, names: list[str]) -> list[Path | None]:
     return found
 
 
-def _read_label_map(path: Path, image_path: Path, stored_size: tuple[int, int],
-                    size: tuple[int, int], label_names: dict[int, str]) -> np.ndarray:
-    label_map = open_image(path, _LABEL_HINT)
+def _read_label_map(path: Path, image_path: Path, stored_size: tuple[int, int], size: tuple[int, int],
+                    label_names: dict[int, str], confine: Confinement) -> np.ndarray:
+    label_map = open_image(path, confine, _LABEL_HINT)
     if label_map.mode not in _LABEL_MODES:
         raise DatasetError(f"{path}: label map has mode {label_map.mode}, expected a single-channel "
                            "image of label ids", _LABEL_HINT)
@@ -91,8 +93,8 @@ def _read_label_map(path: Path, image_path: Path, stored_size: tuple[int, int],
     return ids
 
 
-def _read_label_names(path: Path) -> dict[int, str]:
-    raw = read_json(path)
+def _read_label_names(path: Path, confine: Confinement) -> dict[int, str]:
+    raw = read_json(path, confine)
     if not isinstance(raw, dict):
         raise DatasetError(f"{path}: expected an object mapping label ids to names", _LABEL_HINT)
     names: dict[int, str] = {}

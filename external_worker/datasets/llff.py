@@ -7,24 +7,29 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 from .images import IMAGE_SUFFIXES, check_aspect, image_folder, load_images
 from .views import Views, held_out_split
 
 
-def is_llff(root: Path) -> bool:
-    return (root / "poses_bounds.npy").is_file()
+def is_llff(root: Path, confine: Confinement) -> bool:
+    return confine.is_file(root / "poses_bounds.npy")
 
 
-def load_llff(root: Path, downscale: int, test_every: int) -> Views:
+def load_llff(root: Path, downscale: int, test_every: int, confine: Confinement) -> Views:
     """poses_bounds.npy: per image (rows follow sorted file names) a 3x5 matrix [R | t | hwf]
     with hwf = height, width, focal of the full-size images, then near and far depth.
     Every `test_every`-th image (0, 8, 16, ... by default) is held out for testing."""
     poses_path = root / "poses_bounds.npy"
     try:
-        table = np.load(poses_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        table = np.load(confine.check(poses_path), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"{poses_path}: cannot read ({exc})",
                            "Regenerate it with LLFF's imgs2poses.py.") from exc
+    if not isinstance(table, np.ndarray) or table.dtype.kind not in "iuf":  # not an .npz, strings or objects
+        kind = f"an array of {table.dtype}" if isinstance(table, np.ndarray) else "several arrays"
+        raise DatasetError(f"{poses_path}: expected an array of real numbers, got {kind}",
+                           "Regenerate it with LLFF's imgs2poses.py.")
     if table.ndim != 2 or table.shape[1] != 17:
         raise DatasetError(f"{poses_path}: expected an (N, 17) array (3x5 pose, near, far per "
                            f"image), got shape {table.shape}",
@@ -36,9 +41,9 @@ def load_llff(root: Path, downscale: int, test_every: int) -> Views:
         raise DatasetError(f"{poses_path}: row {bad_rows[0]} has NaN, infinity or a non-positive "
                            "height, width, focal, near or far",
                            "Regenerate it, or remove that image and its row.")
-    folder, resize = image_folder(root, downscale)
+    folder, resize = image_folder(root, downscale, confine)
     paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                    and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
+                    and not p.name.startswith(".") and confine.is_file(p)), key=lambda p: p.name)
     if len(paths) != len(table):
         raise DatasetError(f"{poses_path} has {len(table)} poses but {folder} has {len(paths)} images",
                            "Rows follow the sorted image names: remove the extra images or "
@@ -48,7 +53,7 @@ def load_llff(root: Path, downscale: int, test_every: int) -> Views:
     # LLFF rotation columns are [down, right, back]; OpenGL wants [right, up, back].
     c2w[:, :3, :3] = np.stack([poses[:, :, 1], -poses[:, :, 0], poses[:, :, 2]], -1)
     c2w[:, :3, 3] = poses[:, :, 3]
-    images, alphas, stored_size = load_images(paths, resize)
+    images, alphas, stored_size = load_images(paths, resize, confine)
     height, width = images.shape[1:3]
     for hwf, path in zip(poses[:, :, 4], paths):
         check_aspect((hwf[1], hwf[0]), stored_size, f"{poses_path} (row of {path.name})")

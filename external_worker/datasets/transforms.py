@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..geometry.camera import focal_length
+from ..workspace import Confinement
 from .images import IMAGE_SUFFIXES, Undistorter, check_aspect, downscaled_size, load_images, open_image
 from .views import Views, held_out_split, read_json
 
@@ -21,20 +22,22 @@ _SPLIT_FILES = (("transforms_train.json", "train"), ("transforms_val.json", "tra
                 ("transforms_test.json", "test"))
 _CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h")
 _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")  # nerfstudio / instant-ngp OpenCV models
+_ANGLE_KEYS = ("camera_angle_x", "camera_angle_y")
+FIELD_OF_VIEW = (0.01, 3.0)  # radians: beyond, the focal length is near infinite, or near zero or negative
 
 
-def is_transforms(root: Path) -> bool:
-    return (root / "transforms_train.json").is_file() or (root / "transforms.json").is_file()
+def is_transforms(root: Path, confine: Confinement) -> bool:
+    return confine.is_file(root / "transforms_train.json") or confine.is_file(root / "transforms.json")
 
 
-def load_transforms(root: Path, downscale: int, test_every: int) -> Views:
+def load_transforms(root: Path, downscale: int, test_every: int, confine: Confinement) -> Views:
     """Frames of transforms_{train,val,test}.json (val counts as train) or of transforms.json.
 
     A single transforms.json has no split: with at least 16 frames every `test_every`-th one
     (0, 8, 16, ... by default) in file order is held out for testing, otherwise all are for training.
     """
-    if (root / "transforms_train.json").is_file():
-        sources = [(root / name, split) for name, split in _SPLIT_FILES if (root / name).is_file()]
+    if confine.is_file(root / "transforms_train.json"):
+        sources = [(root / name, split) for name, split in _SPLIT_FILES if confine.is_file(root / name)]
     else:
         sources = [(root / "transforms.json", "train")]
     paths: list[Path] = []
@@ -44,7 +47,7 @@ def load_transforms(root: Path, downscale: int, test_every: int) -> Views:
     box: np.ndarray | None = None
     unbounded_beyond_box = False
     for json_path, split in sources:
-        meta = read_json(json_path)
+        meta = read_json(json_path, confine)
         frames = meta.get("frames") if isinstance(meta, dict) else None
         if not isinstance(frames, list):
             raise DatasetError(f"{json_path}: no 'frames' list",
@@ -59,7 +62,7 @@ def load_transforms(root: Path, downscale: int, test_every: int) -> Views:
             if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
                 raise DatasetError(f"{where} has no 'file_path'",
                                    "Give each frame the image path relative to the JSON's folder.")
-            paths.append(_find_image(root, frame["file_path"], where))
+            paths.append(_find_image(root, frame["file_path"], where, confine))
             poses.append(_parse_pose(frame.get("transform_matrix"), where))
             cameras.append((_camera_spec(meta, frame, where), _distortion(meta, frame, where), where))
             splits.append(split)
@@ -68,14 +71,14 @@ def load_transforms(root: Path, downscale: int, test_every: int) -> Views:
                            "Add frames (file_path + transform_matrix) to the JSON.")
     if len(sources) == 1 and len(paths) >= MIN_VIEWS_FOR_TEST_SPLIT:
         splits = list(held_out_split(len(paths), test_every))
-    stored_size = open_image(paths[0]).size
+    stored_size = open_image(paths[0], confine).size
     loaded_size = downscaled_size(stored_size, downscale)
     intrinsics = np.array([_intrinsics(spec, stored_size, loaded_size, where) for spec, _, where in cameras])
     undistorter = None
     if any(distortion["params"] for _, distortion, _ in cameras):
         undistorter = Undistorter([_opencv_camera(k, distortion, loaded_size)
                                    for k, (_, distortion, _) in zip(intrinsics, cameras)])
-    images, alphas, stored_size = load_images(paths, downscale, undistorter)
+    images, alphas, stored_size = load_images(paths, downscale, confine, undistorter)
     if undistorter is not None:
         intrinsics = undistorter.intrinsics(images.shape[2], images.shape[1])
     return Views(root=root, paths=paths, images=images, alphas=alphas, c2w=np.stack(poses),
@@ -83,12 +86,12 @@ def load_transforms(root: Path, downscale: int, test_every: int) -> Views:
                  unbounded_beyond_box=unbounded_beyond_box)
 
 
-def _find_image(root: Path, file_path: str, where: str) -> Path:
+def _find_image(root: Path, file_path: str, where: str, confine: Confinement) -> Path:
     """The image a frame names, as given or with a usual extension added (NeRF-synthetic omits it)."""
     given = root / file_path
     candidates = [given] + [given.with_name(given.name + suffix) for suffix in IMAGE_SUFFIXES]
     for candidate in candidates:
-        if candidate.is_file():
+        if confine.is_file(candidate):
             return candidate
     raise DatasetError(f"{where}: image not found; looked for " + ", ".join(map(str, candidates)),
                        "Fix the frame's 'file_path' (relative to the JSON's folder) or put the "
@@ -126,6 +129,12 @@ def _camera_spec(meta: dict, frame: dict, where: str) -> dict[str, float]:
         if not number or (value <= 0 and key not in ("cx", "cy")):
             raise DatasetError(f"{where}: '{key}' must be a positive number, got {value!r}",
                                "Fix the camera intrinsics in the JSON.")
+        if key in _ANGLE_KEYS and not FIELD_OF_VIEW[0] <= value <= FIELD_OF_VIEW[1]:
+            raise DatasetError(f"{where}: '{key}' must be a field of view in radians between "
+                               f"{FIELD_OF_VIEW[0]} and {FIELD_OF_VIEW[1]}, got {value!r}",
+                               "Give the camera's field of view in radians (0.69 for a 50 mm lens "
+                               "on a 36 mm sensor; degrees times pi / 180), or its focal length "
+                               "in pixels as 'fl_x'.")
     if "fl_x" not in spec and "camera_angle_x" not in spec:
         raise DatasetError(f"{where}: no focal length ('camera_angle_x' or 'fl_x')",
                            "Add 'camera_angle_x' (horizontal field of view in radians) or 'fl_x' "

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from ..workspace import Confinement
 
 
 @dataclass(repr=False)
@@ -37,9 +38,9 @@ def held_out_split(count: int, every: int) -> np.ndarray:
     return np.array(["test" if every and i % every == 0 else "train" for i in range(count)])
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, confine: Confinement) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(confine.check(path), encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",

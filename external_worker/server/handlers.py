@@ -21,19 +21,20 @@ from ..mesh.stored import check_mesh_id, current_mesh_id, load_mesh
 from ..queries import prompt as click_query, similar as similar_query, text as text_query
 from ..queries.click import ClickPrompt
 from ..queries.relevancy import split_terms
-from ..workspace import Files, Workspace
+from ..workspace import Confinement, Files, Workspace
 from .params import Params
 
 Handler = Callable[[dict, dict[str, np.ndarray], Any], tuple[dict, dict[str, np.ndarray]]]
 
 
 def make_handlers(root: Path | None = None) -> dict[str, Handler]:
-    root = root.resolve() if root else None
+    """The handlers, each file they open held to `root` (None: anywhere)."""
+    confine = Confinement(root)
     training = threading.Lock()  # one training or bake job at a time: they would fight over the workspace
 
     def import_dataset(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.IMPORT_DATASET.params, params, root)
-        dataset = pipeline.import_dataset(p["dataset"], Workspace(p["workspace"]), downscale=p["downscale"],
+        p = Params(api.IMPORT_DATASET.params, params, confine)
+        dataset = pipeline.import_dataset(p["dataset"], Workspace(p["workspace"], confine), downscale=p["downscale"],
                                           test_every=p["test_every"], bounds=p["bounds"])
         result = {"n_images": len(dataset), "width": dataset.width, "height": dataset.height,
                   "root": str(dataset.root), "names": list(dataset.names),
@@ -45,7 +46,7 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         return result, arrays
 
     def train(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.TRAIN.params, params, root)
+        p = Params(api.TRAIN.params, params, confine)
         flat = {spec.key: p[spec.key] for spec in api.TRAIN.params if spec.kind != api.PATH}
         if flat["sam_checkpoint"] not in ("", api.TINY_MODEL):
             flat["sam_checkpoint"] = str(p.path("sam_checkpoint"))
@@ -60,14 +61,14 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         if not training.acquire(blocking=False):
             raise WorkerError("busy", "the worker is already training", "Wait for it to finish or cancel it.")
         try:
-            mesh, summary = pipeline.train_all(Workspace(p["workspace"]), settings, ctx)
+            mesh, summary = pipeline.train_all(Workspace(p["workspace"], confine), settings, ctx)
         finally:
             training.release()
         return summary, mesh.to_arrays()
 
     def bake(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.BAKE.params, params, root)
-        ws = Workspace(p["workspace"])
+        p = Params(api.BAKE.params, params, confine)
+        ws = Workspace(p["workspace"], confine)
         size = p["size"]
         check_mesh_id(ws, p["mesh_id"])
         if not training.acquire(blocking=False):
@@ -79,41 +80,41 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         return {"size": size, "texture_path": str(ws.path(Files.texture(size)))}, result.to_arrays()
 
     def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        ws = Workspace(Params(api.GET_MESH.params, params, root)["workspace"])
+        ws = Workspace(Params(api.GET_MESH.params, params, confine)["workspace"], confine)
         mesh = load_mesh(ws)
         return {"n_faces": int(len(mesh.faces)), "mesh_id": current_mesh_id(ws)}, mesh.to_arrays()
 
     def query_text(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.QUERY_TEXT.params, params, root)
+        p = Params(api.QUERY_TEXT.params, params, confine)
         text, negatives, label_set = p["text"], p["negatives"], p["label_set"]
         negatives = split_terms(negatives, "list of negatives") if negatives is not None else None
         label_set = split_terms(label_set, "label set") if label_set else None
-        ws = Workspace(p["workspace"])
+        ws = Workspace(p["workspace"], confine)
         check_mesh_id(ws, p["mesh_id"])
         probability = text_query.query_text(ws, text, p["teacher"], negatives, label_set)
         return {"text": text, "n_faces": int(len(probability))}, {"face_probability": probability}
 
     def query_click(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.QUERY_CLICK.params, params, root)
+        p = Params(api.QUERY_CLICK.params, params, confine)
         clicks = p.read("clicks", required="box" not in params)
         box = p["box"]
         prompt = ClickPrompt([c["origin"] for c in clicks], [c["direction"] for c in clicks],
                              [int(c["object"]) for c in clicks],
                              None if box is None else [c["origin"] for c in box],
                              None if box is None else [c["direction"] for c in box])
-        ws = Workspace(p["workspace"])
+        ws = Workspace(p["workspace"], confine)
         check_mesh_id(ws, p["mesh_id"])
         result = click_query.query_click(ws, prompt, p["teacher"], p["views"])
         return ({"query": result.query, "hit_face": result.hit_face, "views": result.views,
                  "n_faces": int(len(result.probability))}, {"face_probability": result.probability})
 
     def query_similar(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
-        p = Params(api.QUERY_SIMILAR.params, params, root)
+        p = Params(api.QUERY_SIMILAR.params, params, confine)
         selected = arrays.get("selected")
         if selected is None or selected.dtype != np.bool_ or selected.ndim != 1:
             raise WorkerError("bad_request", "array 'selected' must be a 1-D bool array (one value per face)",
                               "Send the selection of the workspace's mesh in its face order.")
-        ws = Workspace(p["workspace"])
+        ws = Workspace(p["workspace"], confine)
         check_mesh_id(ws, p["mesh_id"])
         probability = similar_query.query_similar(ws, selected, p["teacher"])
         return {"n_faces": int(len(probability))}, {"face_probability": probability}

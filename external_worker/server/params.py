@@ -2,7 +2,8 @@
 
 Every value from the wire is checked here (type, range, length, paths) before a stage sees it;
 a bad one is refused with a `bad_request` naming the parameter. When the server is given a
-root folder (required off loopback), every path must lie inside it. Choices are left to the
+root folder (required off loopback), every path must lie inside it once its links are
+followed (`workspace.Confinement`, which also holds the files a dataset or workspace leads to). Choices are left to the
 stage that uses the value, which refuses a wrong one with its own error.
 """
 
@@ -16,14 +17,15 @@ import numpy as np
 from blender_dff.wire.api import FLAG, INT, PATH, RECORDS, TEXT, VECTOR, Param
 
 from ..errors import WorkerError
+from ..workspace import Confinement
 
 
 class Params:
     """Typed access to a request's params (or to one object of a RECORDS param), with clear errors."""
 
-    def __init__(self, specs: tuple[Param, ...], params: dict, root: Path | None) -> None:
+    def __init__(self, specs: tuple[Param, ...], params: dict, confine: Confinement) -> None:
         self.specs = {spec.key: spec for spec in specs}
-        self.params, self.root = params, root
+        self.params, self.confine = params, confine
 
     def __getitem__(self, key: str) -> Any:
         return self.read(key)
@@ -59,11 +61,7 @@ class Params:
         raw = self._text(self.specs[key], self.params.get(key))
         if not raw:
             raise WorkerError("bad_request", f"parameter '{key}' is empty", "Give a folder path.")
-        path = Path(raw).expanduser().resolve()
-        if self.root is not None and not path.is_relative_to(self.root):
-            raise WorkerError("path_not_allowed", f"{path} is outside the worker's root folder {self.root}",
-                              "Put the data under the root folder the worker was started with.")
-        return path
+        return self.confine.check(raw)
 
     @staticmethod
     def _text(spec: Param, value: Any) -> str:
@@ -102,4 +100,4 @@ class Params:
             length = len(value) if isinstance(value, (list, tuple)) else '-'
             raise WorkerError("bad_request", f"parameter '{spec.key}' must be a list of 1 to {spec.max_len} "
                               "objects", f"Got {type(value).__name__} of length {length}.")
-        return [Params(spec.fields, v, self.root) for v in value]
+        return [Params(spec.fields, v, self.confine) for v in value]

@@ -1,19 +1,21 @@
-"""The worker's socket server: authenticates a client, runs each request's handler on its
-own thread, streams progress, and answers with a reply or a structured error.
+"""The worker's socket server: serves admitted clients (see ``gate``), runs each request's
+handler on its own thread, streams progress, and answers with a reply or a structured error.
 
-One client connection is served at a time; when it goes away its running jobs are
-cancelled and the server waits for the next one (the add-on may reconnect), until a
-``shutdown`` request stops it, or, when the server watches its parent's pipe, until that
-pipe closes. See ``blender_dff.wire`` for the messages.
+One client connection is served at a time, while others are admitted (or refused) beside
+it; when it goes away its running jobs are cancelled and the next admitted one is served
+(the add-on may reconnect), until a ``shutdown`` request stops the server, or, when it
+watches its parent's pipe, until that pipe closes. Every request ends with exactly one
+reply or error, whatever its handler does. See ``blender_dff.wire`` for the messages.
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import json
 import logging
 import os
+import queue
+import reprlib
 import socket
 import sys
 import threading
@@ -24,80 +26,17 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from blender_dff.wire import api, framing
-from ..errors import Cancelled, WorkerError
+from ..errors import WorkerError
+from .gate import Gate
+from .job import JobContext
 
 log = logging.getLogger(__name__)
 
-HELLO_TIMEOUT_S = 10.0  # a connection that does not say hello in time is dropped
+MAX_JOBS = 8  # requests running at once; more are refused as "busy"
 JOB_GRACE_S = 2.0  # how long a closing connection waits for its cancelled jobs
 EXIT_GRACE_S = 5.0  # how long a worker whose parent is gone waits for its cancelled jobs
-PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress events per second per request
 TRACEBACK_HINT_LINES = 12
 BUILTIN_METHODS = tuple(method.name for method in api.BUILTINS)
-
-
-class JobContext:
-    """What a handler gets to report progress and notice cancellation.
-
-    ``progress`` is throttled, but the first event of a stage, its last step
-    (``step >= total``) and events carrying a preview image are always sent. Both ``progress`` and ``check_cancelled`` raise
-    ``Cancelled`` once the client has cancelled the request, so a handler that calls
-    either in its loop stops promptly.
-    """
-
-    def __init__(self, request_id: int, send: Callable[[dict, dict | None], None]) -> None:
-        self.request_id = request_id
-        self._send = send
-        self._cancel = threading.Event()
-        self._stage: str | None = None
-        self._stage_start = 0.0
-        self._stage_first_step = 0
-        self._last_sent = 0.0
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            raise Cancelled()
-
-    def progress(
-        self,
-        stage: str,
-        step: int,
-        total: int,
-        metrics: dict | None = None,
-        message: str | None = None,
-        preview: np.ndarray | None = None,
-    ) -> None:
-        self.check_cancelled()
-        now = time.monotonic()
-        new_stage = stage != self._stage
-        if new_stage:
-            self._stage, self._stage_start, self._stage_first_step = stage, now, step
-        elif preview is None and step < total and now - self._last_sent < PROGRESS_INTERVAL_S:
-            return
-        self._last_sent = now
-        done_steps = step - self._stage_first_step
-        eta = None
-        if done_steps > 0 and total > step:
-            eta = (now - self._stage_start) / done_steps * (total - step)
-        elif total > 0 and step >= total:
-            eta = 0.0
-        self._send({
-            "type": "progress",
-            "id": self.request_id,
-            "stage": stage,
-            "step": int(step),
-            "total": int(total),
-            "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
-            "eta": eta,
-            "message": message,
-        }, None if preview is None else {"preview": preview})
 
 
 # handler(params, arrays, context) -> (result, arrays). Raise WorkerError for failures the
@@ -158,18 +97,29 @@ def serve(
             threading.Thread(target=_exit_at_end_of, args=(exit_with, live),
                              name="dff-parent-watch", daemon=True).start()
         stop = threading.Event()
-        while not stop.is_set():
-            conn, address = listener.accept()
-            with conn:
-                live[:] = [c for c in live if c.running_jobs()]
-                connection = _Connection(conn, address, handlers, token, max_payload, stop)
-                live.append(connection)
-                connection.run()
+        admitted: queue.Queue[tuple[socket.socket, tuple]] = queue.Queue()
+        gate = Gate(listener, token, admit=lambda conn, address: admitted.put((conn, address)))
+        accepting = threading.Thread(target=gate.run, args=(stop,), name="dff-gate", daemon=True)
+        accepting.start()
+        try:
+            while not stop.is_set():
+                conn, address = admitted.get()
+                with conn:
+                    live[:] = [c for c in live if c.running_jobs()]
+                    connection = _Connection(conn, address, handlers, max_payload, stop)
+                    live.append(connection)
+                    connection.run()
+        finally:
+            stop.set()
+            accepting.join()  # before the listener closes: the gate accepts on it
+            while not admitted.empty():  # admitted, never served
+                admitted.get_nowait()[0].close()
 
 
 def _exit_at_end_of(stream: BinaryIO, live: list[_Connection]) -> None:
     """Read `stream` to its end, then cancel every job and exit the process. os._exit: the
-    main thread is blocked in accept() and would never notice a normal exit request."""
+    main thread is blocked serving a client or waiting for one and would never notice a
+    normal exit request."""
     try:
         while stream.read(65536):
             pass
@@ -199,21 +149,20 @@ def _request_id(header: dict) -> int | None:
 
 
 class _Connection:
-    """One client connection: hello, then a read loop dispatching requests to job threads."""
+    """One admitted client connection: welcome, then a read loop dispatching requests to job
+    threads."""
 
     def __init__(
         self,
         conn: socket.socket,
         address: tuple,
         handlers: dict[str, Handler],
-        token: str,
         max_payload: int,
         stop: threading.Event,
     ) -> None:
         self.conn = conn
         self.address = address
         self.handlers = handlers
-        self.token = token.encode("utf-8")
         self.max_payload = max_payload
         self.stop = stop
         self.send_lock = threading.Lock()
@@ -222,11 +171,14 @@ class _Connection:
 
     def run(self) -> None:
         try:
-            if self._handshake():
-                self._read_loop()
+            self._welcome()
+            self._read_loop()
         except framing.ConnectionClosed:
             log.info("client %s disconnected", self.address)
-        except (framing.ProtocolError, OSError) as exc:
+        except framing.ProtocolError as exc:
+            log.warning("dropping client %s: %s", self.address, exc)
+            self.send_error(None, "bad_message", str(exc))
+        except OSError as exc:
             log.warning("dropping client %s: %s", self.address, exc)
         except Exception:  # a bug here must not take the worker down with it
             log.exception("dropping client %s after an unexpected error", self.address)
@@ -239,36 +191,14 @@ class _Connection:
         self._send_parts(framing.encode_parts(header, arrays))
 
     def send_error(self, request_id: int | None, code: str, message: str, hint: str = "") -> None:
-        self.send({"type": "error", "id": request_id, "code": code, "message": message,
-                   "hint": hint})
+        self.send(framing.error_header(request_id, code, message, hint))
 
-    def _handshake(self) -> bool:
-        self.conn.settimeout(HELLO_TIMEOUT_S)
-        # A stranger gets a small payload allowance only, until authenticated.
-        hello = framing.recv_message(self.conn, max_payload=0)
-        token = hello.header.get("token")
-        if hello.type != "hello" or not isinstance(token, str):
-            self.send_error(None, "bad_message", "the first message must be 'hello' with a token")
-            return False
-        if not hmac.compare_digest(token.encode("utf-8"), self.token):
-            log.warning("client %s sent a wrong token", self.address)
-            self.send_error(None, "auth_failed", "wrong token",
-                            "Use the token the worker was started with (DFF_WORKER_TOKEN).")
-            return False
-        if hello.header.get("version") != framing.PROTOCOL_VERSION:
-            self.send_error(
-                None, "version_mismatch",
-                f"client speaks protocol {hello.header.get('version')!r}, "
-                f"worker speaks {framing.PROTOCOL_VERSION}",
-                "Install the same blender_dff version for the add-on and the worker.",
-            )
-            return False
+    def _welcome(self) -> None:
         self.conn.settimeout(None)
         # Detect a peer that vanished without closing (network loss) instead of waiting forever.
         self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.send({"type": "welcome", "version": framing.PROTOCOL_VERSION, "pid": os.getpid()})
         log.info("client %s connected", self.address)
-        return True
 
     def _read_loop(self) -> None:
         while True:
@@ -284,15 +214,22 @@ class _Connection:
                     job[1].cancel()
             else:
                 self.send_error(_request_id(header), "bad_message",
-                                f"unexpected message type {message.type!r}")
+                                f"unexpected message type {reprlib.repr(message.type)}")
 
     def _dispatch(self, header: dict, arrays: dict[str, np.ndarray]) -> bool:
-        """Start the request's job; returns True when the server must stop."""
+        """Answer the request or start its job; returns True when the server must stop."""
         request_id, method = _request_id(header), header.get("method")
         params = header.get("params", {})
         if request_id is None:
             self.send_error(None, "bad_request",
-                            f"request id must be an int, got {header.get('id')!r}")
+                            f"request id must be an int, got {reprlib.repr(header.get('id'))}")
+            return False
+        with self.jobs_lock:
+            in_use = request_id in self.jobs
+        if in_use:  # refused, so that the running request still gets its own one answer
+            self.send_error(request_id, "bad_request",
+                            f"request id {request_id} is in use by a running request",
+                            "Give each request an id of its own.")
             return False
         if not isinstance(method, str) or not isinstance(params, dict):
             self.send_error(request_id, "bad_request",
@@ -309,7 +246,7 @@ class _Connection:
         handler = self.handlers.get(method)
         if handler is None:
             known = ", ".join(sorted([*self.handlers, *BUILTIN_METHODS]))
-            self.send_error(request_id, "unknown_method", f"unknown method {method!r}",
+            self.send_error(request_id, "unknown_method", f"unknown method {reprlib.repr(method)}",
                             f"Known methods: {known}.")
             return False
         context = JobContext(request_id, self.send)
@@ -317,11 +254,14 @@ class _Connection:
             target=self._run_job, args=(handler, method, params, arrays, context),
             name=f"dff-job-{request_id}-{method}", daemon=True,
         )
-        with self.jobs_lock:
-            if request_id in self.jobs:
-                self.send_error(request_id, "bad_request", f"request id {request_id} is in use")
-                return False
-            self.jobs[request_id] = (thread, context)
+        with self.jobs_lock:  # only this thread adds jobs: the id is still free
+            busy = len(self.jobs) >= MAX_JOBS
+            if not busy:
+                self.jobs[request_id] = (thread, context)
+        if busy:
+            self.send_error(request_id, "busy", f"the worker is running {MAX_JOBS} requests already",
+                            "Wait for one to finish, or cancel one.")
+            return False
         thread.start()
         return False
 
@@ -335,6 +275,27 @@ class _Connection:
     ) -> None:
         request_id = context.request_id
         try:
+            answer = self._answer(handler, method, params, arrays, context)
+        except BaseException:  # the last resort: even the error could not be encoded
+            log.exception("request %s (%s): its answer could not be encoded", request_id, method)
+            answer = framing.encode_parts(framing.error_header(
+                request_id, "internal", "the worker could not encode this request's answer"))
+        # Free the id and the job's place first: a client holding the answer may reuse both.
+        with self.jobs_lock:
+            self.jobs.pop(request_id, None)
+        self._send_parts(answer)
+
+    def _answer(
+        self,
+        handler: Handler,
+        method: str,
+        params: dict,
+        arrays: dict[str, np.ndarray],
+        context: JobContext,
+    ) -> list:
+        """The encoded reply, or the encoded error the request ends with instead."""
+        request_id = context.request_id
+        try:
             outcome = handler(params, arrays, context)
             if not (isinstance(outcome, tuple) and len(outcome) == 2
                     and isinstance(outcome[0], dict) and isinstance(outcome[1], dict)):
@@ -343,21 +304,18 @@ class _Connection:
                     "expected a (result dict, arrays dict) tuple"
                 )
             result, out_arrays = outcome
-            # Encode first, so an unsendable result becomes an error instead of a broken stream.
-            parts = framing.encode_parts({"type": "reply", "id": request_id, "result": result},
-                                          out_arrays)
-            self._send_parts(parts)
+            # Encoded here, so an unsendable result becomes an error instead of a broken stream.
+            return framing.encode_parts({"type": "reply", "id": request_id, "result": result},
+                                        out_arrays)
         except WorkerError as exc:  # includes Cancelled
-            self.send_error(request_id, exc.code, exc.message, exc.hint)
+            error = framing.error_header(request_id, exc.code, exc.message, exc.hint)
         except Exception as exc:
             log.exception("request %s (%s) failed", request_id, method)
             lines = traceback.format_exception(exc)
             tail = "".join(lines).rstrip().splitlines()[-TRACEBACK_HINT_LINES:]
-            self.send_error(request_id, "internal", str(exc) or type(exc).__name__,
-                            "\n".join(tail))
-        finally:
-            with self.jobs_lock:
-                self.jobs.pop(request_id, None)
+            error = framing.error_header(request_id, "internal", str(exc) or type(exc).__name__,
+                                         "\n".join(tail))
+        return framing.encode_parts(error)
 
     def _send_parts(self, parts: list) -> None:
         try:

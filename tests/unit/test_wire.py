@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import signal
 import socket
 import struct
@@ -20,12 +18,11 @@ import pytest
 from blender_dff.wire import framing
 from blender_dff.worker.client import WorkerClient
 from blender_dff.wire.framing import ConnectionClosed, ProtocolError
-from external_worker.server import server
+from external_worker.server import job, server
 from external_worker.errors import Cancelled, WorkerError
+from raw_client import TIMEOUT_S as TIMEOUT, TOKEN, call, serving, session
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "test-token"
-TIMEOUT = 20.0  # generous upper bound for anything that should take milliseconds
 
 
 # --- protocol ----------------------------------------------------------------------------
@@ -116,6 +113,15 @@ def _entry(name: str = "a", dtype: str = "float32", shape: list | None = None,
     (_frame({"type": "x", "arrays": [_entry(shape=[True])]}, bytes(16)), "non-negative"),
     (_frame({"type": "x", "arrays": [_entry(), _entry()]}, bytes(16)), "appears twice"),
     (_frame({"type": "x", "arrays": [{"name": "a"}]}, bytes(16)), "exactly the keys"),
+    # What Python's json or numpy would raise on, as a plain exception
+    (_frame(b"[" * 100_000), "not UTF-8 JSON"),
+    (_frame(b'{"type": "x", "id": ' + b"7" * 5000 + b"}"), "not UTF-8 JSON"),
+    (_frame({"type": "x", "arrays": [_entry(shape=[1] * 33, nbytes=4)]}, bytes(16)),
+     "more than 32 dimensions"),
+    (_frame({"type": "x", "arrays": [_entry(shape=[2**70, 0], nbytes=0)]}, bytes(16)),
+     "more than 32 dimensions or more than"),
+    (_frame({"type": "x", "arrays": [_entry(name="n" * 100_000, dtype="object")]}, bytes(16)),
+     r"array 'n{10,20}\.\.\.n{10,20}': dtype"),  # a peer's long name is shown cut
 ])
 def test_receiver_rejects_malformed_messages(data: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
@@ -127,6 +133,47 @@ def test_receiver_applies_the_callers_payload_limit() -> None:
     assert framing.decode(data, max_payload=100).arrays["a"].shape == (100,)
     with pytest.raises(ProtocolError, match="exceeds the limit 99"):
         framing.decode(data, max_payload=99)
+
+
+def test_a_payload_announced_but_not_sent_is_not_allocated_up_front() -> None:
+    # 4 GiB promised, none sent: the buffer grows with what arrives, so this is instant.
+    started = time.monotonic()
+    with pytest.raises(ProtocolError, match="middle of a message"):
+        framing.decode(_frame({"type": "x"}, payload_len=framing.MAX_PAYLOAD_BYTES))
+    assert time.monotonic() - started < 1.0
+
+
+def test_any_text_encodes_and_error_texts_are_displayable() -> None:
+    path = "/data/\udcff.png"  # a file name that is not UTF-8, as os.listdir returns it
+    assert framing.decode(framing.encode({"type": "reply", "path": path})).header["path"] == path
+    error = framing.error_header(3, "bad_dataset", f"cannot read {path}", "x" * 10_000)
+    assert error["message"] == "cannot read /data/\\udcff.png"
+    assert len(error["hint"]) < 9000 and error["hint"].endswith("[cut]")
+    assert framing.decode(framing.encode(error)).header == error
+
+
+def test_a_deadline_bounds_the_whole_message_however_it_trickles_in() -> None:
+    left, right = socket.socketpair()
+    stop = threading.Event()
+
+    def dribble() -> None:  # one byte every 50 ms: each read alone would be quick
+        for byte in framing.encode({"type": "x", "pad": "y" * 100}):
+            if stop.wait(0.05):
+                return
+            left.sendall(bytes([byte]))
+
+    sender = threading.Thread(target=dribble)
+    sender.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            framing.recv_message(right, deadline=started + 0.5)
+        assert time.monotonic() - started < 1.5
+    finally:
+        stop.set()
+        sender.join()
+        left.close()
+        right.close()
 
 
 def test_end_of_stream_between_messages_is_a_clean_close_but_inside_one_is_an_error() -> None:
@@ -163,7 +210,7 @@ def test_send_and_recv_over_a_socket() -> None:
 def test_progress_is_throttled_but_keeps_first_and_last_step_and_estimates_eta(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(server.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(job.time, "monotonic", lambda: now[0])
     sent: list[dict] = []
     previews: list[int] = []
 
@@ -172,7 +219,7 @@ def test_progress_is_throttled_but_keeps_first_and_last_step_and_estimates_eta(
         if arrays:
             previews.append(header["step"])
 
-    context = server.JobContext(5, send)
+    context = job.JobContext(5, send)
     image = np.zeros((4, 8, 3), np.uint8)
     for step in range(101):  # one step every 10 ms
         context.progress("nerf", step, 100, {"loss": np.float32(0.25)}, preview=image if step in (50, 51) else None)
@@ -191,7 +238,7 @@ def test_progress_is_throttled_but_keeps_first_and_last_step_and_estimates_eta(
 
 
 def test_progress_and_check_raise_once_cancelled() -> None:
-    context = server.JobContext(1, lambda header, arrays: None)
+    context = job.JobContext(1, lambda header, arrays: None)
     context.check_cancelled()
     context.cancel()
     assert context.cancelled
@@ -204,19 +251,19 @@ def test_progress_and_check_raise_once_cancelled() -> None:
 # --- server over a socket ----------------------------------------------------------------
 
 
-def _echo(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
+def _echo(params: dict, arrays: dict, context: job.JobContext) -> tuple[dict, dict]:
     return {"params": params}, {name: array * 2 for name, array in arrays.items()}
 
 
-def _fail(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
+def _fail(params: dict, arrays: dict, context: job.JobContext) -> tuple[dict, dict]:
     raise WorkerError("bad_dataset", "no images in /data/scene", "Point it at a folder of images.")
 
 
-def _crash(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
+def _crash(params: dict, arrays: dict, context: job.JobContext) -> tuple[dict, dict]:
     raise RuntimeError("kaboom")
 
 
-def _stages(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
+def _stages(params: dict, arrays: dict, context: job.JobContext) -> tuple[dict, dict]:
     for stage, total in (("nerf", 3), ("mesh", 2)):
         for step in range(1, total + 1):
             preview = np.full((2, 3, 3), step, np.uint8) if stage == "nerf" else None
@@ -224,7 +271,7 @@ def _stages(params: dict, arrays: dict, context: server.JobContext) -> tuple[dic
     return {"done": True}, {}
 
 
-def _until_cancelled(params: dict, arrays: dict, context: server.JobContext) -> tuple[dict, dict]:
+def _until_cancelled(params: dict, arrays: dict, context: job.JobContext) -> tuple[dict, dict]:
     context.progress("train", 0, 1000)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -237,41 +284,10 @@ HANDLERS = {"echo": _echo, "fail": _fail, "crash": _crash, "stages": _stages,
             "until_cancelled": _until_cancelled}
 
 
-@contextlib.contextmanager
-def _session(port: int, token: str = TOKEN):
-    """A raw, authenticated connection to the test server."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    with sock:
-        framing.send_message(sock, {"type": "hello", "token": token,
-                                     "version": framing.PROTOCOL_VERSION})
-        yield sock
-
-
-def _call(sock: socket.socket, request_id: int, method: str, params: dict | None = None,
-          arrays: dict | None = None) -> list[framing.Message]:
-    """Send a request and collect its messages up to and including the final one."""
-    framing.send_message(sock, {"type": "request", "id": request_id, "method": method,
-                                 "params": params or {}}, arrays)
-    messages = []
-    while not messages or messages[-1].type == "progress":
-        messages.append(framing.recv_message(sock))
-    return messages
-
-
 @pytest.fixture
 def worker_port():
-    ports: queue.Queue[int] = queue.Queue()
-    thread = threading.Thread(
-        target=server.serve, args=(HANDLERS,),
-        kwargs={"token": TOKEN, "announce": lambda host, port: ports.put(port)}, daemon=True)
-    thread.start()
-    port = ports.get(timeout=TIMEOUT)
-    yield port
-    with _session(port) as sock:
-        assert framing.recv_message(sock).type == "welcome"
-        assert _call(sock, 999, "shutdown")[-1].type == "reply"
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), "serve() did not return after shutdown"
+    with serving(HANDLERS) as running:
+        yield running.port
 
 
 def test_serve_refuses_an_empty_token_and_clashing_handlers() -> None:
@@ -288,7 +304,7 @@ def test_announce_stdout_prints_one_json_line(capsys: pytest.CaptureFixture) -> 
 
 
 def test_wrong_token_is_rejected_and_the_connection_closed(worker_port: int) -> None:
-    with _session(worker_port, token="guess") as sock:
+    with session(worker_port, token="guess") as sock:
         answer = framing.recv_message(sock)
         assert answer.type == "error" and answer.header["code"] == "auth_failed"
         with pytest.raises(ConnectionClosed):
@@ -296,35 +312,35 @@ def test_wrong_token_is_rejected_and_the_connection_closed(worker_port: int) -> 
 
 
 def test_requests_get_replies_and_structured_errors(worker_port: int) -> None:
-    with _session(worker_port) as sock:
+    with session(worker_port) as sock:
         welcome = framing.recv_message(sock)
         assert welcome.header == {"type": "welcome", "version": 1, "pid": os.getpid()}
 
-        reply = _call(sock, 1, "echo", {"x": [1, 2]}, {"v": np.arange(3.0)})[-1]
+        reply = call(sock, 1, "echo", {"x": [1, 2]}, {"v": np.arange(3.0)})[-1]
         assert reply.header == {"type": "reply", "id": 1, "result": {"params": {"x": [1, 2]}}}
         np.testing.assert_array_equal(reply.arrays["v"], [0.0, 2.0, 4.0])
 
-        assert _call(sock, 2, "ping")[-1].header["result"] == {
+        assert call(sock, 2, "ping")[-1].header["result"] == {
             "version": framing.PROTOCOL_VERSION, "pid": os.getpid()}
 
-        unknown = _call(sock, 3, "train_nerf")[-1].header
+        unknown = call(sock, 3, "train_nerf")[-1].header
         assert unknown["code"] == "unknown_method" and unknown["id"] == 3
         assert "echo" in unknown["hint"] and "ping" in unknown["hint"]
 
-        failed = _call(sock, 4, "fail")[-1].header
+        failed = call(sock, 4, "fail")[-1].header
         assert failed == {"type": "error", "id": 4, "code": "bad_dataset",
                           "message": "no images in /data/scene",
                           "hint": "Point it at a folder of images."}
 
-        crashed = _call(sock, 5, "crash")[-1].header
+        crashed = call(sock, 5, "crash")[-1].header
         assert crashed["code"] == "internal" and crashed["message"] == "kaboom"
         assert "RuntimeError: kaboom" in crashed["hint"] and "_crash" in crashed["hint"]
 
 
 def test_progress_arrives_in_order_before_the_reply(worker_port: int) -> None:
-    with _session(worker_port) as sock:
+    with session(worker_port) as sock:
         framing.recv_message(sock)
-        messages = _call(sock, 1, "stages")
+        messages = call(sock, 1, "stages")
     assert messages[-1].header == {"type": "reply", "id": 1, "result": {"done": True}}
     events = [m.header for m in messages[:-1]]
     assert all(e["type"] == "progress" and e["id"] == 1 for e in events)
@@ -339,7 +355,7 @@ def test_progress_arrives_in_order_before_the_reply(worker_port: int) -> None:
 
 
 def test_cancel_stops_a_running_job(worker_port: int) -> None:
-    with _session(worker_port) as sock:
+    with session(worker_port) as sock:
         framing.recv_message(sock)
         framing.send_message(sock, {"type": "request", "id": 1, "method": "until_cancelled",
                                      "params": {}})
@@ -349,14 +365,16 @@ def test_cancel_stops_a_running_job(worker_port: int) -> None:
     assert answer["type"] == "error" and answer["id"] == 1 and answer["code"] == "cancelled"
 
 
-def test_bad_framing_drops_only_that_connection(worker_port: int) -> None:
+def test_bad_framing_is_answered_and_drops_only_that_connection(worker_port: int) -> None:
     with socket.create_connection(("127.0.0.1", worker_port), timeout=TIMEOUT) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = framing.recv_message(sock).header
+        assert answer["code"] == "bad_message" and "bad magic" in answer["message"]
         with pytest.raises((ConnectionClosed, ConnectionResetError)):
             framing.recv_message(sock)
-    with _session(worker_port) as sock:  # still serving
+    with session(worker_port) as sock:  # still serving
         framing.recv_message(sock)
-        assert _call(sock, 1, "ping")[-1].type == "reply"
+        assert call(sock, 1, "ping")[-1].type == "reply"
         framing.send_message(sock, {"type": "request", "id": "one", "method": "ping"})
         assert framing.recv_message(sock).header["code"] == "bad_request"
 

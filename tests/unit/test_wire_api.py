@@ -90,7 +90,7 @@ def test_every_error_code_the_worker_sends_has_a_title():
     for path, name, call in _calls("external_worker"):
         if name == "WorkerError":
             codes |= _strings(_arg(call, 0))
-        elif name == "send_error":  # the server's own errors
+        elif name in ("send_error", "error_header"):  # the server's own errors
             codes |= _strings(_arg(call, 1))
         elif name == "__init__" and path.name == "errors.py":  # DatasetError, Cancelled
             codes |= _strings(_arg(call, 0))

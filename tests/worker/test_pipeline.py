@@ -155,7 +155,7 @@ def test_import_refuses_what_cannot_be_trained(tmp_path):
 
     rng = np.random.default_rng(0)
     for i in range(4):
-        save_image(tmp_path / "one" / f"{i}.png", random_pixels(rng))
+        save_image(tmp_path / "one" / f"{i}.png", random_pixels(rng, 8, 8))  # big enough to train on
     single_transforms(tmp_path / "one", [frame("0.png", np.eye(4))])
     with pytest.raises(WorkerError, match="only 1 training view") as info:
         pipeline.import_dataset(tmp_path / "one", Workspace(tmp_path / "ws"))
