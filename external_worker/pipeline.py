@@ -145,7 +145,8 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
     stage, mesh_settings = Stages.bake(size), workspace.stage(Stages.MESH).get("settings")
     info = workspace.stage(stage)
     if info.get("done") and info.get("mesh") == mesh_settings and workspace.path(Files.bake(size)).exists():
-        bake = Bake(**workspace.load_npz(Files.bake(size)))
+        with workspace.reading(Files.bake(size)):
+            bake = Bake(**workspace.load_npz(Files.bake(size)))
         if info.get("rows") != TEXTURE_ROWS:  # baked when textures were stored bottom row first
             bake.texture = np.ascontiguousarray(bake.texture[::-1])
         return bake

@@ -53,8 +53,9 @@ class ResumableTraining:
         the optimiser steps on; `report(step, loss)`, after it, gives the metrics shown beside
         the loss and a preview image, or None. `stage_info()` adds to state.json at each checkpoint."""
         if self.checkpoint:
-            optimizer.load_state_dict(self.checkpoint["optimizer"])
-            self.step = int(self.checkpoint["step"])
+            with self.workspace.reading(self.file):
+                optimizer.load_state_dict(self.checkpoint["optimizer"])
+                self.step = int(self.checkpoint["step"])
 
         def save() -> None:
             self.workspace.save_torch(self.file, {**state(), "optimizer": optimizer.state_dict(), "step": self.step})

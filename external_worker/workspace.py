@@ -258,6 +258,17 @@ class Workspace:
         except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
             raise WorkerError("bad_workspace", f"{path} cannot be read ({exc})", DAMAGED_HINT) from exc
 
+    @contextmanager
+    def reading(self, name: str) -> Iterator[None]:
+        """Use a stored file's contents in this block: a key, type or shape it lacks (a file from
+        another version, or edited by hand) is an error naming the file, not a traceback."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            code, hint = ("bad_workspace", STATE_HINT) if name == Files.STATE else ("bad_checkpoint", DAMAGED_HINT)
+            raise WorkerError(code, f"{self.path(name)} does not hold what this version expects "
+                                    f"({type(exc).__name__}: {exc})", hint) from exc
+
     def save_torch(self, name: str, obj: Any) -> Path:
         import torch
 

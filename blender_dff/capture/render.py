@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,10 +77,15 @@ def setup_render(scene: bpy.types.Scene, width: int, height: int, samples: int, 
 
 
 def atomic_path(path: Path) -> Path:
-    """A fresh temporary path beside `path`, to be moved over it with os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    """A fresh temporary file beside `path`, to be moved over it with os.replace. Created as
+    open() creates files, so the user's umask sets its mode (mkstemp's are private to the user)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_json(path: Path, data: object) -> None:

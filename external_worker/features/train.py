@@ -38,19 +38,20 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
     stage = Stages.features(teacher.name)
     training = ResumableTraining(workspace, Files.features(teacher.name), stage)
     ckpt = training.checkpoint
-    if ckpt:
-        # The field and its schedule continue the checkpoint's; the step count and how the
-        # remaining steps are supervised are the caller's.
-        config = replace(FeatureConfig(**ckpt["config"]), steps=config.steps, augment=config.augment,
-                         cache_size=config.cache_size, reuse_probability=config.reuse_probability)
-    else:
-        contract = nerf[0].config.contract
-        config = replace(config, contract=contract, max_res=grid_resolution(config.max_res, contract))
+    with workspace.reading(Files.features(teacher.name)):
+        if ckpt:
+            # The field and its schedule continue the checkpoint's; the step count and how the
+            # remaining steps are supervised are the caller's.
+            config = replace(FeatureConfig(**ckpt["config"]), steps=config.steps, augment=config.augment,
+                             cache_size=config.cache_size, reuse_probability=config.reuse_probability)
+        else:
+            contract = nerf[0].config.contract
+            config = replace(config, contract=contract, max_res=grid_resolution(config.max_res, contract))
+        model = FeatureField(teacher.feature_dim, config).to(dev)
+        if ckpt:
+            model.load_state_dict(ckpt["model"])
     augment = use_augmentation(config, teacher, dev)
-    model = FeatureField(teacher.feature_dim, config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
 
     views = np.flatnonzero(dataset.split == "train")
     targets = teacher.targets(dataset, views)
@@ -89,7 +90,8 @@ def train_features(dataset: "Dataset", frame: SceneFrame, workspace: Workspace, 
 def load_features(workspace: Workspace, teacher_name: str) -> tuple[FeatureField, Teacher]:
     workspace.require(Stages.features(teacher_name), f"feature training with the '{teacher_name}' teacher")
     ckpt = workspace.load_torch(Files.features(teacher_name))
-    teacher = TEACHER_TYPES[teacher_name].from_dict(ckpt["teacher"], device=device())
-    model = FeatureField(teacher.feature_dim, FeatureConfig(**ckpt["config"])).to(device())
-    model.load_state_dict(ckpt["model"])
+    with workspace.reading(Files.features(teacher_name)):
+        teacher = TEACHER_TYPES[teacher_name].from_dict(ckpt["teacher"], device=device())
+        model = FeatureField(teacher.feature_dim, FeatureConfig(**ckpt["config"])).to(device())
+        model.load_state_dict(ckpt["model"])
     return model.eval(), teacher

@@ -56,9 +56,10 @@ def load_field(workspace: Workspace) -> tuple[NerfField, OccupancyGrid]:
     """The trained radiance field of a workspace, in eval mode, on the compute device."""
     workspace.require(Stages.NERF, "the 'train' stage")
     ckpt = workspace.load_torch(Files.NERF)
-    field, grid = build_field(NerfConfig(**ckpt["config"]), device())
-    field.load_state_dict(ckpt["field"])
-    grid.load_state_dict(ckpt["grid"])
+    with workspace.reading(Files.NERF):
+        field, grid = build_field(NerfConfig(**ckpt["config"]), device())
+        field.load_state_dict(ckpt["field"])
+        grid.load_state_dict(ckpt["grid"])
     return field.eval(), grid
 
 
@@ -77,14 +78,15 @@ def train_nerf(dataset: Dataset, frame: SceneFrame, workspace: Workspace, config
     data = SceneTensors(dataset, frame, "train", dev)
     training = ResumableTraining(workspace, Files.NERF, Stages.NERF)
     ckpt = training.checkpoint
-    nerf_config = NerfConfig(**ckpt["config"]) if ckpt else replace(nerf_config or NerfConfig(),
-                                                                     contract=dataset.unbounded)
-    field, grid = build_field(nerf_config, dev)
+    with workspace.reading(Files.NERF):
+        nerf_config = NerfConfig(**ckpt["config"]) if ckpt else replace(nerf_config or NerfConfig(),
+                                                                         contract=dataset.unbounded)
+        field, grid = build_field(nerf_config, dev)
+        if ckpt:
+            field.load_state_dict(ckpt["field"])
+            grid.load_state_dict(ckpt["grid"])
     optimizer = _optimizer(field, config)
-    if ckpt:
-        field.load_state_dict(ckpt["field"])
-        grid.load_state_dict(ckpt["grid"])
-    elif data.alpha is not None:
+    if not ckpt and data.alpha is not None:
         grid.carve(data.c2w, data.intrinsics, data.alpha)
     threshold = occupancy_threshold()
     n_pixels = data.height * data.width

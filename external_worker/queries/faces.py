@@ -73,15 +73,22 @@ def load_face_features(workspace: Workspace, teacher: str) -> FaceFeatures:
 
     def load(path: Path) -> FaceFeatures:
         # Kept per process, so the teacher (a SAM model) is loaded once, not per click.
-        background = np.asarray(info["background"], np.float32) if "background" in info else None
-        with np.load(path, allow_pickle=False) as arrays:
+        with workspace.reading(Files.STATE):
+            background = np.asarray(info["background"], np.float32) if "background" in info else None
+            reader = TEACHER_TYPES[teacher].from_dict(info["teacher"], device=device())
+        arrays = workspace.load_npz(Files.face_features(teacher))
+        with workspace.reading(Files.face_features(teacher)):
             codes = FaceCodes(**{k: arrays[k] for k in ("code", "weight", "bias", "norm")})
-        return FaceFeatures(TEACHER_TYPES[teacher].from_dict(info["teacher"], device=device()), codes, background)
+        return FaceFeatures(reader, codes, background)
 
     return cached(workspace.path(Files.face_features(teacher)), load)
 
 
 def load_geometry(workspace: Workspace) -> Geometry:
     workspace.require(Stages.MESH, "the mesh stage")
-    return cached(workspace.path(Files.MESH), lambda path: Geometry.of(**{
-        k: v for k, v in workspace.load_npz(Files.MESH).items() if k in ("vertices", "faces")}))
+    def load(path: Path) -> Geometry:
+        arrays = workspace.load_npz(Files.MESH)
+        with workspace.reading(Files.MESH):
+            return Geometry.of(arrays["vertices"], arrays["faces"])
+
+    return cached(workspace.path(Files.MESH), load)

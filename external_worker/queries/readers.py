@@ -121,7 +121,8 @@ class SamReader(FaceReader):
     def click(self, workspace: Workspace, cast: CastPrompt, views: int) -> ClickResult:
         renderer = ViewRenderer(cast.geometry, self.codes, self.background, cast.tolerance)
         cameras = workspace.load_npz(Files.CAMERAS)
-        eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
+        with workspace.reading(Files.CAMERAS):
+            eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
         probability, used = sam_click(self.teacher.model, renderer, cast.prompt, eyes, views, cast.depths)
         return ClickResult("click", cast.hit_face, probability, used)
 

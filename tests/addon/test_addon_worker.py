@@ -4,6 +4,7 @@ import -> train -> select by label -> threshold -> separate; cancel; errors from
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -271,6 +272,10 @@ def test_capture_the_open_scene_then_train_gives_a_mesh_on_its_objects(addon, tm
     frames = json.loads((out / "transforms_train.json").read_text())["frames"]
     assert len(frames) == 24 and props.n_images == 27
     assert Image.open(out / "train" / "r_000.png").mode == "RGBA"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for written in (out / "train" / "r_000.png", out / "transforms_train.json"):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask, written  # the user's umask, not 0600
     assert not list(out.glob(".capture*"))  # the saved copy and the plan are gone
     assert props.dataset_path == str(out)
 

@@ -204,6 +204,28 @@ def test_a_truncated_mesh_is_named(imported, capsys):
     refused_by_cli(capsys, imported.path(Files.MESH), "bake", "--workspace", str(imported.root), "--size", "512")
 
 
+def test_a_checkpoint_from_another_version_is_named(imported, capsys):
+    imported.update_stage(Stages.NERF, done=True, step=1)
+    imported.save_torch(Files.NERF, {"config": {}, "step": 1})  # no weights
+    err = refused_by_cli(capsys, imported.path(Files.NERF), "mesh", "--workspace", str(imported.root))
+    assert "KeyError" in err
+
+
+def test_a_mesh_without_faces_is_named(imported, capsys):
+    imported.save_npz(Files.MESH, vertices=np.eye(3), vertex_colors=np.eye(3))
+    imported.update_stage(Stages.MESH, done=True)
+    refused_by_cli(capsys, imported.path(Files.MESH), "bake", "--workspace", str(imported.root), "--size", "512")
+
+
+def test_a_stage_missing_its_settings_is_named(imported):
+    from external_worker.mesh.stored import mesh_voxel
+
+    imported.update_stage(Stages.MESH, done=True)  # no "settings"
+    with pytest.raises(WorkerError) as raised:
+        mesh_voxel(imported)
+    assert raised.value.code == "bad_workspace" and str(imported.path(Files.STATE)) in raised.value.message
+
+
 def test_a_state_without_its_scene_frame_is_named(imported, capsys):
     state = imported.load_state()
     del state["frame"]
