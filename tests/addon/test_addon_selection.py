@@ -72,7 +72,6 @@ def assert_threshold_shown(obj: bpy.types.Object, threshold: float, bright: np.n
 @pytest.mark.parametrize("mode", ['OBJECT', 'EDIT'])
 def test_threshold_moves_the_mask_the_selection_and_the_heat_map_together(worker, mode):
     obj, probability = queried_mesh(worker)
-    props = bpy.context.scene.dff
     bpy.ops.object.mode_set(mode='OBJECT')
     slide(0.0)  # every face above it: the heat map undimmed
     bright = linear_heat_map(obj)
@@ -90,7 +89,6 @@ def test_threshold_moves_the_mask_the_selection_and_the_heat_map_together(worker
 
 def test_threshold_on_a_mesh_the_user_made_quads_of(worker):
     obj, _ = queried_mesh(worker)
-    props = bpy.context.scene.dff
     bpy.ops.mesh.select_all(action='SELECT')
     bpy.ops.mesh.tris_convert_to_quads()
     bpy.ops.object.mode_set(mode='OBJECT')
