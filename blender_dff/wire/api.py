@@ -138,7 +138,7 @@ BAKE = Method("bake", (
     _WORKSPACE,
     Param("size", INT, DEFAULT_TEXTURE_SIZE, low=1, high=1 << 16, choices=TEXTURE_SIZES),
     _MESH_ID,
-))
+), arrays=("faces",))  # optional: the faces (int32 indices into the mesh) of one object to bake on its own atlas
 GET_MESH = Method("get_mesh", (_WORKSPACE,))
 QUERY_TEXT = Method("query_text", (
     _WORKSPACE,
@@ -159,9 +159,24 @@ QUERY_CLICK = Method("query_click", (
 ))
 QUERY_SIMILAR = Method("query_similar", (_WORKSPACE, _TEACHER, _MESH_ID),
                        arrays=("selected",))  # one bool per face of the workspace's mesh
+# The whole mesh cut into named objects, every face in exactly one (the last is BACKGROUND_PART).
+# Reply: "names", "closed" (one flag per object); arrays "face_part" (one object index per face),
+# and the faces that close the objects and fill the background's holes: "patch_vertices" (new
+# vertices, world frame), "patch_colors" (their RGB, uint8), "patch_faces" (indices into the
+# mesh's vertices followed by the patch's), "patch_part" (the object each patch face belongs to).
+SPLIT = Method("split", (
+    _WORKSPACE,
+    _TEACHER,
+    Param("label_set", TEXT, "", max_len=1000),  # clip: the names to cut into, comma-separated
+    Param("close", FLAG, True),       # close each object's open boundary
+    Param("fill_holes", FLAG, True),  # fill where the objects met the background
+    _MESH_ID,
+))
+BACKGROUND_PART = "background"
 
 # Every method a handler answers, by name.
-METHODS = {m.name: m for m in (IMPORT_DATASET, TRAIN, BAKE, GET_MESH, QUERY_TEXT, QUERY_CLICK, QUERY_SIMILAR)}
+METHODS = {m.name: m for m in (IMPORT_DATASET, TRAIN, BAKE, GET_MESH, QUERY_TEXT, QUERY_CLICK, QUERY_SIMILAR,
+                               SPLIT)}
 
 # --- errors -----------------------------------------------------------------------------
 
