@@ -138,7 +138,7 @@ BAKE = Method("bake", (
     _WORKSPACE,
     Param("size", INT, DEFAULT_TEXTURE_SIZE, low=1, high=1 << 16, choices=TEXTURE_SIZES),
     _MESH_ID,
-), arrays=("faces",))  # optional: the faces (int32 indices into the mesh) of one object to bake on its own atlas
+), arrays=("vertices", "faces"))  # optional: one object's own triangles (world frame) to bake on their own atlas
 GET_MESH = Method("get_mesh", (_WORKSPACE,))
 QUERY_TEXT = Method("query_text", (
     _WORKSPACE,
