@@ -33,7 +33,8 @@ assert client.state == "ready", client.failure
 pid = client.wait(client.request("ping"), 60).result["pid"]
 if workspace:
     training = threading.Event()
-    on_progress = lambda event: event["stage"] == "nerf" and training.set()
+    # A step done: the loop runs (the stage's first event comes before its set-up)
+    on_progress = lambda event: event["stage"] == "nerf" and event["step"] > 0 and training.set()
     client.request("train", {"workspace": workspace, "nerf_steps": steps}, on_progress=on_progress,
                    on_done=lambda reply: sys.exit(f"training ended early: {reply.error}"))
     while not training.is_set() and time.monotonic() < deadline:
