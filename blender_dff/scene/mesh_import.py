@@ -14,6 +14,10 @@ COLOR_ATTR = "Col"
 # The worker's index of each face: queries answer in the worker's face order, and this
 # keeps the mapping valid after Blender drops degenerate faces or the user separates parts.
 FACE_INDEX_ATTR = "dff_face_index"
+# The worker's index of each vertex (-1: a vertex the worker's mesh does not have), and its
+# vertex count: the faces that close separated parts refer to the worker's vertices.
+VERTEX_INDEX_ATTR = "dff_vertex_index"
+WORKER_VERTICES_PROP = "dff_worker_vertices"
 # The worker's face count: selections sent back to it need one value per worker face, and
 # Blender may hold fewer (degenerate faces dropped, parts separated).
 WORKER_FACES_PROP = "dff_worker_faces"
@@ -25,11 +29,12 @@ MATERIAL_NAME = "DFF Vertex Colour"
 OWN_MATERIAL_TAG = "dff_material"
 
 
-def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type) -> np.ndarray:
-    """One value per element of `collection` as a numpy array (bulk `foreach_get`)."""
-    values = np.empty(len(collection), dtype=dtype)
+def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type, width: int = 1) -> np.ndarray:
+    """One value per element of `collection` as a numpy array (bulk `foreach_get`); (N, width)
+    for a property of `width` numbers."""
+    values = np.empty(len(collection) * width, dtype=dtype)
     collection.foreach_get(prop, values)
-    return values
+    return values.reshape(-1, width) if width > 1 else values
 
 
 def corners_per_face(mesh: bpy.types.Mesh) -> int | np.ndarray:
@@ -95,6 +100,8 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
     index = mesh.attributes.new(FACE_INDEX_ATTR, 'INT', 'FACE')
     index.data.foreach_set("value", kept)
+    index = mesh.attributes.new(VERTEX_INDEX_ATTR, 'INT', 'POINT')
+    index.data.foreach_set("value", np.arange(len(vertices), dtype=np.int32))
     if colors is not None:
         rgba = np.ones((len(colors), 4), dtype=np.float32)
         rgba[:, :3] = np.clip(colors, 0.0, 1.0)
@@ -144,6 +151,7 @@ def apply_mesh(context: bpy.types.Context, reply: Reply, workspace: str = "") ->
     mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
                       arrays.get("vertex_colors"))
     mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
+    mesh[WORKER_VERTICES_PROP] = int(len(arrays["vertices"]))
     mesh[MESH_ID_PROP] = str(reply.result.get("mesh_id") or "")
     mesh[WORKSPACE_PROP] = workspace
     props = context.scene.dff
