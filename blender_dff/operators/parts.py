@@ -61,7 +61,7 @@ class DFF_OT_separate_all(NotWhileTraining, WorkerOperator, bpy.types.Operator):
 
 
 class DFF_OT_link_mesh(bpy.types.Operator):
-    """Let DFF select on the active mesh (your own scan or retopology): each face takes the DFF mesh's face nearest to it"""
+    """Let DFF select on the active mesh (your own scan or retopology): its faces take the nearest DFF faces"""
 
     bl_idname = "dff.link_mesh"
     bl_label = "Link Mesh to DFF"

@@ -15,6 +15,8 @@ from .mesh_import import (FACE_INDEX_ATTR, MESH_ID_PROP, VERTEX_INDEX_ATTR, WORK
 from .modes import set_mode
 from .selection import ensure_attribute
 
+PROGRESS_STEP = 100_000  # faces searched between two updates of the progress shown in the cursor
+
 
 def _world_faces(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, int | np.ndarray]:
     """The world positions of `obj`'s vertices (V, 3), its corners' vertices and its corners per face."""
@@ -52,7 +54,14 @@ def link_mesh(context: bpy.types.Context, obj: bpy.types.Object, dff: bpy.types.
     if not len(obj.data.polygons):
         raise ValueError(f"'{obj.name}' has no faces to link")
     tree = _tree(dff)
-    hits = list(map(tree.find_nearest, _face_centres(obj).tolist()))
+    centres = _face_centres(obj).tolist()
+    hits = []
+    progress = context.window_manager
+    progress.progress_begin(0, len(centres))  # one search per face: seconds for a million
+    for start in range(0, len(centres), PROGRESS_STEP):
+        hits += map(tree.find_nearest, centres[start:start + PROGRESS_STEP])
+        progress.progress_update(start)
+    progress.progress_end()
     nearest = np.fromiter((hit[2] for hit in hits), np.int64, len(hits))
     distance = np.fromiter((hit[3] for hit in hits), np.float64, len(hits))
     dff_index = read_array(dff.data.attributes[FACE_INDEX_ATTR].data, "value", np.int32)

@@ -60,10 +60,29 @@ def triangle_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges.astype(np.int32), corner_edges.astype(np.int32).ravel()
 
 
+def write_topology(mesh: bpy.types.Mesh, positions: np.ndarray, edges: np.ndarray, corner_vert: np.ndarray,
+                   corner_edge: np.ndarray, loop_start: np.ndarray) -> None:
+    """Fill the empty `mesh` in bulk: its vertices' `positions` (V, 3), its `edges` (E, 2), each
+    corner's vertex and edge (C,) and each face's first corner (F,), faces' corners in a row.
+    The edges are written rather than left to `update(calc_edges=True)`: in Blender 5.0 that
+    leaves the edge selection attribute at the wrong length, and writing the selection then
+    crashes Blender."""
+    mesh.vertices.add(len(positions))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, np.float32).ravel())
+    mesh.edges.add(len(edges))
+    mesh.edges.foreach_set("vertices", np.ascontiguousarray(edges, np.int32).ravel())
+    mesh.loops.add(len(corner_vert))
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(corner_vert, np.int32))
+    mesh.loops.foreach_set("edge_index", np.ascontiguousarray(corner_edge, np.int32))
+    mesh.polygons.add(len(loop_start))
+    mesh.polygons.foreach_set("loop_start", np.ascontiguousarray(loop_start, np.int32))
+
+
 def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
                colors: np.ndarray | None = None) -> bpy.types.Mesh:
     """A new triangle mesh. `vertices` (V,3), `faces` (F,3) indices into them, `colors`
-    (V,3) sRGB in [0,1] become the point colour attribute "Col"."""
+    (V,3) sRGB in [0,1] become the point colour attribute "Col". Each face records its row of
+    `faces` (FACE_INDEX_ATTR), each vertex its row of `vertices` (VERTEX_INDEX_ATTR)."""
     vertices = _checked("vertices", vertices, np.float32, 3)
     faces = _checked("faces", faces, np.int32, 3)
     if not np.isfinite(vertices).all():
@@ -85,19 +104,8 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
     faces = faces[kept]
 
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(len(vertices))
-    mesh.vertices.foreach_set("co", vertices.ravel())
-    # The edges are written here rather than by `update(calc_edges=True)`: in Blender 5.0 that
-    # leaves the edge selection attribute at the wrong length, and writing the selection then
-    # crashes Blender.
     edges, corner_edges = triangle_edges(faces)
-    mesh.edges.add(len(edges))
-    mesh.edges.foreach_set("vertices", edges.ravel())
-    mesh.loops.add(faces.size)
-    mesh.loops.foreach_set("vertex_index", faces.ravel())
-    mesh.loops.foreach_set("edge_index", corner_edges)
-    mesh.polygons.add(len(faces))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    write_topology(mesh, vertices, edges, faces.ravel(), corner_edges, np.arange(0, faces.size, 3))
     index = mesh.attributes.new(FACE_INDEX_ATTR, 'INT', 'FACE')
     index.data.foreach_set("value", kept)
     index = mesh.attributes.new(VERTEX_INDEX_ATTR, 'INT', 'POINT')

@@ -95,7 +95,7 @@ def _patch_triangles(split: Split, source: submesh.Source) -> tuple[np.ndarray, 
         raise ValueError(f"the split's 'patch_faces' refers to vertex {int(split.patch_faces.max())}, but the "
                          f"worker's mesh has {n_worker} and the patch {len(split.patch_vertices)}: Load Mesh again")
     vertex = np.full(n_worker + len(split.patch_vertices), -1, np.int64)  # the mesh's vertex of each
-    worker = vertex_index.values.ravel()
+    worker = vertex_index.values
     known = (worker >= 0) & (worker < n_worker)
     vertex[worker[known]] = np.flatnonzero(known)
     vertex[n_worker:] = len(source.positions) + np.arange(len(split.patch_vertices))
@@ -143,7 +143,7 @@ def apply_split(context: bpy.types.Context, reply: Reply, target: str) -> str:
     settle()  # a threshold the slider left pending lands before the faces are cut
     set_mode(context, obj, 'OBJECT')
     source = submesh.Source.read(obj.data)
-    face_index = source.attribute(FACE_INDEX_ATTR).values.ravel()
+    face_index = source.attribute(FACE_INDEX_ATTR).values
     n_faces = obj.data.get(WORKER_FACES_PROP, len(split.face_part))
     if n_faces != len(split.face_part) or (face_index.size and face_index.max() >= len(split.face_part)):
         raise ValueError(f"the worker split a mesh of {len(split.face_part)} faces, but '{obj.name}' comes from "

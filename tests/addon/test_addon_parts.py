@@ -232,7 +232,8 @@ def test_faces_closing_a_part_are_none_of_the_workers_to_queries(worker):
     bpy.ops.object.mode_set(mode='OBJECT')
     uv = np.random.default_rng(0).uniform(0.1, 1.0, (len(faces), 3, 2)).astype(np.float32)
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
-    worker.reply(worker.sent[-1], Reply(ok=True, result={}, arrays={"uv": uv, "texture": np.zeros((4, 4, 3), np.uint8)}))
+    texture = np.zeros((4, 4, 3), np.uint8)
+    worker.reply(worker.sent[-1], Reply(ok=True, result={}, arrays={"uv": uv, "texture": texture}))
     blender_dff.worker.session.pump()
     assert not bpy.context.scene.dff.error, bpy.context.scene.dff.error
     box_uv = read(box.data.uv_layers["DFF UV"].data, "uv", np.float32, 2).reshape(-1, 3, 2)
