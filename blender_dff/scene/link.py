@@ -18,31 +18,36 @@ from .selection import ensure_attribute
 PROGRESS_STEP = 100_000  # faces searched between two updates of the progress shown in the cursor
 
 
-def _world_faces(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, int | np.ndarray]:
-    """The world positions of `obj`'s vertices (V, 3), its corners' vertices and its corners per face."""
-    mesh = obj.data
+def _world(obj: bpy.types.Object, points: np.ndarray) -> np.ndarray:
+    """`points` (N, 3) of `obj`'s space in world space."""
     matrix = np.array(obj.matrix_world, dtype=np.float64)
-    positions = read_array(mesh.attributes["position"].data, "vector", np.float32, 3)
-    world = positions @ matrix[:3, :3].T + matrix[:3, 3]
-    return world, read_array(mesh.attributes[".corner_vert"].data, "value", np.int32), corners_per_face(mesh)
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def _faces(mesh: bpy.types.Mesh) -> tuple[np.ndarray, np.ndarray, int | np.ndarray]:
+    """The positions of `mesh`'s vertices (V, 3), its corners' vertices and its corners per face."""
+    return (read_array(mesh.attributes["position"].data, "vector", np.float32, 3),
+            read_array(mesh.attributes[".corner_vert"].data, "value", np.int32), corners_per_face(mesh))
 
 
 def _tree(obj: bpy.types.Object) -> BVHTree:
     """A BVH tree of `obj`'s faces in world space; it finds face indices of `obj`'s mesh."""
-    world, corner_vert, corners = _world_faces(obj)
+    positions, corner_vert, corners = _faces(obj.data)
     if isinstance(corners, int):
         faces = corner_vert.reshape(-1, 3).tolist()
     else:
         faces = [face.tolist() for face in np.split(corner_vert, np.cumsum(corners)[:-1])]
-    return BVHTree.FromPolygons(world.tolist(), faces, all_triangles=isinstance(corners, int))
+    return BVHTree.FromPolygons(_world(obj, positions).tolist(), faces, all_triangles=isinstance(corners, int))
 
 
 def _face_centres(obj: bpy.types.Object) -> np.ndarray:
     """The world position of the centre (corners' mean) of each face of `obj`: (F, 3)."""
-    world, corner_vert, corners = _world_faces(obj)
-    totals = np.full(len(obj.data.polygons), corners) if isinstance(corners, int) else corners
-    starts = np.cumsum(totals) - totals
-    return np.add.reduceat(world[corner_vert], starts, axis=0) / totals[:, None]
+    positions, corner_vert, corners = _faces(obj.data)
+    if isinstance(corners, int):
+        centres = positions[corner_vert.reshape(-1, corners)].mean(axis=1)
+    else:
+        centres = np.add.reduceat(positions[corner_vert], np.cumsum(corners) - corners, axis=0) / corners[:, None]
+    return _world(obj, centres)
 
 
 def link_mesh(context: bpy.types.Context, obj: bpy.types.Object, dff: bpy.types.Object) -> str:
