@@ -6,7 +6,8 @@ Every face lands in exactly one object: the part the worker gave its face index;
 a part or fill the background's holes are appended to their part: index -1, the patch's colour in
 the mesh's render colour attribute. They refer to the worker's vertices, which the mesh records
 (`VERTEX_INDEX_ATTR`); those whose vertices it lacks (a linked mesh, parts cut apart since) are
-left out, and the summary says so. Parts without faces here make no object.
+left out (as all of them on a mesh loaded by an older version, which does not record them), and
+the summary says so. Parts without faces here make no object.
 
 The mesh itself is hidden (in the viewport and in renders), not removed: it stays the scene's DFF
 mesh, which queries, Bake and Separate All can use again; unhide it to go back, or press Ctrl+Z
@@ -173,6 +174,6 @@ def apply_split(context: bpy.types.Context, reply: Reply, target: str) -> str:
                f"{len(split.names)} parts closed, {len(triangles)} faces added)")
     skipped = len(kept) - len(triangles)
     if skipped:
-        summary += (f"; {skipped} closing faces left out: '{obj.name}' lacks their vertices "
-                    "(a linked mesh, or parts cut apart since)")
+        summary += (f"; {skipped} closing faces left out: '{obj.name}' does not hold their vertices (a linked "
+                    "mesh, a part cut from the mesh, or a mesh loaded by an older DFF: Load Mesh again)")
     return summary
