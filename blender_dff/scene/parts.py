@@ -75,8 +75,9 @@ def _indices(name: str, value: object, ndim: int, bound: int | None = None) -> n
         raise ValueError(f"the split's '{name}' must be {ndim}-D integers, got {array.dtype} {array.shape}")
     array = array.astype(np.int64)
     if array.size and (array.min() < 0 or (bound is not None and array.max() >= bound)):
-        raise ValueError(f"the split's '{name}' holds {int(array.min())}..{int(array.max())}, "
-                         f"outside 0..{bound - 1 if bound is not None else ''}")
+        expected = f"0 to {bound - 1}" if bound is not None else "0 or more"
+        raise ValueError(f"the split's '{name}' holds {int(array.min())} to {int(array.max())}, "
+                         f"where {expected} are expected")
     return array
 
 
@@ -140,7 +141,8 @@ def apply_split(context: bpy.types.Context, reply: Reply, target: str) -> str:
     obj = bpy.data.objects.get(target)
     if obj is None or context.scene.objects.get(target) != obj:
         raise ValueError(f"'{target}', which Separate All was for, is not in the scene any more")
-    check_dff_mesh(obj)
+    if not len(check_dff_mesh(obj).data.polygons):
+        raise ValueError(f"'{obj.name}' has no faces to separate")
     settle()  # a threshold the slider left pending lands before the faces are cut
     set_mode(context, obj, 'OBJECT')
     source = submesh.Source.read(obj.data)
