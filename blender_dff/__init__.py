@@ -12,7 +12,7 @@ So bpy and the Blender-side modules are imported inside `register()` / `unregist
 ADDON_ID = __name__
 
 _MODULES = ("ui.translations", "preferences", "properties", "ui.messages", "operators.scene", "operators.train", "operators.select",
-            "operators.worker", "operators.click", "ui.panels", "ui.menus", "worker.state", "worker.session")
+            "operators.parts", "operators.worker", "operators.click", "ui.panels", "ui.menus", "worker.state", "worker.session")
 
 
 def register() -> None:

@@ -57,17 +57,17 @@ class DFF_OT_select_text(WorkerOperator, bpy.types.Operator):
 
 
 def _selected_worker_faces(obj: bpy.types.Object) -> np.ndarray:
-    """The worker's indices of the selected faces of `obj`."""
+    """The worker's indices of the selected faces of `obj` (faces of index -1, which close a
+    part, are none of the worker's: left out)."""
     mesh = obj.data
     if obj.mode == 'EDIT':  # the edit mesh holds the selection; mesh data is stale there
         bm = bmesh.from_edit_mesh(mesh)
         layer = bm.faces.layers.int[mesh_import.FACE_INDEX_ATTR]
-        return np.array([face[layer] for face in bm.faces if face.select], dtype=np.int64)
-    selected = np.empty(len(mesh.polygons), dtype=bool)
-    mesh.polygons.foreach_get("select", selected)
-    face_index = np.empty(len(mesh.polygons), dtype=np.int32)
-    mesh.attributes[mesh_import.FACE_INDEX_ATTR].data.foreach_get("value", face_index)
-    return face_index[selected]
+        indices = np.array([face[layer] for face in bm.faces if face.select], dtype=np.int64)
+    else:
+        selected = mesh_import.read_array(mesh.polygons, "select", bool)
+        indices = mesh_import.read_array(mesh.attributes[mesh_import.FACE_INDEX_ATTR].data, "value", np.int32)[selected]
+    return indices[indices >= 0]
 
 
 def worker_selection(obj: bpy.types.Object) -> np.ndarray:

@@ -14,6 +14,10 @@ COLOR_ATTR = "Col"
 # The worker's index of each face: queries answer in the worker's face order, and this
 # keeps the mapping valid after Blender drops degenerate faces or the user separates parts.
 FACE_INDEX_ATTR = "dff_face_index"
+# The worker's index of each vertex (-1: a vertex the worker's mesh does not have), and its
+# vertex count: the faces that close separated parts refer to the worker's vertices.
+VERTEX_INDEX_ATTR = "dff_vertex_index"
+WORKER_VERTICES_PROP = "dff_worker_vertices"
 # The worker's face count: selections sent back to it need one value per worker face, and
 # Blender may hold fewer (degenerate faces dropped, parts separated).
 WORKER_FACES_PROP = "dff_worker_faces"
@@ -25,11 +29,12 @@ MATERIAL_NAME = "DFF Vertex Colour"
 OWN_MATERIAL_TAG = "dff_material"
 
 
-def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type) -> np.ndarray:
-    """One value per element of `collection` as a numpy array (bulk `foreach_get`)."""
-    values = np.empty(len(collection), dtype=dtype)
+def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type, width: int = 1) -> np.ndarray:
+    """One value per element of `collection` as a numpy array (bulk `foreach_get`); (N, width)
+    for a property of `width` numbers."""
+    values = np.empty(len(collection) * width, dtype=dtype)
     collection.foreach_get(prop, values)
-    return values
+    return values.reshape(-1, width) if width > 1 else values
 
 
 def corners_per_face(mesh: bpy.types.Mesh) -> int | np.ndarray:
@@ -55,10 +60,29 @@ def triangle_edges(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return edges.astype(np.int32), corner_edges.astype(np.int32).ravel()
 
 
+def write_topology(mesh: bpy.types.Mesh, positions: np.ndarray, edges: np.ndarray, corner_vert: np.ndarray,
+                   corner_edge: np.ndarray, loop_start: np.ndarray) -> None:
+    """Fill the empty `mesh` in bulk: its vertices' `positions` (V, 3), its `edges` (E, 2), each
+    corner's vertex and edge (C,) and each face's first corner (F,), faces' corners in a row.
+    The edges are written rather than left to `update(calc_edges=True)`: in Blender 5.0 that
+    leaves the edge selection attribute at the wrong length, and writing the selection then
+    crashes Blender."""
+    mesh.vertices.add(len(positions))
+    mesh.vertices.foreach_set("co", np.ascontiguousarray(positions, np.float32).ravel())
+    mesh.edges.add(len(edges))
+    mesh.edges.foreach_set("vertices", np.ascontiguousarray(edges, np.int32).ravel())
+    mesh.loops.add(len(corner_vert))
+    mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(corner_vert, np.int32))
+    mesh.loops.foreach_set("edge_index", np.ascontiguousarray(corner_edge, np.int32))
+    mesh.polygons.add(len(loop_start))
+    mesh.polygons.foreach_set("loop_start", np.ascontiguousarray(loop_start, np.int32))
+
+
 def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
                colors: np.ndarray | None = None) -> bpy.types.Mesh:
     """A new triangle mesh. `vertices` (V,3), `faces` (F,3) indices into them, `colors`
-    (V,3) sRGB in [0,1] become the point colour attribute "Col"."""
+    (V,3) sRGB in [0,1] become the point colour attribute "Col". Each face records its row of
+    `faces` (FACE_INDEX_ATTR), each vertex its row of `vertices` (VERTEX_INDEX_ATTR)."""
     vertices = _checked("vertices", vertices, np.float32, 3)
     faces = _checked("faces", faces, np.int32, 3)
     if not np.isfinite(vertices).all():
@@ -80,21 +104,12 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray,
     faces = faces[kept]
 
     mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(len(vertices))
-    mesh.vertices.foreach_set("co", vertices.ravel())
-    # The edges are written here rather than by `update(calc_edges=True)`: in Blender 5.0 that
-    # leaves the edge selection attribute at the wrong length, and writing the selection then
-    # crashes Blender.
     edges, corner_edges = triangle_edges(faces)
-    mesh.edges.add(len(edges))
-    mesh.edges.foreach_set("vertices", edges.ravel())
-    mesh.loops.add(faces.size)
-    mesh.loops.foreach_set("vertex_index", faces.ravel())
-    mesh.loops.foreach_set("edge_index", corner_edges)
-    mesh.polygons.add(len(faces))
-    mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+    write_topology(mesh, vertices, edges, faces.ravel(), corner_edges, np.arange(0, faces.size, 3))
     index = mesh.attributes.new(FACE_INDEX_ATTR, 'INT', 'FACE')
     index.data.foreach_set("value", kept)
+    index = mesh.attributes.new(VERTEX_INDEX_ATTR, 'INT', 'POINT')
+    index.data.foreach_set("value", np.arange(len(vertices), dtype=np.int32))
     if colors is not None:
         rgba = np.ones((len(colors), 4), dtype=np.float32)
         rgba[:, :3] = np.clip(colors, 0.0, 1.0)
@@ -144,6 +159,7 @@ def apply_mesh(context: bpy.types.Context, reply: Reply, workspace: str = "") ->
     mesh = build_mesh(MESH_NAME, arrays["vertices"], arrays["faces"],
                       arrays.get("vertex_colors"))
     mesh[WORKER_FACES_PROP] = int(len(arrays["faces"]))
+    mesh[WORKER_VERTICES_PROP] = int(len(arrays["vertices"]))
     mesh[MESH_ID_PROP] = str(reply.result.get("mesh_id") or "")
     mesh[WORKSPACE_PROP] = workspace
     props = context.scene.dff

@@ -27,7 +27,7 @@ import numpy as np
 from ..worker.client import Reply
 from . import heat_map
 from .heat_map import HEAT_ATTR
-from .mesh_import import FACE_INDEX_ATTR, corners_per_face, read_array
+from .mesh_import import FACE_INDEX_ATTR, VERTEX_INDEX_ATTR, corners_per_face, read_array
 from .modes import mesh_data_writable, set_mode
 
 PROBABILITY_ATTR = "dff_probability"
@@ -58,7 +58,7 @@ def check_query(text: str) -> str:
         raise ValueError("the query is empty: type what to select, e.g. a label name")
     if len(query) > MAX_QUERY_LENGTH:
         raise ValueError(f"the query is {len(query)} characters long, more than {MAX_QUERY_LENGTH}")
-    if mask_name(query) in (PROBABILITY_ATTR, HEAT_ATTR, FACE_INDEX_ATTR):
+    if mask_name(query) in (PROBABILITY_ATTR, HEAT_ATTR, FACE_INDEX_ATTR, VERTEX_INDEX_ATTR):
         raise ValueError(f"'{query}' cannot be a query: it would overwrite the attribute "
                          f"'{mask_name(query)}'")
     return query
@@ -77,8 +77,10 @@ def check_dff_mesh(obj: bpy.types.Object | None, scene: bpy.types.Scene | None =
     return obj
 
 
-def _attribute(mesh: bpy.types.Mesh, name: str, data_type: str,
-               domain: str = 'FACE') -> bpy.types.Attribute:
+def ensure_attribute(mesh: bpy.types.Mesh, name: str, data_type: str,
+                     domain: str = 'FACE') -> bpy.types.Attribute:
+    """The attribute `name` of `mesh`, made (or made again, when it holds another type or
+    domain) if need be."""
     attribute = mesh.attributes.get(name)
     if attribute is not None and (attribute.data_type, attribute.domain) != (data_type, domain):
         mesh.attributes.remove(attribute)
@@ -114,20 +116,20 @@ def _select_faces(mesh: bpy.types.Mesh, selected: np.ndarray) -> None:
     """Object mode: select the faces `selected`, and the vertices and edges of those faces (as
     face select mode has them); nothing else."""
     corners = corners_per_face(mesh)
-    _attribute(mesh, SELECT_ATTRS['FACE'], 'BOOLEAN').data.foreach_set("value", selected)
+    ensure_attribute(mesh, SELECT_ATTRS['FACE'], 'BOOLEAN').data.foreach_set("value", selected)
     for domain, elements in (('POINT', mesh.vertices), ('EDGE', mesh.edges)):
         corner_values = read_array(mesh.attributes[CORNER_ATTRS[domain]].data, "value", np.int32)
         flags = np.zeros(len(elements), dtype=bool)
         # numpy scatters through its own index type faster than it converts on the way
         flags[_corners_of_selected(corner_values, selected, corners).astype(np.intp)] = True
-        _attribute(mesh, SELECT_ATTRS[domain], 'BOOLEAN', domain).data.foreach_set("value", flags)
+        ensure_attribute(mesh, SELECT_ATTRS[domain], 'BOOLEAN', domain).data.foreach_set("value", flags)
 
 
 def _write_threshold(mesh: bpy.types.Mesh, query: str, probability: np.ndarray, threshold: float,
                      heat: bool = True) -> None:
     """Object mode: the mask attribute, the selection and (with `heat`) the heat map of `threshold`."""
     selected = probability > threshold
-    _attribute(mesh, mask_name(query), 'BOOLEAN').data.foreach_set("value", selected)
+    ensure_attribute(mesh, mask_name(query), 'BOOLEAN').data.foreach_set("value", selected)
     _select_faces(mesh, selected)
     if heat:
         heat_map.write_heat_map(mesh, probability, selected)
@@ -218,10 +220,12 @@ def write_query(context: bpy.types.Context, obj: bpy.types.Object, query: str,
             "current mesh; use Load Mesh")
     if not np.isfinite(worker_probability).all():
         raise ValueError("the worker sent NaN or infinite face probabilities")
-    probability = np.clip(worker_probability[face_index], 0.0, 1.0)
+    probability = np.zeros(len(face_index), dtype=np.float32)
+    worker_faces = face_index >= 0  # -1: none of the worker's (a face closing a part), probability 0
+    probability[worker_faces] = np.clip(worker_probability[face_index[worker_faces]], 0.0, 1.0)
 
     _PENDING.pop(obj.name, None)  # a new query replaces what the slider had left to do
-    _attribute(mesh, PROBABILITY_ATTR, 'FLOAT').data.foreach_set("value", probability)
+    ensure_attribute(mesh, PROBABILITY_ATTR, 'FLOAT').data.foreach_set("value", probability)
     _write_vertex_group(obj, object_name(query), vertex_weights(mesh, probability))
     _write_threshold(mesh, query, probability, threshold)
     context.tool_settings.mesh_select_mode = (False, False, True)  # faces, not vertices

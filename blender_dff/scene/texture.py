@@ -11,7 +11,7 @@ import numpy as np
 
 from ..worker.client import Reply
 from .images import write_image
-from .mesh_import import FACE_INDEX_ATTR, MESH_ID_PROP, OWN_MATERIAL_TAG, WORKER_FACES_PROP, node_material
+from .mesh_import import FACE_INDEX_ATTR, MESH_ID_PROP, OWN_MATERIAL_TAG, WORKER_FACES_PROP, node_material, read_array
 from .modes import mesh_data_writable
 
 UV_NAME = "DFF UV"
@@ -33,18 +33,18 @@ def _checked_arrays(reply: Reply) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_uv(mesh: bpy.types.Mesh, uv: np.ndarray) -> None:
-    """Each loop takes the texture coordinate of its worker face's corner."""
+    """Each loop takes the texture coordinate of its worker face's corner; the loops of faces
+    that are none of the worker's (index -1: closing a part) take (0, 0)."""
     polygons = len(mesh.polygons)
-    face_index = np.empty(polygons, np.int32)
-    mesh.attributes[FACE_INDEX_ATTR].data.foreach_get("value", face_index)
-    loop_start = np.empty(polygons, np.int32)
-    loop_total = np.empty(polygons, np.int32)
-    mesh.polygons.foreach_get("loop_start", loop_start)
-    mesh.polygons.foreach_get("loop_total", loop_total)
+    face_index = read_array(mesh.attributes[FACE_INDEX_ATTR].data, "value", np.int32)
+    loop_start = read_array(mesh.polygons, "loop_start", np.int32)
+    loop_total = read_array(mesh.polygons, "loop_total", np.int32)
     loop_face = np.repeat(np.arange(polygons), loop_total)
     corner = np.arange(len(mesh.loops)) - loop_start[loop_face]
+    loop_index = face_index[loop_face]
+    loop_uv = np.where((loop_index >= 0)[:, None], uv[np.maximum(loop_index, 0), np.minimum(corner, 2)], 0.0)
     layer = mesh.uv_layers.get(UV_NAME) or mesh.uv_layers.new(name=UV_NAME)
-    layer.data.foreach_set("uv", uv[face_index[loop_face], np.minimum(corner, 2)].ravel())
+    layer.data.foreach_set("uv", loop_uv.astype(np.float32).ravel())
     mesh.uv_layers.active = layer
 
 

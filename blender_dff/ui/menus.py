@@ -22,10 +22,16 @@ def _select(self: bpy.types.Menu, context: bpy.types.Context) -> None:
 def _separate(self: bpy.types.Menu, context: bpy.types.Context) -> None:
     self.layout.separator()
     self.layout.operator("dff.separate", text="Separate DFF Selection")
+    self.layout.operator("dff.separate_all", text="Separate All (DFF)")
+
+
+def _object(self: bpy.types.Menu, context: bpy.types.Context) -> None:
+    _separate(self, context)
+    self.layout.operator("dff.link_mesh", text="Link Mesh to DFF")
 
 
 _ENTRIES = (("TOPBAR_MT_file_import", _import), ("VIEW3D_MT_select_object", _select),
-            ("VIEW3D_MT_select_edit_mesh", _select), ("VIEW3D_MT_object", _separate), ("VIEW3D_MT_edit_mesh", _separate))
+            ("VIEW3D_MT_select_edit_mesh", _select), ("VIEW3D_MT_object", _object), ("VIEW3D_MT_edit_mesh", _separate))
 
 
 def register() -> None:

@@ -194,7 +194,7 @@ def draw_status_bar(self: bpy.types.Header, context: bpy.types.Context) -> None:
 
 
 class DFF_PT_select(_DFFPanel, bpy.types.Panel):
-    """Text query, click, similar, threshold and separate."""
+    """Text query, click, similar, threshold, separate (the selection, or all parts) and linking your own mesh."""
 
     bl_label = "Select"
 
@@ -217,7 +217,10 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(props, "threshold", slider=True)
         row.operator("dff.show_heat_map", text="", icon='COLOR')
-        layout.operator("dff.separate", text="Separate", icon='MOD_EXPLODE')
+        row = layout.row(align=True)
+        row.operator("dff.separate", text="Separate", icon='MOD_EXPLODE')
+        row.operator("dff.separate_all", text="Separate All", icon='OUTLINER_COLLECTION')
+        layout.operator("dff.link_mesh", text="Link Your Mesh", icon='LINKED')
 
 
 class DFF_PT_texture(_DFFPanel, bpy.types.Panel):

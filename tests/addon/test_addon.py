@@ -72,7 +72,8 @@ def test_operators_are_in_blender_s_menus_for_f3_search(addon):
         drawn[menu] = layout.operators()
     assert drawn["TOPBAR_MT_file_import"] == ["dff.import_dataset"]
     assert {"dff.select_text", "dff.click_select"} <= set(drawn["VIEW3D_MT_select_edit_mesh"])
-    assert drawn["VIEW3D_MT_edit_mesh"] == ["dff.separate"]
+    assert drawn["VIEW3D_MT_edit_mesh"] == ["dff.separate", "dff.separate_all"]
+    assert drawn["VIEW3D_MT_object"] == ["dff.separate", "dff.separate_all", "dff.link_mesh"]
     for name in dir(bpy.ops.dff):
         description = getattr(bpy.ops.dff, name).get_rna_type().description
         assert description and "\n" not in description, name  # a tooltip of one line

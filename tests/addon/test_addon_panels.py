@@ -380,12 +380,13 @@ def operator_dialogs() -> list[type]:
 
 
 def draw_operator(cls: type, context: bpy.types.Context) -> Drawing:
-    """An operator's dialog, its properties at their defaults."""
+    """An operator's dialog, its properties at their defaults (`layout.prop(self, ...)` finds
+    them in the operator's RNA type, as on a running operator)."""
     rna_type = operator_type(cls.bl_idname)
     values = {prop.identifier: prop.default for prop in rna_type.properties
               if prop.identifier != "rna_type" and hasattr(prop, "default") and not getattr(prop, "is_array", False)}
     layout = RecordingLayout()
-    cls.draw(DrawSelf(layout, cls, **values), context)
+    cls.draw(DrawSelf(layout, cls, bl_rna=rna_type, **values), context)
     return layout.drawing
 
 
@@ -499,7 +500,7 @@ def test_a_fresh_scene(ui_worker):
     select = ui["DFF_PT_select"]
     assert {"query_text", "threshold"} <= set(select.props())
     assert {"dff.select_text", "dff.click_select", "dff.select_similar", "dff.show_heat_map",
-            "dff.separate"} <= set(select.operators())
+            "dff.separate", "dff.separate_all", "dff.link_mesh"} <= set(select.operators())
     assert "texture_size" in ui["DFF_PT_texture"].props() and "dff.bake_texture" in ui["DFF_PT_texture"].operators()
     assert "text_mode" not in select.props() and not select.operator("dff.select_text").assigned
     for name, drawing in ui.menus.items():
@@ -541,6 +542,9 @@ def test_with_a_dff_mesh_and_a_query(ui_worker, tmp_path):
     ui = draw_ui()
     assert not bpy.context.scene.dff.error, bpy.context.scene.dff.error
     assert ui["DFF_PT_status"].labels() and ui["DFF_PT_select"].prop("threshold").args.get("slider")
+    assert set(ui.dialogs["DFF_OT_separate_all"].props()) == {"close", "fill_holes"}
+    bpy.context.scene.dff.teacher = 'clip'  # the parts to cut into: the label set
+    assert set(draw_ui().dialogs["DFF_OT_separate_all"].props()) == {"close", "fill_holes", "label_set"}
 
 
 @pytest.mark.parametrize("teacher, shown, hidden", [

@@ -371,6 +371,8 @@ def test_every_request_the_add_on_sends_is_one_the_api_describes(worker, tmp_pat
     corners = [{**ray, "origin": (x, y, 5.0)} for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
     assert bpy.ops.dff.click_select(clicks=[ray], box=corners) == {'FINISHED'}
     assert bpy.ops.dff.click_select(box=corners) == {'FINISHED'}
+    jobs.clear()
+    assert bpy.ops.dff.separate_all() == {'FINISHED'}  # the clip teacher: with its label set
 
     assert {sent.method for sent in worker.sent} == set(api.METHODS)  # every method, at least once
     for sent in worker.sent:
