@@ -25,11 +25,12 @@ MATERIAL_NAME = "DFF Vertex Colour"
 OWN_MATERIAL_TAG = "dff_material"
 
 
-def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type) -> np.ndarray:
-    """One value per element of `collection` as a numpy array (bulk `foreach_get`)."""
-    values = np.empty(len(collection), dtype=dtype)
+def read_array(collection: bpy.types.bpy_prop_collection, prop: str, dtype: type, width: int = 1) -> np.ndarray:
+    """One value per element of `collection` as a numpy array (bulk `foreach_get`); with
+    `width`, a row of that many per element."""
+    values = np.empty(len(collection) * width, dtype=dtype)
     collection.foreach_get(prop, values)
-    return values
+    return values.reshape(-1, width) if width > 1 else values
 
 
 def corners_per_face(mesh: bpy.types.Mesh) -> int | np.ndarray:
