@@ -13,7 +13,7 @@ from PIL import Image
 from external_worker import __main__ as cli, pipeline
 from external_worker.errors import WorkerError
 from external_worker.geometry.frame import SceneFrame
-from external_worker.mesh.bake import Triangles, covered_texels, fill_empty
+from external_worker.mesh.bake import Bake, Triangles, covered_texels, fill_empty
 from external_worker.mesh.stored import load_mesh
 from external_worker.progress import SilentReporter
 from external_worker.server.handlers import make_handlers
@@ -55,19 +55,36 @@ def baked(trained_workspace, tmp_path_factory):
     return ws, pipeline.run_bake(ws, 512, SilentReporter())
 
 
+def centroid_colours(bake: Bake) -> np.ndarray:
+    """The colour (F, 3) in [0, 1] of the texel under each face's centroid."""
+    size = len(bake.texture)
+    centre = bake.uv.mean(1)
+    row = size - 1 - np.minimum((centre[:, 1] * size).astype(int), size - 1)  # the top row is v = 1
+    col = np.minimum((centre[:, 0] * size).astype(int), size - 1)
+    return bake.texture[row, col] / 255
+
+
 def test_bake_matches_the_vertex_colours_and_writes_a_png(baked):
     ws, bake = baked
     mesh = load_mesh(ws)
     assert bake.uv.shape == (len(mesh.faces), 3, 2) and bake.uv.min() >= 0 and bake.uv.max() <= 1
     assert bake.texture.shape == (512, 512, 3) and bake.texture.dtype == np.uint8
-    # The texel under each face's centroid against the face's mean vertex colour.
-    centre = bake.uv.mean(1)
-    row = 511 - np.minimum((centre[:, 1] * 512).astype(int), 511)  # the top row is v = 1
-    col = np.minimum((centre[:, 0] * 512).astype(int), 511)
-    difference = np.abs(bake.texture[row, col] / 255 - mesh.vertex_colors[mesh.faces].mean(1))
+    difference = np.abs(centroid_colours(bake) - mesh.vertex_colors[mesh.faces].mean(1))
     assert difference.mean() < 0.05
     png = np.asarray(Image.open(ws.path(Files.texture(512))))
     assert np.array_equal(png, bake.texture)  # both top row first
+
+
+def test_a_part_of_the_mesh_baked_alone_matches_its_vertex_colours(baked):
+    ws, whole = baked
+    mesh = load_mesh(ws)
+    part = mesh.faces[mesh.vertices[mesh.faces].mean(1)[:, 0] > mesh.vertices[:, 0].mean()]
+    used, faces = np.unique(part, return_inverse=True)
+    triangles = Triangles(mesh.vertices[used].astype(np.float32), faces.reshape(-1, 3).astype(np.int32))
+    bake = pipeline.run_bake(ws, 512, SilentReporter(), triangles)
+    assert bake.uv.shape == (len(part), 3, 2) and not np.array_equal(bake.texture, whole.texture)
+    difference = np.abs(centroid_colours(bake) - mesh.vertex_colors[part].mean(1))
+    assert difference.mean() < 0.05
 
 
 def test_a_second_bake_is_read_back_and_bad_sizes_are_refused(baked):
@@ -131,11 +148,8 @@ def test_each_object_is_baked_on_its_own_atlas_into_its_own_files(field_workspac
         assert bake.uv.shape == (len(triangles.faces), 3, 2) and bake.uv.min() >= 0 and bake.uv.max() <= 1
         assert bake.texture.shape == (512, 512, 3)
         # The texel under each face's centroid holds the field's colour there (linear: the corners' mean).
-        centre = bake.uv.mean(1)
-        row = 511 - np.minimum((centre[:, 1] * 512).astype(int), 511)
-        col = np.minimum((centre[:, 0] * 512).astype(int), 511)
         expected = (FRAME.normalise_points(triangles.vertices[triangles.faces].mean(1)) + 1) / 2
-        assert np.abs(bake.texture[row, col] / 255 - expected).max() < 0.01
+        assert np.abs(centroid_colours(bake) - expected).max() < 0.01
         png = np.asarray(Image.open(ws.path(Files.texture(512, triangles.key))))
         assert np.array_equal(png, bake.texture)
     assert box.key != ball.key and not np.array_equal(bakes[0].texture, bakes[1].texture)
