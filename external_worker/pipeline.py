@@ -153,10 +153,11 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter, triangles: Tri
         made_from = {"mesh": workspace.stage(Stages.MESH).get("settings")}
     else:
         vertices, faces = triangles.vertices, triangles.faces
-        made_from = {"nerf_step": workspace.require(Stages.NERF, "training").get("step")}
+        made_from = {"nerf_step": workspace.require(Stages.NERF, "the 'train' stage").get("step")}
     key = bake_key(triangles)
     stage, stored = Stages.bake(size, key), Files.bake(size, key)
     info = workspace.stage(stage)
+    # Kept while every value it was made from is the one recorded with it.
     if info.get("done") and made_from.items() <= info.items() and workspace.path(stored).exists():
         with workspace.reading(stored):
             bake = Bake(**workspace.load_npz(stored))

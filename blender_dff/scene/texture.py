@@ -5,7 +5,8 @@ Each bake has its own image and material: another mesh's painted texture is neve
 and on the targets only the materials the add-on made are replaced.
 
 One object can also be baked on its own atlas (`object_triangles` is what is sent): its reply
-goes to that object alone, as "DFF UV" and an image and material named after it."""
+goes to that object alone, as "DFF UV" and an image and material named after it, which later
+bakes of the whole mesh leave in place."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from .mesh_import import (FACE_INDEX_ATTR, MESH_ID_PROP, OWN_MATERIAL_TAG, WORKE
 from .modes import mesh_data_writable
 
 UV_NAME = "DFF UV"
+# Set on a mesh baked on its own atlas: a later bake of the whole mesh leaves its texture be.
+OWN_ATLAS_PROP = "dff_own_atlas"
 IMAGE_NAME = "DFF Texture"
 MATERIAL_NAME = "DFF Texture"
 
@@ -93,12 +96,14 @@ def _replace_own_materials(mesh: bpy.types.Mesh, material: bpy.types.Material) -
 
 def apply_bake(context: bpy.types.Context, reply: Reply, mesh_id: str = "") -> str:
     """Put a bake on every object of the scene whose mesh came from the worker's mesh `mesh_id`
-    (or, for a mesh imported without one, has its face count). Returns a summary."""
+    (or, for a mesh imported without one, has its face count), but the parts baked on their own
+    atlas since (the scene's DFF mesh itself is always baked). Returns a summary."""
     uv, texture = _checked_arrays(reply)
     targets = [obj for obj in context.scene.objects
                if obj.type == 'MESH' and FACE_INDEX_ATTR in obj.data.attributes
                and obj.data.get(WORKER_FACES_PROP) == len(uv)
-               and obj.data.get(MESH_ID_PROP, "") == mesh_id]
+               and obj.data.get(MESH_ID_PROP, "") == mesh_id
+               and (obj == context.scene.dff.mesh_object or not obj.data.get(OWN_ATLAS_PROP))]
     if not targets:
         raise ValueError(f"no DFF mesh in the scene has the {len(uv)} faces the texture was baked for: "
                          "Load Mesh, then bake again")
@@ -151,4 +156,5 @@ def apply_object_bake(context: bpy.types.Context, reply: Reply, target: str, fac
         _write_uv(obj.data, loop_uv)
         name = f"{target} Texture"
         _replace_own_materials(obj.data, _material(_image(texture, name), name))
+        obj.data[OWN_ATLAS_PROP] = True
     return f"Baked a {texture.shape[0]} x {texture.shape[0]} texture onto '{target}' on its own UV map"

@@ -618,6 +618,13 @@ def test_a_part_is_baked_alone_on_its_own_atlas_image_and_material(worker, tmp_p
     # The other part and the rest of the mesh keep the scene's bake.
     assert bowl.data.materials[0] == scene_material == obj.data.materials[0]
     assert np.array_equal(read(bowl.data.uv_layers[UV_NAME].data, "uv", np.float32, 2), bowl_uv)
+    # A new bake of the whole mesh leaves the part's own bake be.
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'} and not worker.sent[-1].arrays
+    worker.reply(worker.sent[-1], bake_reply(faces))
+    blender_dff.worker.session.pump()
+    assert bowl.data.materials[0] == obj.data.materials[0] != scene_material and mug.data.materials[0] == material
+    assert np.allclose(read(mug.data.uv_layers[UV_NAME].data, "uv", np.float32, 2), mug_uv)
 
     # Blender's own exporters take the part with its texture.
     bpy.ops.object.select_all(action='DESELECT')
