@@ -637,22 +637,35 @@ def test_a_part_is_baked_alone_on_its_own_atlas_image_and_material(worker, tmp_p
     assert np.array_equal(np.array(Image.open(tmp_path / "mug_Texture.png"))[..., :3], reply.arrays["texture"])
 
 
-def test_a_part_edited_while_it_was_baked_is_not_given_the_texture(worker):
+def test_a_part_in_edit_mode_is_baked_as_edited_but_not_if_edited_during_the_bake(worker):
+    from blender_dff.scene.modes import set_mode
+
+    def delete_a_face() -> int:
+        """Delete a face of the mug in edit mode; the triangles it has left."""
+        bm = bmesh.from_edit_mesh(mug.data)
+        bmesh.ops.delete(bm, geom=list(bm.faces)[:1], context='FACES')
+        bmesh.update_edit_mesh(mug.data)
+        return sum(len(face.verts) - 2 for face in bm.faces)
+
     obj, (vertices, faces, _) = make_mesh(worker)
     mug, _ = separated_parts(obj, vertices, faces)
-    bpy.context.view_layer.objects.active = mug
-    bpy.ops.dff.bake_texture()
+    set_mode(bpy.context, mug, 'EDIT')
+    triangles = delete_a_face()
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'}
     sent = worker.sent[-1]
-    bm = bmesh.new()
-    bm.from_mesh(mug.data)
-    bmesh.ops.delete(bm, geom=list(bm.faces)[:1], context='FACES')
-    bm.to_mesh(mug.data)
-    bm.free()
+    assert len(sent.arrays["faces"]) == triangles
     worker.reply(sent, bake_reply(sent.arrays["faces"]))
     blender_dff.worker.session.pump()
     props = bpy.context.scene.dff
+    assert not props.error and mug.mode == 'EDIT' and mug.data.materials[0].name == "mug Texture", props.error
+
+    bpy.ops.dff.bake_texture()
+    sent = worker.sent[-1]
+    delete_a_face()
+    worker.reply(sent, bake_reply(sent.arrays["faces"]))
+    blender_dff.worker.session.pump()
     assert props.error_code == "apply_failed" and "changed while its texture was baked" in props.error
-    assert "mug Texture" not in bpy.data.images and "DFF UV" not in mug.data.uv_layers
+    assert "mug Texture.001" not in bpy.data.images and mug.mode == 'EDIT'
 
 
 # --- operators through the scripted worker ----------------------------------------------
