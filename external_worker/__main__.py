@@ -6,7 +6,7 @@
     python -m external_worker mesh --workspace WS [--resolution R] [--out mesh.ply]
     python -m external_worker distill --workspace WS [--teacher labels] [--steps N]
     python -m external_worker query --workspace WS --text mug [--out mug.npy]
-    python -m external_worker bake --workspace WS [--size 2048] [--out texture.png]
+    python -m external_worker bake --workspace WS [--size 2048] [--mesh part.ply] [--out texture.png]
     python -m external_worker serve [--host 127.0.0.1] [--port 0] [--root DIR] [--exit-with-stdin]
 """
 
@@ -128,11 +128,14 @@ def _distill(args: argparse.Namespace, ws, reporter) -> None:
 
 def _bake(args: argparse.Namespace, ws, reporter) -> None:
     from . import pipeline
+    from .mesh.bake import read_triangles
     from .workspace import Files
 
-    pipeline.run_bake(ws, args.size, reporter)
-    print(f"texture: {ws.path(Files.texture(args.size))} (UVs in {Files.bake(args.size)})")
-    _copy_out(ws, Files.texture(args.size), args.out)
+    triangles = read_triangles(ws.confine.check(args.mesh)) if args.mesh else None
+    key = pipeline.bake_key(triangles)
+    pipeline.run_bake(ws, args.size, reporter, triangles)
+    print(f"texture: {ws.path(Files.texture(args.size, key))} (UVs in {Files.bake(args.size, key)})")
+    _copy_out(ws, Files.texture(args.size, key), args.out)
 
 
 def _query(args: argparse.Namespace, ws, reporter) -> None:
@@ -218,6 +221,8 @@ COMMANDS = (
     Command("bake", "UV-unwrap the mesh and bake the radiance field into a texture", WORKSPACE + (
         option("--size", type=int, default=DEFAULT_TEXTURE_SIZE,
                help=f"texture width and height ({', '.join(map(str, TEXTURE_SIZES))})"),
+        option("--mesh", type=Path, help="bake this mesh file's triangles (world frame: an object cut from the "
+                                         "workspace's mesh, say) on an atlas of their own instead"),
         option("--out", type=Path, help="also copy the texture (.png) here"),
     ), on_workspace(_bake)),
     Command("serve", "serve the add-on over TCP (token in DFF_WORKER_TOKEN)", (

@@ -15,7 +15,7 @@ import numpy as np
 
 from blender_dff.wire.api import DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, IMPORT_DATASET, TEST_EVERY, TEXTURE_SIZES
 
-from .mesh.bake import Bake, bake_texture
+from .mesh.bake import Bake, Triangles, bake_texture
 from .datasets.dataset import Dataset, check_trainable, load_dataset
 from .errors import WorkerError
 from .config import FeatureConfig, MeshConfig, NerfConfig, TrainConfig, TrainSettings, describe
@@ -135,18 +135,32 @@ def export_ply(ws: Workspace, mesh: Mesh) -> Path:
 TEXTURE_ROWS = "top_first"  # row order of the stored texture, recorded with each bake
 
 
-def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
-    """UV atlas and texture of the workspace's mesh (kept until the mesh changes); also writes
-    the texture as a PNG (top row first) in the workspace."""
+def bake_key(triangles: Triangles | None) -> str:
+    """The key of a bake's files (`Files.bake`, `Files.texture`): empty for the workspace's mesh."""
+    return "" if triangles is None else triangles.key
+
+
+def run_bake(workspace: Workspace, size: int, reporter: Reporter, triangles: Triangles | None = None) -> Bake:
+    """UV atlas and texture of the workspace's mesh, or of one object's own `triangles` on an
+    atlas of their own; kept until what it was made from changes (the mesh; for triangles, the
+    radiance field). Also writes the texture as a PNG (top row first) in the workspace."""
     if size not in TEXTURE_SIZES:
         raise WorkerError("bad_request", f"texture size {size} is not one of {TEXTURE_SIZES}",
                           "Pick 1024, 2048 or 4096 (512 for a quick look).")
-    mesh = load_mesh(workspace)
-    stage, mesh_settings = Stages.bake(size), workspace.stage(Stages.MESH).get("settings")
+    if triangles is None:
+        mesh = load_mesh(workspace)
+        vertices, faces = mesh.vertices, mesh.faces
+        made_from = {"mesh": workspace.stage(Stages.MESH).get("settings")}
+    else:
+        vertices, faces = triangles.vertices, triangles.faces
+        made_from = {"nerf_step": workspace.require(Stages.NERF, "the 'train' stage").get("step")}
+    key = bake_key(triangles)
+    stage, stored = Stages.bake(size, key), Files.bake(size, key)
     info = workspace.stage(stage)
-    if info.get("done") and info.get("mesh") == mesh_settings and workspace.path(Files.bake(size)).exists():
-        with workspace.reading(Files.bake(size)):
-            bake = Bake(**workspace.load_npz(Files.bake(size)))
+    # Kept while every value it was made from is the one recorded with it.
+    if info.get("done") and made_from.items() <= info.items() and workspace.path(stored).exists():
+        with workspace.reading(stored):
+            bake = Bake(**workspace.load_npz(stored))
         if info.get("rows") != TEXTURE_ROWS:  # baked when textures were stored bottom row first
             bake.texture = np.ascontiguousarray(bake.texture[::-1])
         return bake
@@ -155,14 +169,14 @@ def run_bake(workspace: Workspace, size: int, reporter: Reporter) -> Bake:
 
     frame = SceneFrame.from_dict(workspace.load_state()["frame"])
     field, _ = load_field(workspace)
-    vertices = frame.normalise_points(mesh.vertices).astype(np.float32)
-    normals = trimesh.Trimesh(vertices, mesh.faces, process=False).vertex_normals
-    bake = bake_texture(field, vertices, mesh.faces, np.asarray(normals, np.float32), size, reporter)
-    workspace.save_npz(Files.bake(size), **bake.to_arrays())
+    vertices = frame.normalise_points(vertices).astype(np.float32)
+    normals = trimesh.Trimesh(vertices, faces, process=False).vertex_normals
+    bake = bake_texture(field, vertices, faces, np.asarray(normals, np.float32), size, reporter)
+    workspace.save_npz(stored, **bake.to_arrays())
     png = io.BytesIO()
     Image.fromarray(bake.texture).save(png, format="PNG")
-    workspace.write_bytes(Files.texture(size), png.getvalue())
-    workspace.update_stage(stage, done=True, mesh=mesh_settings, rows=TEXTURE_ROWS)
+    workspace.write_bytes(Files.texture(size, key), png.getvalue())
+    workspace.update_stage(stage, done=True, rows=TEXTURE_ROWS, **made_from)
     return bake
 
 

@@ -10,6 +10,8 @@ Its files and the stage keys of state.json are named here only (`Files`, `Stages
     face_features_<teacher>.npz   per-face features as fp16 codes of the field's last layer
                             (`features.face_codes.FaceCodes`), one row per mesh face
     bake_<size>.npz / texture_<size>.png   UV atlas and baked texture (top row first)
+    bake_<size>_<key>.npz / texture_<size>_<key>.png   the same for one object's own triangles
+                            (key: a digest of them, `mesh.bake.Triangles.key`)
 """
 
 from __future__ import annotations
@@ -116,12 +118,13 @@ class Files:
         return f"face_features_{teacher}.npz"
 
     @staticmethod
-    def bake(size: int) -> str:
-        return f"bake_{size}.npz"
+    def bake(size: int, key: str = "") -> str:
+        """`key`: one object's triangles, baked on their own; empty: the workspace's mesh."""
+        return f"bake_{size}{_key_suffix(key)}.npz"
 
     @staticmethod
-    def texture(size: int) -> str:
-        return f"texture_{size}.png"
+    def texture(size: int, key: str = "") -> str:
+        return f"texture_{size}{_key_suffix(key)}.png"
 
 
 class Stages:
@@ -141,8 +144,12 @@ class Stages:
         return f"{Stages.FACE_FEATURES_PREFIX}{teacher}"
 
     @staticmethod
-    def bake(size: int) -> str:
-        return f"bake_{size}"
+    def bake(size: int, key: str = "") -> str:
+        return f"bake_{size}{_key_suffix(key)}"
+
+
+def _key_suffix(key: str) -> str:
+    return f"_{key}" if key else ""
 
 
 T = TypeVar("T")

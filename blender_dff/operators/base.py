@@ -108,16 +108,17 @@ def progress_handler(scene: bpy.types.Scene, job: jobs.Job) -> Callable[[dict], 
     return on_progress
 
 
-def submit_job(context: bpy.types.Context, kind: str, method: str, params: dict, apply: Apply) -> jobs.Job:
-    """Send a long request (training, a bake) as the scene's job: its progress shows in the panel
-    and the status bar until its reply, and Cancel stops it."""
+def submit_job(context: bpy.types.Context, kind: str, method: str, params: dict, apply: Apply,
+               arrays: dict | None = None) -> jobs.Job:
+    """Send a long request (training, a bake), with its `arrays`, as the scene's job: its progress
+    shows in the panel and the status bar until its reply, and Cancel stops it."""
     scene = context.scene
     if jobs.running(scene):
         raise ValueError(f"{jobs.of(scene).kind} is running: wait for it to finish or cancel it")
     session = worker_session.session()
     job = jobs.Job(kind, cancel=lambda: None)
     request_id = session.submit(context, method, params, on_done=reply_handler(scene, apply, ends_job=True),
-                                on_progress=progress_handler(scene, job))
+                                on_progress=progress_handler(scene, job), arrays=arrays)
     job.cancel = lambda: session.cancel(request_id)
     jobs.add(scene, job)
     return job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import bpy
 
 from .. import folders, jobs
@@ -54,7 +56,7 @@ class DFF_OT_train(NotWhileTraining, WorkerOperator, bpy.types.Operator):
 
 
 class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
-    """UV-unwrap the DFF mesh and its separated parts and bake the radiance field's colour into an image texture"""
+    """Bake the radiance field's colour into an image texture: the active separated part on its own UV atlas, else the DFF mesh and its parts"""
 
     bl_idname = "dff.bake_texture"
     bl_label = "Bake DFF Texture"
@@ -66,10 +68,17 @@ class DFF_OT_bake_texture(NotWhileTraining, WorkerOperator, bpy.types.Operator):
 
     def send(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.dff
-        params = mesh_params(context, selection.check_dff_mesh(props.mesh_object, context.scene))
-        submit_job(context, "Texture bake", api.BAKE.name, api.BAKE.request(**params, size=int(props.texture_size)),
-                   lambda ctx, reply: texture.apply_bake(ctx, reply, params.get("mesh_id", "")))
-        props.show_message(f"Baking a {props.texture_size} texture...")
+        target = selection.query_target(context)
+        params = api.BAKE.request(**mesh_params(context, target), size=int(props.texture_size))
+        if texture.bakes_own_atlas(context, target):
+            arrays = texture.object_triangles(target)
+            apply = partial(texture.apply_object_bake, target=target.name, faces=arrays["faces"])
+            what = f" of '{target.name}'"
+        else:
+            arrays, what = None, ""
+            apply = partial(texture.apply_bake, mesh_id=params.get("mesh_id", ""))
+        submit_job(context, "Texture bake", api.BAKE.name, params, apply, arrays)
+        props.show_message(f"Baking a {props.texture_size} texture{what}...")
         return {'FINISHED'}
 
 

@@ -10,6 +10,7 @@ from bpy.app.translations import pgettext_iface as iface_
 
 from .. import ADDON_ID, jobs
 from ..preferences import DEFAULT_TAB
+from ..scene import selection, texture
 from ..wire.api import error_title
 from ..worker import state as worker_state
 from .messages import wrapped_label
@@ -224,7 +225,7 @@ class DFF_PT_select(_DFFPanel, bpy.types.Panel):
 
 
 class DFF_PT_texture(_DFFPanel, bpy.types.Panel):
-    """Bake the radiance field's colour into a texture of the DFF mesh."""
+    """Bake the radiance field's colour into a texture of the DFF mesh, or of the active part alone."""
 
     bl_label = "Texture"
     bl_options = {'DEFAULT_CLOSED'}
@@ -232,7 +233,18 @@ class DFF_PT_texture(_DFFPanel, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         props = context.scene.dff
         _split(self.layout).prop(props, "texture_size")
-        self.layout.operator("dff.bake_texture", text="Bake Texture", icon='TEXTURE')
+        self.layout.operator("dff.bake_texture", text=_bake_label(context), icon='TEXTURE')
+
+
+def _bake_label(context: bpy.types.Context) -> str:
+    """Bake Texture's button: it names the object when that is baked alone, on its own atlas."""
+    try:
+        target = selection.query_target(context)
+    except ValueError:  # no DFF mesh: the button is greyed out and says why
+        target = None
+    if target is not None and texture.bakes_own_atlas(context, target):
+        return iface_("Bake '{}'").format(target.name)
+    return iface_("Bake Texture")
 
 
 _CLASSES = (DFF_PT_status, DFF_PT_scene, DFF_PT_import_options, DFF_PT_capture, DFF_PT_train,

@@ -14,16 +14,21 @@ the add-on turns it over into Blender's bottom-first `Image.pixels`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from .extract import surface_colours
+from ..errors import WorkerError
 from ..nerf.field import NerfField
 from ..progress import Reporter
 
 PADDING = 2  # texels between charts: bilinear filtering never reads another chart; dilation fills the gap
+TRIANGLES_HINT = ("Send the object's own triangles: 'vertices' float32 (V, 3) in the world frame and "
+                  "'faces' int32 (F, 3), indices into them.")
 
 
 @dataclass
@@ -33,6 +38,54 @@ class Bake:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"uv": self.uv, "texture": self.texture}
+
+
+@dataclass(frozen=True)
+class Triangles:
+    """One object's own triangles, baked on an atlas of their own: `vertices` (V, 3) float32 in
+    the world frame, `faces` (F, 3) int32 indices into them. Checked when made: a wrong shape,
+    type or index is a `bad_request` naming the array."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    def __post_init__(self) -> None:
+        vertices, faces = self.vertices, self.faces
+        for name, array, dtype, shape in (("vertices", vertices, np.float32, "(V, 3)"),
+                                          ("faces", faces, np.int32, "(F, 3)")):
+            if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != 2 \
+                    or array.shape[1] != 3 or not len(array):
+                got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+                raise WorkerError("bad_request", f"array '{name}' must be {np.dtype(dtype)} of shape {shape} "
+                                  f"with at least one row, got {got}", TRIANGLES_HINT)
+        if not np.isfinite(vertices).all():
+            raise WorkerError("bad_request", "array 'vertices' holds NaN or infinite coordinates", TRIANGLES_HINT)
+        low, high = int(faces.min()), int(faces.max())
+        if low < 0 or high >= len(vertices):
+            raise WorkerError("bad_request", f"array 'faces' refers to vertex {low if low < 0 else high}, but "
+                              f"'vertices' has {len(vertices)} rows", TRIANGLES_HINT)
+
+    @property
+    def key(self) -> str:
+        """A digest of the triangles: the name of their bake in the workspace."""
+        digest = hashlib.sha1(np.int64(len(self.vertices)).tobytes())
+        digest.update(np.ascontiguousarray(self.vertices).tobytes())
+        digest.update(np.ascontiguousarray(self.faces).tobytes())
+        return digest.hexdigest()[:12]
+
+
+def read_triangles(path: Path) -> Triangles:
+    """The triangles of a mesh file (.ply, .obj, .glb...; polygons are split into triangles),
+    in the file's coordinates, taken as the world frame."""
+    import trimesh
+
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - trimesh fails with many types (format, parse, I/O)
+        raise WorkerError("bad_request", f"{path} cannot be read as a mesh ({type(exc).__name__}: {exc})",
+                          "Give a mesh file trimesh reads: .ply, .obj, .stl, .glb.") from exc
+    return Triangles(np.asarray(mesh.vertices, np.float32).reshape(-1, 3),
+                     np.asarray(mesh.faces, np.int64).reshape(-1, 3).astype(np.int32))
 
 
 def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:

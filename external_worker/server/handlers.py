@@ -17,6 +17,7 @@ from blender_dff.wire import api
 from .. import pipeline
 from ..config import from_flat
 from ..errors import WorkerError
+from ..mesh.bake import TRIANGLES_HINT, Triangles
 from ..mesh.stored import check_mesh_id, current_mesh_id, load_mesh
 from ..queries import prompt as click_query, similar as similar_query, text as text_query
 from ..queries.click import ClickPrompt
@@ -25,6 +26,17 @@ from ..workspace import Confinement, Files, Workspace
 from .params import Params
 
 Handler = Callable[[dict, dict[str, np.ndarray], Any], tuple[dict, dict[str, np.ndarray]]]
+
+
+def own_triangles(arrays: dict[str, np.ndarray]) -> Triangles | None:
+    """The triangles a bake request carries for one object (both arrays, or neither)."""
+    if not arrays.keys() & set(api.BAKE.arrays):
+        return None
+    missing = [name for name in api.BAKE.arrays if name not in arrays]
+    if missing:
+        raise WorkerError("bad_request", f"a bake with its own triangles lacks the array '{missing[0]}'",
+                          TRIANGLES_HINT)
+    return Triangles(arrays["vertices"], arrays["faces"])
 
 
 def make_handlers(root: Path | None = None) -> dict[str, Handler]:
@@ -68,16 +80,18 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
 
     def bake(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         p = Params(api.BAKE.params, params, confine)
+        triangles = own_triangles(arrays)
         ws = Workspace(p["workspace"], confine)
         size = p["size"]
         check_mesh_id(ws, p["mesh_id"])
         if not training.acquire(blocking=False):
             raise WorkerError("busy", "the worker is training", "Wait for it to finish or cancel it.")
         try:
-            result = pipeline.run_bake(ws, size, ctx)
+            result = pipeline.run_bake(ws, size, ctx, triangles)
         finally:
             training.release()
-        return {"size": size, "texture_path": str(ws.path(Files.texture(size)))}, result.to_arrays()
+        texture_path = ws.path(Files.texture(size, pipeline.bake_key(triangles)))
+        return {"size": size, "texture_path": str(texture_path)}, result.to_arrays()
 
     def get_mesh(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
         ws = Workspace(Params(api.GET_MESH.params, params, confine)["workspace"], confine)

@@ -3,6 +3,7 @@ reply handlers get hand-made replies, operators talk to a scripted client."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import bpy
+import bmesh  # noqa: E402 -- importable only once bpy is
 import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
+from PIL import Image
 
 import blender_dff
 from blender_dff import jobs
@@ -531,6 +534,139 @@ def test_bad_bake_replies_are_refused(worker):
     props = bpy.context.scene.dff
     assert props.error_code == "apply_failed" and "faces the texture was baked for" in props.error
     assert "DFF Texture" not in bpy.data.images and not obj.data.uv_layers
+
+
+def separated_parts(obj: bpy.types.Object, vertices: np.ndarray, faces: np.ndarray
+                    ) -> tuple[bpy.types.Object, bpy.types.Object]:
+    """Two parts separated from the DFF mesh `obj` made of `vertices` and `faces`: "mug" (the
+    top of the cube, some of its triangles joined into quads) and "bowl" (the bottom)."""
+    from blender_dff.scene.selection import apply_query
+
+    height = vertices[faces].mean(1)[:, 2]
+    apply_query(bpy.context, "mug", query_reply((height > 0.99).astype(np.float32)), obj.name)
+    bpy.ops.dff.separate()
+    apply_query(bpy.context, "bowl", query_reply((height < -0.99).astype(np.float32)), obj.name)
+    bpy.ops.dff.separate()
+    mug, bowl = bpy.data.objects["mug"], bpy.data.objects["bowl"]
+    bm = bmesh.new()
+    bm.from_mesh(mug.data)
+    pairs, used = [], set()
+    for edge in list(bm.edges)[::5]:  # a quad of two triangles here and there
+        if len(edge.link_faces) == 2 and not used & set(edge.link_faces):
+            pairs.append(list(edge.link_faces))
+            used.update(edge.link_faces)
+    for pair in pairs:
+        bmesh.ops.dissolve_faces(bm, faces=pair)
+    bm.to_mesh(mug.data)
+    bm.free()
+    assert max(polygon.loop_total for polygon in mug.data.polygons) == 4
+    return mug, bowl
+
+
+def bake_button() -> str:
+    """The text of the Texture panel's bake button."""
+    panel = SimpleNamespace(layout=RecordingLayout())
+    bpy.types.DFF_PT_texture.draw(panel, bpy.context)
+    (text,) = [entry[2] for entry in panel.layout.log if entry[:2] == ("operator", "dff.bake_texture")]
+    return text
+
+
+def test_a_part_is_baked_alone_on_its_own_atlas_image_and_material(worker, tmp_path):
+    from blender_dff.scene.texture import UV_NAME
+
+    obj, (vertices, faces, _) = make_mesh(worker)
+    assert bake_button() == "Bake Texture"
+    bpy.ops.dff.bake_texture()
+    worker.reply(worker.sent[-1], bake_reply(faces))
+    blender_dff.worker.session.pump()
+    scene_material = obj.data.materials[0]
+    mug, bowl = separated_parts(obj, vertices, faces)
+    bowl_uv = read(bowl.data.uv_layers[UV_NAME].data, "uv", np.float32, 2)
+    mine = bpy.data.materials.new("My Glaze")  # the user's own material keeps its slot
+    mug.data.materials.append(mine)
+    mug.location = (5.0, 0.0, 0.0)  # moved aside: the worker's frame is the mesh's own
+
+    bpy.context.view_layer.objects.active = mug
+    assert bake_button() == "Bake 'mug'" and bpy.ops.dff.bake_texture.poll()
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'}
+    sent = worker.sent[-1]
+    assert sent.params == worker.sent[0].params  # the workspace, mesh id and size of the scene's bake
+    mug.data.calc_loop_triangles()
+    triangles = read(mug.data.loop_triangles, "vertices", np.int32, 3)
+    assert len(triangles) > len(mug.data.polygons)  # the quads went as two triangles each
+    assert sent.arrays["vertices"].dtype == np.float32 and sent.arrays["faces"].dtype == np.int32
+    assert np.array_equal(sent.arrays["vertices"], read(mug.data.vertices, "co", np.float32, 3))
+    assert np.array_equal(sent.arrays["faces"], triangles)
+
+    # Each triangle corner's UV encodes its loop, so every loop has one UV whichever triangle sets it.
+    loops = read(mug.data.loop_triangles, "loops", np.int32, 3)
+    uv = np.stack([loops / len(mug.data.loops), np.full(loops.shape, 0.5)], -1).astype(np.float32)
+    reply = bake_reply(triangles)
+    reply.arrays["uv"] = uv
+    worker.reply(sent, reply)
+    blender_dff.worker.session.pump()
+    props = bpy.context.scene.dff
+    assert not props.error and "onto 'mug'" in props.message, props.error
+    mug_uv = read(mug.data.uv_layers[UV_NAME].data, "uv", np.float32, 2)
+    assert np.allclose(mug_uv[:, 0], np.arange(len(mug.data.loops)) / len(mug.data.loops))
+    assert mug.data.uv_layers.active.name == UV_NAME
+    material = mug.data.materials[0]
+    assert material.name == "mug Texture" and mug.data.materials[1] == mine
+    image = material.node_tree.nodes.active.image
+    assert image.name == "mug Texture" and image.packed_file is not None
+    assert np.allclose(np.array(image.pixels[:]).reshape(16, 16, 4)[::-1, :, :3] * 255, reply.arrays["texture"],
+                       atol=0.5)
+    # The other part and the rest of the mesh keep the scene's bake.
+    assert bowl.data.materials[0] == scene_material == obj.data.materials[0]
+    assert np.array_equal(read(bowl.data.uv_layers[UV_NAME].data, "uv", np.float32, 2), bowl_uv)
+    # A new bake of the whole mesh leaves the part's own bake be.
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'} and not worker.sent[-1].arrays
+    worker.reply(worker.sent[-1], bake_reply(faces))
+    blender_dff.worker.session.pump()
+    assert bowl.data.materials[0] == obj.data.materials[0] != scene_material and mug.data.materials[0] == material
+    assert np.allclose(read(mug.data.uv_layers[UV_NAME].data, "uv", np.float32, 2), mug_uv)
+
+    # Blender's own exporters take the part with its texture.
+    bpy.ops.object.select_all(action='DESELECT')
+    mug.select_set(True)
+    bpy.ops.wm.obj_export(filepath=str(tmp_path / "mug.obj"), export_selected_objects=True, export_materials=True)
+    assert "map_Kd mug_Texture.png" in (tmp_path / "mug.mtl").read_text()
+    bpy.ops.export_scene.gltf(filepath=str(tmp_path / "mug.gltf"), export_format='GLTF_SEPARATE', use_selection=True)
+    gltf = json.loads((tmp_path / "mug.gltf").read_text())
+    assert [image["uri"] for image in gltf["images"]] == ["mug_Texture.png"]
+    assert np.array_equal(np.array(Image.open(tmp_path / "mug_Texture.png"))[..., :3], reply.arrays["texture"])
+
+
+def test_a_part_in_edit_mode_is_baked_as_edited_but_not_if_edited_during_the_bake(worker):
+    from blender_dff.scene.modes import set_mode
+
+    def delete_a_face() -> int:
+        """Delete a face of the mug in edit mode; the triangles it has left."""
+        bm = bmesh.from_edit_mesh(mug.data)
+        bmesh.ops.delete(bm, geom=list(bm.faces)[:1], context='FACES')
+        bmesh.update_edit_mesh(mug.data)
+        return sum(len(face.verts) - 2 for face in bm.faces)
+
+    obj, (vertices, faces, _) = make_mesh(worker)
+    mug, _ = separated_parts(obj, vertices, faces)
+    set_mode(bpy.context, mug, 'EDIT')
+    triangles = delete_a_face()
+    assert bpy.ops.dff.bake_texture() == {'FINISHED'}
+    sent = worker.sent[-1]
+    assert len(sent.arrays["faces"]) == triangles
+    worker.reply(sent, bake_reply(sent.arrays["faces"]))
+    blender_dff.worker.session.pump()
+    props = bpy.context.scene.dff
+    assert not props.error and mug.mode == 'EDIT' and mug.data.materials[0].name == "mug Texture", props.error
+
+    bpy.ops.dff.bake_texture()
+    sent = worker.sent[-1]
+    delete_a_face()
+    worker.reply(sent, bake_reply(sent.arrays["faces"]))
+    blender_dff.worker.session.pump()
+    assert props.error_code == "apply_failed" and "changed while its texture was baked" in props.error
+    assert "mug Texture.001" not in bpy.data.images and mug.mode == 'EDIT'
 
 
 # --- operators through the scripted worker ----------------------------------------------
