@@ -230,8 +230,11 @@ def test_faces_closing_a_part_are_none_of_the_workers_to_queries(worker):
     assert np.array_equal(np.flatnonzero(selected), np.arange(n_box))  # not the floor's last face
 
     bpy.ops.object.mode_set(mode='OBJECT')
+    # The whole mesh's bake (its parts take their faces' share of it): the scene's mesh active.
+    bpy.context.view_layer.objects.active = bpy.context.scene.dff.mesh_object
     uv = np.random.default_rng(0).uniform(0.1, 1.0, (len(faces), 3, 2)).astype(np.float32)
     assert bpy.ops.dff.bake_texture() == {'FINISHED'}
+    assert "faces" not in worker.sent[-1].arrays
     texture = np.zeros((4, 4, 3), np.uint8)
     worker.reply(worker.sent[-1], Reply(ok=True, result={}, arrays={"uv": uv, "texture": texture}))
     blender_dff.worker.session.pump()
