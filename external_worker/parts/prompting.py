@@ -1,0 +1,88 @@
+"""A decomposition without clicks, for a teacher that only answers clicks (SAM): the split
+clicks for itself. It takes the largest region of faces no part holds yet, clicks its most
+interior face from the training camera that sees it most squarely, and the faces the click
+selects (carried to other training views, as a user's click is) that no part holds become a
+new part; until what is left is small or there are MAX_PARTS parts.
+
+The decoder is a parameter: SAM's on its rendered features, or an ideal segmenter reading the
+labels teacher's (teachers.oracles.LabelOracle) to measure the 3D part alone."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..progress import Reporter
+from ..queries.click import ClickPrompt, ViewRenderer, sam_click
+from .topology import components
+
+MAX_PARTS = 32
+MAX_CLICKS = 2 * MAX_PARTS  # a click that selects nothing new still counts
+LEFT_SHARE = 0.02  # of the mesh's area: what no part holds may stay background
+MIN_PART_SHARE = 0.001  # of the mesh's area: a smaller selection is no object
+CAMERAS_TRIED = 8  # the cameras facing the clicked face most squarely, tried in turn for a clear view
+
+
+def self_prompted_parts(renderer: ViewRenderer, decoder, pairs: np.ndarray, area: np.ndarray, eyes: np.ndarray,
+                        views: int, reporter: Reporter) -> np.ndarray:
+    """(F,) part of each face (-1: none) from clicks the split makes itself. `pairs`: faces
+    sharing an edge (topology.face_pairs); `eyes` (N, 3): the training cameras' positions."""
+    g = renderer.geometry
+    part = np.full(len(area), -1)
+    given_up = np.zeros(len(area), bool)  # regions a click found nothing new in
+    parts = 0
+    for click in range(MAX_CLICKS):
+        left = (part < 0) & ~given_up
+        if parts >= MAX_PARTS or area[left].sum() < LEFT_SHARE * area.sum():
+            break
+        reporter.progress("split", click, MAX_CLICKS, message=f"object {parts + 1}: clicking")
+        region = _largest_region(left, pairs, area)
+        face = _most_interior(g.centroids, region, pairs)
+        eye = _camera_seeing(g, face, region, eyes)
+        if eye is None:
+            given_up |= region
+            continue
+        probability, _ = sam_click(decoder, renderer, ClickPrompt.single(eye, g.centroids[face] - eye), eyes, views)
+        new = (part < 0) & (probability > 0.5)
+        if area[new].sum() < MIN_PART_SHARE * area.sum():
+            given_up |= region
+            continue
+        part[new] = parts
+        parts += 1
+        if not new[face]:  # the mask went elsewhere: do not click here again
+            given_up |= region & (part < 0)
+    return part
+
+
+def _largest_region(faces: np.ndarray, pairs: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """(F,) bool: the connected set of `faces` with the largest area."""
+    inside = pairs[faces[pairs[:, 0]] & faces[pairs[:, 1]]]
+    piece = components(len(faces), inside)
+    piece_area = np.bincount(piece, np.where(faces, area, 0.0))
+    return faces & (piece == piece_area.argmax())
+
+
+def _most_interior(centroids: np.ndarray, region: np.ndarray, pairs: np.ndarray) -> int:
+    """The face of `region` farthest from its border (faces beside another region, or beside
+    an open edge: those with fewer than three neighbours in it)."""
+    inside = pairs[region[pairs[:, 0]] & region[pairs[:, 1]]]
+    neighbours = np.bincount(inside.ravel(), minlength=len(region))
+    members = np.flatnonzero(region)
+    border = members[neighbours[members] < 3]
+    if len(border) == 0:  # a closed surface on its own
+        return int(members[0])
+    distance, _ = cKDTree(centroids[border]).query(centroids[members])
+    return int(members[distance.argmax()])
+
+
+def _camera_seeing(g, face: int, region: np.ndarray, eyes: np.ndarray) -> np.ndarray | None:
+    """The training camera facing `face` most squarely whose ray to it first meets `region`."""
+    towards = eyes - g.centroids[face]
+    facing = towards @ g.normals[face] / np.linalg.norm(towards, axis=1).clip(1e-12)
+    for i in np.argsort(-facing)[:CAMERAS_TRIED]:
+        if facing[i] <= 0:
+            break
+        hit, _ = g.hit(eyes[i], -towards[i])
+        if hit >= 0 and region[hit]:
+            return eyes[i]
+    return None
