@@ -67,17 +67,20 @@ def self_prompted(ws: Workspace, features: FaceFeatures, decoder, reporter: Repo
     return finish(surface, *_prompted(ws, surface, features, decoder, reporter))
 
 
-def finish(surface: Surface, part: np.ndarray, names: list[str]) -> Partition:
-    """The partition of raw per-face parts (-1: none) named `names`: specks merged, the
-    background gathered last, empty parts dropped."""
+def finish(surface: Surface, part: np.ndarray, names: list[str] | None) -> Partition:
+    """The partition of raw per-face parts (-1: none) named `names` (None: found by clicks,
+    numbered once the background is set apart): specks merged, the background gathered last,
+    empty parts dropped."""
     part = merge_islands(part, surface.pairs, surface.area)
+    count = part.max() + 1 if names is None else len(names)
     faces = surface.geometry.faces
-    to_background = [i for i, name in enumerate(names) if name.lower() == BACKGROUND_PART
+    to_background = [i for i in range(count) if (names is not None and names[i].lower() == BACKGROUND_PART)
                      or spans_box(faces[part == i], surface.walls)]
-    kept = [i for i in range(len(names)) if i not in to_background and (part == i).any()]
-    index = np.full(len(names) + 1, len(kept), np.int32)  # the last entry: part -1
+    kept = [i for i in range(count) if i not in to_background and (part == i).any()]
+    index = np.full(count + 1, len(kept), np.int32)  # the last entry: part -1
     index[kept] = np.arange(len(kept))
-    return Partition([names[i] for i in kept] + [BACKGROUND_PART], index[part])
+    named = [f"object {k + 1}" for k in range(len(kept))] if names is None else [names[i] for i in kept]
+    return Partition(named + [BACKGROUND_PART], index[part])
 
 
 def _by_labels(ws: Workspace, surface: Surface, label_set: str, reporter: Reporter) -> tuple[np.ndarray, list[str]]:
@@ -102,20 +105,20 @@ def _by_label_set(ws: Workspace, surface: Surface, label_set: str, reporter: Rep
     return np.where(relevancy >= 0.5, labels.argmax(0), -1), terms
 
 
-def _by_clicks(ws: Workspace, surface: Surface, label_set: str, reporter: Reporter) -> tuple[np.ndarray, list[str]]:
+def _by_clicks(ws: Workspace, surface: Surface, label_set: str, reporter: Reporter) -> tuple[np.ndarray, None]:
     sam = load_face_features(ws, "sam")
     return _prompted(ws, surface, sam, sam.teacher.model, reporter)
 
 
 def _prompted(ws: Workspace, surface: Surface, features: FaceFeatures, decoder,
-              reporter: Reporter) -> tuple[np.ndarray, list[str]]:
+              reporter: Reporter) -> tuple[np.ndarray, None]:
     renderer = ViewRenderer(surface.geometry, features.features, features.background, 3 * mesh_voxel(ws))
     cameras = ws.load_npz(Files.CAMERAS)
     with ws.reading(Files.CAMERAS):
         eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]
     part = self_prompted_parts(renderer, decoder, surface.pairs, surface.area, eyes, DEFAULT_CLICK_VIEWS, reporter)
-    return part, [f"object {i + 1}" for i in range(part.max() + 1)]
+    return part, None
 
 
-Assigner = Callable[[Workspace, Surface, str, Reporter], tuple[np.ndarray, list[str]]]
+Assigner = Callable[[Workspace, Surface, str, Reporter], tuple[np.ndarray, list[str] | None]]
 ASSIGNERS: dict[str, Assigner] = {"labels": _by_labels, "clip": _by_label_set, "sam": _by_clicks}

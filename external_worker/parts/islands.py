@@ -1,8 +1,9 @@
 """Label specks are noise, not objects: a few faces labelled 'ground' on a cube's side would
 leave a hole in the cube, and a stray 'cube' patch on the floor would be closed into a tiny
-blob of its own. A part's connected piece that is neither its largest nor ISLAND_SHARE of its
-area joins the part it shares the most edges with; two objects that share a label (two mugs)
-are both big pieces and stay."""
+blob of its own. A part's connected piece smaller than SPECK_SHARE of the mesh's area, unless
+it is the part's largest, joins the part it shares the most edges with. The share is of the
+whole mesh, not of the part: the floor seen through a torus's hole is a small piece of a big
+floor, yet no speck."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from .topology import components
 
-ISLAND_SHARE = 0.1  # of its part's area: a smaller piece, not the part's largest, is a speck
+SPECK_SHARE = 0.001  # of the mesh's area
 PASSES = 3  # a speck inside a speck joins its surroundings on a later pass
 
 
@@ -27,7 +28,7 @@ def merge_islands(face_part: np.ndarray, pairs: np.ndarray, area: np.ndarray) ->
         _, owner = np.unique(piece_part, return_inverse=True)
         largest = np.zeros(owner.max() + 1)
         np.maximum.at(largest, owner, piece_area)
-        speck = (piece_area < ISLAND_SHARE * np.bincount(owner, piece_area)[owner]) & (piece_area < largest[owner])
+        speck = (piece_area < SPECK_SHARE * area.sum()) & (piece_area < largest[owner])
         cross = pairs[~same]
         inside, outside = np.concatenate([cross, cross[:, ::-1]]).T
         keep = speck[piece[inside]]

@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 from ..mesh.extract import Mesh
 from ..progress import Reporter
 from .assign import Partition
-from .fair import fair
+from .fair import fair, settle
 from .fill import Patches, fill_loops
 
 COLOUR_NEIGHBOURS = 8  # border vertices a new vertex takes its colour from
@@ -53,7 +53,7 @@ def split_mesh(mesh: Mesh, partition: Partition, rim: np.ndarray, close: bool, f
         both = np.concatenate([vertices, patches.vertices])
         together = np.concatenate([faces, patches.faces])
         free = n + np.arange(len(patches.vertices))
-        both[free] = fair(both, together, free)
+        both[free] = settle(both, faces, patches.faces, free) if index == background else fair(both, together, free)
         closed.append(len(faces) > 0 and trimesh.Trimesh(both, together, process=False).is_watertight)
         all_vertices.append(both[free])
         all_faces.append(np.where(patches.faces >= n, patches.faces + offset, patches.faces))
