@@ -61,16 +61,19 @@ class FloorCover:
         vertices, faces, labels = truth
         floor = trimesh.Trimesh(vertices, faces[labels == floor_label], process=False)
         self.points = trimesh.sample.sample_surface(floor, FLOOR_SAMPLES, seed=0)[0]
-        self.to_object = {int(label): self._distance(trimesh.Trimesh(vertices, faces[labels == label], process=False))
+        self.to_object = {int(label): self._distance(trimesh.Trimesh(vertices, faces[labels == label], process=False),
+                                                     FAR_VOXELS * voxel)
                           for label in np.unique(labels) if label != floor_label}
         far = np.min(list(self.to_object.values()), axis=0) > FAR_VOXELS * voxel
-        distances = [self._distance(mesh) for mesh in (before, after)]
+        distances = [self._distance(mesh, FAR_VOXELS * voxel) for mesh in (before, after)]
         self.tolerance = float(np.quantile(distances[0][far], FAR_COVER))
         self.covered = [d < self.tolerance for d in distances]
         self.voxel = voxel
 
-    def _distance(self, mesh: trimesh.Trimesh) -> np.ndarray:
-        return cKDTree(trimesh.sample.sample_surface(mesh, MESH_SAMPLES, seed=0)[0]).query(self.points)[0]
+    def _distance(self, mesh: trimesh.Trimesh, bound: float) -> np.ndarray:
+        """Distance of each floor point to `mesh` (inf beyond `bound`: a far query is slow)."""
+        points = trimesh.sample.sample_surface(mesh, MESH_SAMPLES, seed=0)[0]
+        return cKDTree(points).query(self.points, distance_upper_bound=bound)[0]
 
     def near(self, label: int) -> tuple[float, float, int]:
         """Of the floor within NEAR_VOXELS of the true object `label`: the share covered before

@@ -19,6 +19,9 @@ from .loops import fan, holes_and_rims
 from .topology import components, directed_edges, edge_keys, face_keys, face_pairs, open_edges
 
 
+AROUND = 3  # rings of faces around the holes MeshFix reads: its fill looks no farther
+
+
 @dataclass
 class Patches:
     """Faces filling holes of a part: `faces` index the mesh's vertices, then `vertices`."""
@@ -32,19 +35,32 @@ def fill_loops(vertices: np.ndarray, faces: np.ndarray, rim: np.ndarray) -> Patc
     whose key (topology.edge_keys) is in `rim`, wound like the part."""
     n = len(vertices)
     border = open_edges(faces)
-    holes, rims = holes_and_rims(border, rim)
-    if not holes:
+    holes = border[np.concatenate(holes_and_rims(border, rim)[0] or [np.zeros(0, np.int64)])]
+    if len(holes) == 0:
         return Patches(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
-    # MeshFix fills every loop it is given: the rim's are capped for it, the caps left out after.
-    centres, caps = fan(border, rims, vertices)
-    points, added = _meshfix(np.concatenate([vertices, centres]), np.concatenate([faces, caps]))
+    # MeshFix reads the faces around the holes only, and fills every loop it is given: the other
+    # loops of that neighbourhood (where it was cut out, the rim) are capped for it, the caps left out.
+    near = _around(faces, holes)
+    near_border = open_edges(near)
+    elsewhere = edge_keys(near_border)[~np.isin(edge_keys(near_border), edge_keys(holes))]
+    centres, caps = fan(near_border, holes_and_rims(near_border, elsewhere)[1], vertices)
+    points, added = _meshfix(np.concatenate([vertices, centres]), np.concatenate([near, caps]))
     added = np.where(added >= n, added - len(centres), added)  # no fill reaches into a cap
     if len(added):
-        added = _sound(faces, added, border[np.concatenate(holes)], n)
+        added = _sound(near, added, holes, n)
     points, added = _compact(points, added, n)
     left = open_edges(np.concatenate([faces, added]))
     centres, fans = fan(left, holes_and_rims(left, rim)[0], np.concatenate([vertices, points]))
     return Patches(np.concatenate([points, centres]), np.concatenate([added, fans]))
+
+
+def _around(faces: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The faces within AROUND rings of faces of the ends of `edges`."""
+    touched = np.unique(edges)
+    for _ in range(AROUND):
+        near = faces[np.isin(faces, touched).any(1)]
+        touched = np.unique(near)
+    return near
 
 
 def _compact(points: np.ndarray, faces: np.ndarray, n_old: int) -> tuple[np.ndarray, np.ndarray]:
