@@ -97,6 +97,9 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=5)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--views", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=None, help="NeRF steps when training (default: the preset's)")
+    parser.add_argument("--feature-steps", type=int, default=None)
+    parser.add_argument("--mesh-resolution", type=int, default=None)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dff_split_"))
@@ -109,7 +112,8 @@ def main() -> None:
     else:
         ws = Workspace(tmp / "workspace")
         clock.run("import", pipeline.import_dataset, scene_dir, ws)
-        train_labels(ws, train_settings(), clock)
+        train_labels(ws, train_settings(steps=args.steps, feature_steps=args.feature_steps,
+                                        mesh_resolution=args.mesh_resolution), clock)
 
     split = clock.run("split (labels)", pipeline.run_split, ws, "labels", "", True, True, clock.reporter)
     labels = load_face_features(ws, "labels")

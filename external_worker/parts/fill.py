@@ -18,7 +18,6 @@ from scipy.spatial import cKDTree
 from .loops import fan, holes_and_rims
 from .topology import components, directed_edges, edge_keys, face_keys, face_pairs, open_edges
 
-
 AROUND = 3  # rings of faces around the holes MeshFix reads: its fill looks no farther
 
 
@@ -29,15 +28,20 @@ class Patches:
     vertices: np.ndarray  # (P, 3) float64, the new vertices
     faces: np.ndarray     # (Q, 3) int64
 
+    @classmethod
+    def empty(cls) -> "Patches":
+        return cls(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+
 
 def fill_loops(vertices: np.ndarray, faces: np.ndarray, rim: np.ndarray) -> Patches:
     """The fills of the open loops of `faces` (a part, indexing `vertices`) that have no edge
     whose key (topology.edge_keys) is in `rim`, wound like the part."""
     n = len(vertices)
     border = open_edges(faces)
-    holes = border[np.concatenate(holes_and_rims(border, rim)[0] or [np.zeros(0, np.int64)])]
-    if len(holes) == 0:
-        return Patches(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+    cycles, _ = holes_and_rims(border, rim)
+    if not cycles:
+        return Patches.empty()
+    holes = border[np.concatenate(cycles)]
     # MeshFix reads the faces around the holes only, and fills every loop it is given: the other
     # loops of that neighbourhood (where it was cut out, the rim) are capped for it, the caps left out.
     near = _around(faces, holes)
@@ -83,7 +87,7 @@ def _meshfix(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     out_points, out_faces = mesh.return_arrays()
     distance, nearest = cKDTree(points).query(out_points)
     old = distance == 0  # MeshFix keeps the coordinates of the vertices it was given
-    index = np.where(old, used[np.minimum(nearest, len(used) - 1)], len(vertices) + np.cumsum(~old) - 1)
+    index = np.where(old, used[nearest], len(vertices) + np.cumsum(~old) - 1)
     out_faces = index[np.asarray(out_faces, np.int64)]
     added = (out_faces >= len(vertices)).any(1) | ~np.isin(face_keys(out_faces), face_keys(faces))
     collapsed = ((out_faces[:, 0] == out_faces[:, 1]) | (out_faces[:, 1] == out_faces[:, 2])

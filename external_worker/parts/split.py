@@ -47,7 +47,7 @@ def split_mesh(mesh: Mesh, partition: Partition, rim: np.ndarray, close: bool, f
     for index, name in enumerate(partition.names):
         reporter.progress("split", index, len(partition.names), message=f"closing {name}")
         faces = mesh.faces[partition.face_part == index]
-        patches = Patches(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+        patches = Patches.empty()
         if close and index != background or fill_holes and index == background:
             patches = fill_loops(vertices, faces, rim if index == background else np.zeros(0, np.int64))
         both = np.concatenate([vertices, patches.vertices])
