@@ -66,7 +66,8 @@ class FloorCover:
                           for label in np.unique(labels) if label != floor_label}
         far = np.min(list(self.to_object.values()), axis=0) > FAR_VOXELS * voxel
         distances = [self._distance(mesh, FAR_VOXELS * voxel) for mesh in (before, after)]
-        self.tolerance = float(np.quantile(distances[0][far], FAR_COVER))
+        # At most FAR_VOXELS: a background that far from the floor (a short training run) covers nothing.
+        self.tolerance = min(float(np.quantile(distances[0][far], FAR_COVER, method="higher")), FAR_VOXELS * voxel)
         self.covered = [d < self.tolerance for d in distances]
         self.voxel = voxel
 
