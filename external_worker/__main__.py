@@ -7,6 +7,7 @@
     python -m external_worker distill --workspace WS [--teacher labels] [--steps N]
     python -m external_worker query --workspace WS --text mug [--out mug.npy]
     python -m external_worker bake --workspace WS [--size 2048] [--mesh part.ply] [--out texture.png]
+    python -m external_worker split --workspace WS --out DIR [--teacher labels] [--label-set "chair, table"]
     python -m external_worker serve [--host 127.0.0.1] [--port 0] [--root DIR] [--exit-with-stdin]
 """
 
@@ -24,8 +25,8 @@ from typing import Any, Callable
 
 from blender_dff.wire.api import (AUGMENT_MODES, BOUNDS, CANONICAL_NEGATIVES, CLIP_MODEL, CLIP_PRETRAINED,
                                   DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, DEFAULT_PRESET, DEFAULT_TEACHER,
-                                  DEFAULT_TEXTURE_SIZE, PRESETS, TEACHERS, TEST_EVERY, TEXTURE_SIZES, TINY_MODEL,
-                                  TOKEN_ENV)
+                                  DEFAULT_TEXTURE_SIZE, PRESETS, SPLIT, TEACHERS, TEST_EVERY, TEXTURE_SIZES,
+                                  TINY_MODEL, TOKEN_ENV)
 
 from .config import describe, from_flat
 from .errors import WorkerError
@@ -155,6 +156,18 @@ def _query(args: argparse.Namespace, ws, reporter) -> None:
                 np.save(f, probability.astype(np.float32))
 
 
+def _split(args: argparse.Namespace, ws, reporter) -> None:
+    from . import pipeline
+    from .mesh.stored import load_mesh
+    from .parts.export import LISTING, write_objects
+
+    split = pipeline.run_split(ws, args.teacher, args.label_set, args.close, args.fill_holes, reporter)
+    for entry in write_objects(args.out, load_mesh(ws), split, ws.confine):
+        state = "closed" if entry["closed"] else "open"
+        print(f"{entry['name']}: {entry['faces']} faces + {entry['fill_faces']} filled, {state}: {entry['file']}")
+    print(f"listing: {ws.confine.check(args.out) / LISTING}")
+
+
 def _copy_out(ws, name: str, out: Path | None) -> None:
     """Also copy the workspace's file `name` to `out` (--out), when given."""
     from .workspace import atomic_path
@@ -225,6 +238,17 @@ COMMANDS = (
                                          "workspace's mesh, say) on an atlas of their own instead"),
         option("--out", type=Path, help="also copy the texture (.png) here"),
     ), on_workspace(_bake)),
+    Command("split", "cut the mesh into objects, each closed, and fill the background's holes", WORKSPACE + (
+        option("--out", type=Path, required=True, help="folder for one <name>.ply per object and objects.json"),
+        option("--teacher", default=SPLIT["teacher"].default, choices=SPLIT["teacher"].choices,
+               help="labels: the dataset's labels; clip: --label-set; sam: objects found by clicking by itself"),
+        option("--label-set", default=SPLIT["label_set"].default,
+               help="comma-separated names to cut into (clip teacher)"),
+        option("--no-close", dest="close", action="store_false", default=SPLIT["close"].default,
+               help="leave each object's open border open"),
+        option("--no-fill", dest="fill_holes", action="store_false", default=SPLIT["fill_holes"].default,
+               help="leave the holes the objects leave in the background open"),
+    ), on_workspace(_split)),
     Command("serve", "serve the add-on over TCP (token in DFF_WORKER_TOKEN)", (
         option("--host", default="127.0.0.1", help="address to listen on (loopback by default)"),
         option("--port", type=int, default=0, help="port (0 picks a free one)"),

@@ -1,4 +1,4 @@
-"""The stages on a workspace: import -> NeRF -> mesh -> features -> queries.
+"""The stages on a workspace: import -> NeRF -> mesh -> features -> queries, and the split.
 
 Each stage reads what earlier stages left in the workspace and records itself in state.json,
 so any stage can run alone (CLI) and a second run resumes instead of starting over.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_dff.wire.api import DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, IMPORT_DATASET, TEST_EVERY, TEXTURE_SIZES
+from blender_dff.wire.api import DEFAULT_BOUNDS, DEFAULT_DOWNSCALE, IMPORT_DATASET, SPLIT, TEST_EVERY, TEXTURE_SIZES
 
 from .mesh.bake import Bake, Triangles, bake_texture
 from .datasets.dataset import Dataset, check_trainable, load_dataset
@@ -26,7 +26,10 @@ from .mesh.extract import Mesh, extract_mesh
 from .mesh.stored import load_mesh, mesh_id
 from .training import device
 from .nerf.train import load_field, train_nerf
-from .progress import Reporter
+from .parts.assign import assign_parts
+from .parts.rim import rim_keys, scene_walls
+from .parts.split import Split, split_mesh
+from .progress import Reporter, SilentReporter
 from .geometry.camera import Cameras
 from .geometry.frame import SceneFrame
 from .teachers.registry import Teacher, make_teacher
@@ -218,3 +221,12 @@ def train_all(workspace: Workspace, settings: TrainSettings, reporter: Reporter)
                   "mesh_id": mesh_id(mesh)}
 
 
+def run_split(workspace: Workspace, teacher: str = SPLIT["teacher"].default, label_set: str = SPLIT["label_set"].default,
+              close: bool = SPLIT["close"].default, fill_holes: bool = SPLIT["fill_holes"].default,
+              reporter: Reporter = SilentReporter()) -> Split:
+    """The mesh cut into the objects the teacher's per-face features make of it (parts.assign),
+    each closed (`close`), and the holes they leave in the background filled (`fill_holes`)."""
+    partition = assign_parts(workspace, teacher, label_set, reporter)
+    mesh = load_mesh(workspace)
+    rim = rim_keys(mesh.faces, scene_walls(workspace, mesh.vertices))
+    return split_mesh(mesh, partition, rim, close, fill_holes, reporter)

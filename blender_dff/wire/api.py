@@ -160,10 +160,12 @@ QUERY_CLICK = Method("query_click", (
 QUERY_SIMILAR = Method("query_similar", (_WORKSPACE, _TEACHER, _MESH_ID),
                        arrays=("selected",))  # one bool per face of the workspace's mesh
 # The whole mesh cut into named objects, every face in exactly one (the last is BACKGROUND_PART).
-# Reply: "names", "closed" (one flag per object); arrays "face_part" (one object index per face),
-# and the faces that close the objects and fill the background's holes: "patch_vertices" (new
-# vertices, world frame), "patch_colors" (their RGB, uint8), "patch_faces" (indices into the
-# mesh's vertices followed by the patch's), "patch_part" (the object each patch face belongs to).
+# Reply: "names", "closed" (one flag per name: watertight with its patch faces; the background's
+# is false while the scene's outer rim is open), "n_faces"; arrays "face_part" (one object index
+# per face, int32), and the faces that close the objects and fill the background's holes:
+# "patch_vertices" (new vertices, world frame, float32), "patch_colors" (their RGB, uint8),
+# "patch_faces" (int32 indices into the mesh's vertices followed by the patch's), "patch_part"
+# (int32, the object each patch face belongs to).
 SPLIT = Method("split", (
     _WORKSPACE,
     _TEACHER,

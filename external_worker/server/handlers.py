@@ -19,6 +19,7 @@ from ..config import from_flat
 from ..errors import WorkerError
 from ..mesh.bake import TRIANGLES_HINT, Triangles
 from ..mesh.stored import check_mesh_id, current_mesh_id, load_mesh
+from ..progress import SilentReporter
 from ..queries import prompt as click_query, similar as similar_query, text as text_query
 from ..queries.click import ClickPrompt
 from ..queries.relevancy import split_terms
@@ -133,6 +134,14 @@ def make_handlers(root: Path | None = None) -> dict[str, Handler]:
         probability = similar_query.query_similar(ws, selected, p["teacher"])
         return {"n_faces": int(len(probability))}, {"face_probability": probability}
 
+    def split(params: dict, arrays: dict, ctx: Any) -> tuple[dict, dict]:
+        p = Params(api.SPLIT.params, params, confine)
+        ws = Workspace(p["workspace"], confine)
+        check_mesh_id(ws, p["mesh_id"])
+        result = pipeline.run_split(ws, p["teacher"], p["label_set"], p["close"], p["fill_holes"],
+                                    ctx or SilentReporter())
+        return {"names": result.names, "closed": result.closed, "n_faces": int(len(result.face_part))}, result.to_arrays()
+
     return {api.IMPORT_DATASET.name: import_dataset, api.TRAIN.name: train, api.BAKE.name: bake,
             api.GET_MESH.name: get_mesh, api.QUERY_TEXT.name: query_text, api.QUERY_CLICK.name: query_click,
-            api.QUERY_SIMILAR.name: query_similar}
+            api.QUERY_SIMILAR.name: query_similar, api.SPLIT.name: split}

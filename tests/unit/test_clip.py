@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from blender_dff.wire.api import CLIP_MODEL, CLIP_PRETRAINED
+from blender_dff.wire.api import BACKGROUND_PART, CLIP_MODEL, CLIP_PRETRAINED
 from conftest import run_worker
 from external_worker import pipeline
 from external_worker.queries.click import ClickPrompt
@@ -20,6 +20,7 @@ from external_worker.evaluation import nearest_ground_truth_labels
 from external_worker.teachers.oracles import LabelTextOracle
 from external_worker.config import FeatureConfig
 from external_worker.features.field import FeatureField, face_codes
+from external_worker.parts.assign import assign_parts
 from external_worker.server.handlers import make_handlers
 from external_worker.progress import SilentReporter
 from external_worker.queries.relevancy import against_negatives, in_label_set, split_terms
@@ -157,6 +158,14 @@ def test_text_query_selects_the_named_object(clip_workspace, truth, label_names)
     both = list(label_names.items())[:2]
     union = query_text(clip_workspace, ", ".join(n for _, n in both), "clip", label_set=["background", *names])
     assert ((union > 0.5) & np.isin(truth, [l for l, _ in both])).sum() > 0.8 * np.isin(truth, [l for l, _ in both]).sum()
+
+
+def test_split_cuts_the_mesh_into_the_label_set_s_names(clip_workspace, truth, label_names):
+    partition = assign_parts(clip_workspace, "clip", ", ".join(label_names.values()))
+    assert partition.names == [*label_names.values(), BACKGROUND_PART]
+    for index, label in enumerate(label_names):
+        chosen, target = partition.face_part == index, truth == label
+        assert (chosen & target).sum() / (chosen | target).sum() > 0.6, label_names[label]
 
 
 def test_negatives_and_label_set_modes_differ_and_bad_text_is_refused(clip_workspace, label_names):

@@ -15,7 +15,7 @@ MAX_LINES = 400
 # helpers) come before every stage.
 WORKER_ORDER = ["errors", "progress", "workspace", "training", "config",
                 "geometry", "datasets", "nerf", "mesh", "teachers", "features", "queries",
-                "pipeline", "evaluation", "server", "__main__"]
+                "parts", "pipeline", "evaluation", "server", "__main__"]
 BASE = set(WORKER_ORDER[:WORKER_ORDER.index("geometry")])
 
 

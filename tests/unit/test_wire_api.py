@@ -155,6 +155,10 @@ RAY = {"origin": [0.0, 0.0, 5.0], "direction": [0.0, 0.0, -1.0]}
     ("query_click", {"workspace": "ws", "clicks": [RAY], "views": 33}, "bad_request",
      "parameter 'views' must be an integer in [0, 32]", "Got 33."),
     ("query_similar", {"workspace": "ws"}, "bad_request", "array 'selected' must be a 1-D bool array", ""),
+    ("split", {"workspace": "ws", "close": "yes"}, "bad_request", "parameter 'close' must be true or false",
+     "Got 'yes'."),
+    ("split", {"workspace": "ws", "label_set": "x" * 1001}, "bad_request",
+     "parameter 'label_set' must be a string of at most 1000 characters", "Got str."),
 ])
 def test_the_worker_refuses_bad_params_before_any_stage_runs(tmp_path, monkeypatch, method, params, code,
                                                              message, hint):
@@ -214,6 +218,7 @@ def test_the_stages_default_to_the_api_s():
     assert defaults(text.query_text)["teacher"] == defaults(similar.query_similar)["teacher"] == api.DEFAULT_TEACHER
     assert defaults(prompt.query_click) == {"teacher": api.DEFAULT_TEACHER, "views": api.QUERY_CLICK["views"].default}
     assert relevancy.CANONICAL_NEGATIVES == api.CANONICAL_NEGATIVES
+    assert {key: value for key, value in defaults(pipeline.run_split).items() if key != "reporter"} == api.SPLIT.defaults()
 
 
 @pytest.mark.parametrize("device_kind", ["cpu", "cuda"])
@@ -252,7 +257,7 @@ CLI_PARAMS = {"--downscale": api.IMPORT_DATASET["downscale"], "--test-every": ap
               "--bounds": api.IMPORT_DATASET["bounds"], "--teacher": api.TRAIN["teacher"],
               "--sam-checkpoint": api.TRAIN["sam_checkpoint"], "--clip-model": api.TRAIN["clip_model"],
               "--clip-pretrained": api.TRAIN["clip_pretrained"], "--size": api.BAKE["size"],
-              "--preset": api.TRAIN["preset"]}
+              "--preset": api.TRAIN["preset"], "--label-set": api.SPLIT["label_set"]}
 
 
 def test_the_command_line_s_defaults_and_choices_are_the_api_s():
@@ -273,6 +278,11 @@ def test_the_command_line_s_defaults_and_choices_are_the_api_s():
     settings = from_flat(args, device_kind="cuda")  # each training option given lands in its setting
     assert (settings.nerf.steps, settings.nerf.rays_per_batch, settings.mesh.resolution) == (5, 64, 32)
     assert (settings.mesh.max_faces, settings.features.steps, settings.features.augment) == (9, 7, "off")
+    split = api.SPLIT.defaults()  # the split's flags: --no-close and --no-fill turn the wire's defaults off
+    args = cli.parse_args(["split", "--workspace", "/ws", "--out", "/out"])
+    assert {key: getattr(args, key) for key in split} == split
+    args = cli.parse_args(["split", "--workspace", "/ws", "--out", "/out", "--no-close", "--no-fill"])
+    assert (args.close, args.fill_holes) == (False, False) and split["close"] and split["fill_holes"]
 
 
 # --- the add-on ---------------------------------------------------------------------------
