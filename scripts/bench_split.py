@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -167,6 +168,10 @@ def main() -> None:
     floor_iou = iou(split.face_part == background, face_truth == floor, tm.area_faces)
     print(f"background ({BACKGROUND_PART}) against the true floor: IoU {floor_iou:.4f}")
     clock.print_times()
+    if args.workspace:  # a copy (the workspace given stays as it was), and with it a generated scene's folder
+        shutil.rmtree(tmp if args.scene else ws.root)
+    else:
+        print(f"workspace: {ws.root}")
 
 
 if __name__ == "__main__":
