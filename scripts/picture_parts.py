@@ -25,8 +25,8 @@ from blender_dff.worker import session as worker_session
 from demo import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-SPREAD = 0.6  # each object moves this fraction of its distance from the scene's centre
-LIFT = 0.15   # and up by this fraction of the scene's width, so its closed underside shows
+SPREAD = 1.2  # each object moves this fraction of its distance from the scene's centre
+LIFT = 0.3    # and up by this fraction of the scene's width, so its closed underside shows
 
 
 def pull_apart(parts: list[bpy.types.Object]) -> tuple[Vector, float]:
@@ -47,7 +47,7 @@ def render(out: Path, middle: Vector, width: float) -> None:
     scene = bpy.context.scene
     cam = bpy.data.objects.new("Picture Camera", bpy.data.cameras.new("Picture Camera"))
     scene.collection.objects.link(cam)
-    eye = middle + Vector((1.0, -1.6, 1.1)) * width * 1.3
+    eye = middle + Vector((1.0, -1.6, 1.2)) * width * 1.6
     cam.location = eye
     cam.rotation_euler = (middle - eye).to_track_quat("-Z", "Y").to_euler()
     cam.data.lens = 35
