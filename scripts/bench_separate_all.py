@@ -22,9 +22,9 @@ import bpy
 import numpy as np
 
 import blender_dff
-from bench_threshold import grid
+from bench_threshold import grid, loaded_grid
 from blender_dff.scene import link, parts
-from blender_dff.scene.mesh_import import FACE_INDEX_ATTR, apply_mesh, build_mesh
+from blender_dff.scene.mesh_import import FACE_INDEX_ATTR, build_mesh
 from blender_dff.scene.selection import write_query
 from blender_dff.worker.client import Reply
 
@@ -79,12 +79,7 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=8)
     args = parser.parse_args()
 
-    bpy.ops.wm.read_homefile(use_empty=True)
-    blender_dff.register()
-    vertices, faces = grid(args.faces)
-    apply_mesh(bpy.context, Reply(ok=True, result={}, arrays={
-        "vertices": vertices, "faces": faces, "vertex_colors": (vertices + 1) / 2}))
-    obj = bpy.context.scene.dff.mesh_object
+    obj, vertices, faces = loaded_grid(args.faces)
     reply = split_reply(faces, args.parts)
     print(f"{len(obj.data.polygons):,} faces into {args.parts} parts with {len(reply.arrays['patch_faces']):,} "
           f"patch faces, {bpy.app.version_string}")

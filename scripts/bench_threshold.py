@@ -38,6 +38,17 @@ def grid(n_faces: int) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces.astype(np.int32)
 
 
+def loaded_grid(n_faces: int) -> tuple[bpy.types.Object, np.ndarray, np.ndarray]:
+    """A grid of about `n_faces` faces brought in through the add-on's importer, in an empty
+    file with the add-on registered: the scene's DFF mesh, its vertices and faces."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    blender_dff.register()
+    vertices, faces = grid(n_faces)
+    apply_mesh(bpy.context, Reply(ok=True, result={}, arrays={
+        "vertices": vertices, "faces": faces, "vertex_colors": (vertices + 1) / 2}))
+    return bpy.context.scene.dff.mesh_object, vertices, faces
+
+
 def milliseconds(run) -> float:
     start = time.perf_counter()
     run()
@@ -60,12 +71,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10)
     args = parser.parse_args()
 
-    bpy.ops.wm.read_homefile(use_empty=True)
-    blender_dff.register()
-    vertices, faces = grid(args.faces)
-    apply_mesh(bpy.context, Reply(ok=True, result={}, arrays={
-        "vertices": vertices, "faces": faces, "vertex_colors": (vertices + 1) / 2}))
-    obj = bpy.context.scene.dff.mesh_object
+    obj, vertices, faces = loaded_grid(args.faces)
     assert FACE_INDEX_ATTR in obj.data.attributes
     probability = np.random.default_rng(0).uniform(0.0, 1.0, len(faces)).astype(np.float32)
     write_query(bpy.context, obj, QUERY, probability, 0.5)  # leaves edit mode on, as a reply does

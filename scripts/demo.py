@@ -44,7 +44,8 @@ def wait_for(props, what: str, done) -> None:
         raise SystemExit(f"error: {props.error}\nhint: {props.error_hint}")
 
 
-def render_result(out: Path, part: bpy.types.Object, camera_matrix, lens: float) -> Path:
+def render(path: Path, camera_matrix, lens: float, size: tuple[int, int] = (384, 384)) -> Path:
+    """The scene with Cycles (CPU) from a camera at `camera_matrix`, lit by a sun, to `path`."""
     scene = bpy.context.scene
     cam = bpy.data.objects.new("Demo Camera", bpy.data.cameras.new("Demo Camera"))
     scene.collection.objects.link(cam)
@@ -61,12 +62,11 @@ def render_result(out: Path, part: bpy.types.Object, camera_matrix, lens: float)
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
     scene.cycles.samples = 16
-    scene.render.resolution_x = scene.render.resolution_y = 384
+    scene.render.resolution_x, scene.render.resolution_y = size
     scene.render.film_transparent = False
     scene.view_settings.view_transform = "Standard"
     for obj in bpy.data.collections["DFF Cameras"].objects:
         obj.hide_render = True
-    path = out / "render.png"
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)
     return path
@@ -105,14 +105,14 @@ def main() -> None:
         part = bpy.data.objects[args.object]
         part.location += Vector((0.0, 0.0, 0.6))  # the separated object is free to move
         camera = bpy.data.collections["DFF Cameras"].objects[0]
-        render = render_result(out, part, camera.matrix_world.copy(), camera.data.lens)
+        rendered = render(out / "render.png", camera.matrix_world.copy(), camera.data.lens)
         bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
         photo = Image.open(scene_dir / "train" / "r_000.png").convert("RGBA")
         backdrop = Image.new("RGBA", photo.size, (204, 204, 204, 255))
         photo = Image.alpha_composite(backdrop, photo).convert("RGB").resize((384, 384))
         side_by_side = Image.new("RGB", (768, 384))
         side_by_side.paste(photo, (0, 0))
-        side_by_side.paste(Image.open(render).convert("RGB"), (384, 0))
+        side_by_side.paste(Image.open(rendered).convert("RGB"), (384, 0))
         side_by_side.save(out / "demo.png")
         print(f"{props.message}\npicture: {out / 'demo.png'}\nblend file: {out / 'demo.blend'}")
     finally:

@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 import bpy
-from mathutils import Vector
+from mathutils import Matrix, Vector
 
 import blender_dff
 from blender_dff import jobs
 from blender_dff.scene.parts import PARTS_SUFFIX
 from blender_dff.wire.api import BACKGROUND_PART
 from blender_dff.worker import session as worker_session
-from demo import wait_for
+from demo import render, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SPREAD = 1.2  # each object moves this fraction of its distance from the scene's centre
@@ -43,31 +43,10 @@ def pull_apart(parts: list[bpy.types.Object]) -> tuple[Vector, float]:
     return middle, width
 
 
-def render(out: Path, middle: Vector, width: float) -> None:
-    scene = bpy.context.scene
-    cam = bpy.data.objects.new("Picture Camera", bpy.data.cameras.new("Picture Camera"))
-    scene.collection.objects.link(cam)
+def camera_looking_at(middle: Vector, width: float) -> Matrix:
+    """From above and in front, far enough back for the pulled-apart objects to fit."""
     eye = middle + Vector((1.0, -1.6, 1.2)) * width * 1.6
-    cam.location = eye
-    cam.rotation_euler = (middle - eye).to_track_quat("-Z", "Y").to_euler()
-    cam.data.lens = 35
-    scene.camera = cam
-    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
-    sun.data.energy = 3.0
-    sun.rotation_euler = (0.6, 0.2, 0.8)
-    scene.collection.objects.link(sun)
-    world = bpy.data.worlds.new("Picture World")
-    world.color = (0.8, 0.8, 0.8)
-    scene.world = world
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = 16
-    scene.render.resolution_x, scene.render.resolution_y = 768, 480
-    scene.view_settings.view_transform = "Standard"
-    for obj in bpy.data.collections["DFF Cameras"].objects:
-        obj.hide_render = True
-    scene.render.filepath = str(out)
-    bpy.ops.render.render(write_still=True)
+    return Matrix.Translation(eye) @ (middle - eye).to_track_quat("-Z", "Y").to_matrix().to_4x4()
 
 
 def main() -> None:
@@ -95,7 +74,7 @@ def main() -> None:
         parts = list(bpy.data.collections[mesh.name + PARTS_SUFFIX].objects)
         middle, width = pull_apart(parts)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        render(args.out.resolve(), middle, width)
+        render(args.out.resolve(), camera_looking_at(middle, width), 35.0, (768, 480))
         print(f"picture: {args.out}")
     finally:
         worker_session.session().shutdown()
