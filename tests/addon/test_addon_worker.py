@@ -117,7 +117,9 @@ def test_user_flow_selects_and_separates_the_object(addon, tiny_scene, trained_w
     assert "Col" in part.data.color_attributes
     assert area_on_label(part, label, ground_truth) > 0.8
 
-    # Bake: both the rest and the separated part get the atlas and the texture.
+    # Bake of the whole mesh (the DFF mesh active; the separated part would be baked alone):
+    # both the rest and the separated part get the atlas and the texture.
+    bpy.context.view_layer.objects.active = mesh_obj
     props.texture_size = '1024'
     bpy.ops.dff.bake_texture()
     pump_until(lambda: not jobs.running(bpy.context.scene))
