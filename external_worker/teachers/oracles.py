@@ -3,6 +3,8 @@ perfect 2D segmenter in place of SAM's decoder, perfect text-aligned features in
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .targets import PixelTargets
@@ -15,39 +17,46 @@ class LabelOracle:
     It reads feature maps rendered from `labels` per-face features: a cell's object is its
     argmax label, and cells holding exactly the `background` feature are empty. A prompt selects
     the objects under its object clicks (or the most common one in its box), minus those under
-    background clicks. Same call as `SamModel.decode`."""
+    background clicks. Same call as `SamModel.decode`.
+
+    `corrupt`, when given, makes it an imperfect segmenter: it is handed each call's object map at
+    the image's size (0 = empty, object k as k + 1) and returns the map the prompt is read from
+    (see `teachers.imperfect`)."""
 
     device = "cpu"
 
-    def __init__(self, background: np.ndarray) -> None:
+    def __init__(self, background: np.ndarray, corrupt: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.background = np.asarray(background, np.float32)
+        self.corrupt = corrupt
 
     def decode(self, features, image_size: tuple[int, int], points: np.ndarray | None = None,
                point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
                multimask: bool = True) -> tuple[np.ndarray, np.ndarray]:
         f = np.asarray(features, np.float32)
         cells = f.shape[1]
-        objects = f.argmax(0)
-        objects[np.abs(f - self.background[:, None, None]).max(0) < 1e-6] = -1
-        scale = cells / np.asarray(image_size, np.float64)[::-1]  # (x, y) pixels -> cells
+        objects = f.argmax(0) + 1
+        objects[np.abs(f - self.background[:, None, None]).max(0) < 1e-6] = 0
+        rows = np.minimum((np.arange(image_size[0]) * cells) // image_size[0], cells - 1)
+        cols = np.minimum((np.arange(image_size[1]) * cells) // image_size[1], cells - 1)
+        objects = objects[rows][:, cols]  # at the image's size: a segmenter errs in pixels
+        if self.corrupt is not None:
+            objects = self.corrupt(objects)
+        height, width = objects.shape
 
         def under(xy: np.ndarray) -> int:
-            col, row = np.clip((np.asarray(xy) * scale).astype(int), 0, cells - 1)
-            return int(objects[row, col])
+            col, row = np.asarray(xy, np.float64).astype(int)
+            return int(objects[min(max(row, 0), height - 1), min(max(col, 0), width - 1)])
 
         clicks = [] if points is None else list(zip(points, point_labels))
         wanted = {under(xy) for xy, label in clicks if label == 1}
         if box is not None:
-            x0, y0, x1, y1 = np.clip((np.asarray(box).reshape(2, 2) * scale).astype(int), 0, cells - 1).ravel()
-            inside = objects[y0:y1 + 1, x0:x1 + 1]
-            inside = inside[inside >= 0]
+            x0, y0, x1, y1 = np.asarray(box).reshape(2, 2).astype(int).ravel()
+            inside = objects[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)]
+            inside = inside[inside > 0]
             if inside.size:
                 wanted.add(int(np.bincount(inside).argmax()))
-        wanted -= {under(xy) for xy, label in clicks if label == 0} | {-1}
-        mask = np.isin(objects, sorted(wanted))
-        rows = np.minimum((np.arange(image_size[0]) * cells) // image_size[0], cells - 1)
-        cols = np.minimum((np.arange(image_size[1]) * cells) // image_size[1], cells - 1)
-        return mask[rows][:, cols][None], np.ones(1, np.float32)
+        wanted -= {under(xy) for xy, label in clicks if label == 0} | {0}
+        return np.isin(objects, sorted(wanted))[None], np.ones(1, np.float32)
 
 
 class LabelTextOracle:

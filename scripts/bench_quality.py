@@ -1,0 +1,184 @@
+"""Benchmark selections with an imperfect teacher: label maps corrupted per view the way a real
+segmenter errs (boundaries off by a pixel or two, objects missed or merged with a neighbour,
+stray blobs; `teachers.imperfect`), at rising corruption levels, on a generated scene with exact
+ground truth (make_scene.py --ground: touching objects on a floor).
+
+For each level it prints the corrupted maps' mean 2D IoU against the true maps (what the teacher
+scores) next to what the 3D field makes of them:
+  - lifting: the `labels` feature field distilled from the corrupted maps, each face labelled by
+    the field's most probable label; per-face mIoU against the ground truth (area-weighted);
+  - clicks: one click per object from a held-out view, the ideal segmenter (`LabelOracle` on the
+    clean labels features) corrupted at the same level standing in for SAM's decoder, carried to
+    --views training views; per-face IoU of the whole selected object, mean over objects.
+
+The workspace needs the NeRF, the mesh and the labels teacher trained (bench_pipeline.py leaves
+one); each level distils its field into a scratch copy, leaving the workspace as it was.
+
+    python scripts/bench_quality.py --scene SCENE --workspace WS [--levels 0,0.5,1,1.5,2] [--picture docs/quality.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bench_click import Bench, load_bench
+from benchlib import iou, scratch_copy, train_settings
+from external_worker import pipeline
+from external_worker.evaluation import crop_to_box, nearest_ground_truth_labels
+from external_worker.mesh.stored import mesh_voxel
+from external_worker.progress import TqdmReporter
+from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click
+from external_worker.queries.faces import load_face_features
+from external_worker.queries.prompt import DEFAULT_CLICK_VIEWS
+from external_worker.queries.readers import load_reader
+from external_worker.teachers.imperfect import Corruption, corrupt_label_map, corrupt_label_maps, label_map_iou
+from external_worker.teachers.oracles import LabelOracle
+from external_worker.training import device
+from external_worker.workspace import Workspace
+
+FEATURE_STAGES = "*features_labels*"  # the labels field and its per-face features: distilled anew per level
+
+
+def face_truth(bench: Bench, scene_dir: Path, box: np.ndarray) -> np.ndarray:
+    """Each face's true label, from the ground truth cut at the scene box (all the mesh can hold)."""
+    with np.load(scene_dir / "ground_truth.npz") as gt:
+        cut = crop_to_box(gt["vertices"], gt["faces"], gt["face_labels"], box)
+    return nearest_ground_truth_labels(bench.geometry.centroids, *cut)
+
+
+def lift(workspace: Path, scratch: Path, maps: np.ndarray, feature_steps: int | None) -> np.ndarray:
+    """Each face's label id after distilling the labels field from `maps` in place of the
+    dataset's label maps, in a scratch copy of the workspace."""
+    ws = scratch_copy(workspace, scratch, FEATURE_STAGES)
+    try:
+        scene = pipeline.open_scene(ws)
+        scene.dataset.labels = maps
+        teacher = pipeline.make_teacher("labels", scene.dataset, device=device())
+        pipeline.run_features(scene, teacher, train_settings(feature_steps=feature_steps).features, TqdmReporter())
+        reader = load_reader(ws, "labels")
+        return np.asarray(reader.teacher.class_ids)[reader.codes.rows().argmax(1)]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def click_ious(bench: Bench, oracle: LabelOracle, renderer: ViewRenderer, views: int) -> dict[int, float]:
+    """Per-face IoU of one click per object, carried to `views` training views."""
+    scores = {}
+    for label, (eye, direction) in bench.clicks.items():
+        probability, _ = sam_click(oracle, renderer, ClickPrompt.single(eye, direction), bench.train_eyes, views)
+        scores[label] = bench.iou(probability, label)
+    return scores
+
+
+class ImperfectSegmenter:
+    """The corruption the oracle applies to each map it reads a prompt from, keeping the 2D IoU
+    of every corrupted map against the map it was given."""
+
+    def __init__(self, corruption: Corruption, seed: int, background: frozenset[int]) -> None:
+        self.corruption, self.background = corruption, background
+        self.rng = np.random.default_rng(seed)
+        self.scores: list[float] = []
+
+    def __call__(self, objects: np.ndarray) -> np.ndarray:
+        corrupted = corrupt_label_map(objects, self.corruption, self.rng, self.background)
+        self.scores.append(label_map_iou(corrupted[None], objects[None]))
+        return corrupted
+
+
+def per_object(predicted: np.ndarray, bench: Bench) -> dict[int, float]:
+    return {label: iou(predicted == label, bench.truth == label, bench.area) for label in bench.names}
+
+
+def save_curve(path: Path, rows: list[dict]) -> None:
+    """The 3D results against the teacher's 2D IoU, the teacher itself as the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher = [row["teacher"] for row in rows]
+    figure, axes = plt.subplots(figsize=(6, 4.2), dpi=110)
+    axes.plot([0, 1], [0, 1], color="0.7", linestyle="--", label="the teacher itself (2D IoU)")
+    axes.plot(teacher, [row["lifted"] for row in rows], "o-", label="lifted: per-face mIoU of the labels field")
+    axes.plot(teacher, [row["clicks"] for row in rows], "s-", label="click carried to 8 views: per-face mIoU")
+    for row in rows:
+        axes.annotate(f"level {row['level']:g}", (row["teacher"], row["lifted"]), textcoords="offset points",
+                      xytext=(4, -12), fontsize=7, color="0.4")
+    axes.set_xlabel("corrupted label maps: mean 2D IoU against the true maps")
+    axes.set_ylabel("3D selection: per-face mIoU")
+    axes.set_xlim(min(teacher) - 0.05, 1.01)
+    axes.set_ylim(min(teacher) - 0.05, 1.01)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    axes.set_title("Selections from an imperfect teacher (grounded scene of touching objects)", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.png")
+    figure.savefig(partial)
+    partial.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", type=Path, required=True, help="make_scene.py output (ground truth)")
+    parser.add_argument("--workspace", type=Path, required=True, help="workspace trained on it (labels teacher)")
+    parser.add_argument("--levels", default="0,0.5,1,1.5,2", help="corruption levels (Corruption.at_level)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--background", default="ground", help="label names never missed or merged into")
+    parser.add_argument("--views", type=int, default=DEFAULT_CLICK_VIEWS, help="views a click is carried to")
+    parser.add_argument("--feature-steps", type=int, default=None, help="distillation steps (default: the preset's)")
+    parser.add_argument("--picture", type=Path, help="write the curve here (PNG)")
+    args = parser.parse_args()
+
+    ws = Workspace(args.workspace)
+    labels = load_face_features(ws, "labels")
+    bench = load_bench(ws, args.scene, labels, repeats=1)
+    scene = pipeline.open_scene(ws)
+    bench.truth = face_truth(bench, args.scene, scene.dataset.aabb.astype(np.float64))
+    names = json.loads((args.scene / "labels.json").read_text())
+    background = frozenset(int(i) for i, name in names.items() if name in args.background.split(","))
+    train = np.flatnonzero((scene.dataset.split == "train") & scene.dataset.has_labels)
+    true_maps = scene.dataset.labels
+    renderer = ViewRenderer(bench.geometry, labels.features, labels.background, 3 * mesh_voxel(ws))
+    scratch = Path(tempfile.mkdtemp(prefix="dff_quality_")) / "workspace"
+
+    rows = []
+    for level in (float(x) for x in args.levels.split(",")):
+        corruption = Corruption.at_level(level)
+        maps = corrupt_label_maps(true_maps, train, corruption, args.seed, background)
+        teacher = label_map_iou(maps[train], true_maps[train])
+        lifted = per_object(lift(ws.root, scratch, maps, args.feature_steps), bench)
+        # The oracle numbers objects by label index + 1: the background ids move with them.
+        segmenter = ImperfectSegmenter(corruption, args.seed,
+                                       frozenset(labels.teacher.class_ids.index(i) + 1 for i in background))
+        clicks = click_ious(bench, LabelOracle(labels.background, segmenter), renderer, args.views)
+        rows.append({"level": level, "teacher": teacher, "segmenter": float(np.nanmean(segmenter.scores)),
+                     "lifted": float(np.nanmean(list(lifted.values()))),
+                     "clicks": float(np.mean(list(clicks.values()))), "per_object": lifted, "per_click": clicks})
+        print(f"\nlevel {level:g} ({corruption}):")
+        print(f"  teacher (corrupted maps): mean 2D IoU {teacher:.4f}")
+        print(f"  lifted: per-face mIoU {rows[-1]['lifted']:.4f}   "
+              + "  ".join(f"{bench.names[k]} {v:.3f}" for k, v in lifted.items()))
+        print(f"  segmenter (corrupted masks of the clicks): mean 2D IoU {rows[-1]['segmenter']:.4f}")
+        print(f"  clicks carried to {args.views} views: per-face mIoU {rows[-1]['clicks']:.4f}   "
+              + "  ".join(f"{bench.names[k]} {v:.3f}" for k, v in clicks.items()))
+
+    print("\n== blender_dff quality with an imperfect teacher ==")
+    print(f"scene: {args.scene} ({len(train)} labelled training views, {len(bench.geometry.faces):,} faces)")
+    print("level  teacher 2D IoU  lifted per-face mIoU  segmenter 2D IoU  click per-face mIoU")
+    for row in rows:
+        print(f"{row['level']:5g}  {row['teacher']:14.4f}  {row['lifted']:20.4f}  {row['segmenter']:16.4f}  "
+              f"{row['clicks']:18.4f}")
+    if args.picture:
+        save_curve(args.picture, rows)
+        print(f"curve: {args.picture}")
+
+
+if __name__ == "__main__":
+    main()
