@@ -20,10 +20,11 @@ from .datasets.dataset import Dataset, check_trainable, load_dataset
 from .errors import WorkerError
 from .config import FeatureConfig, MeshConfig, NerfConfig, TrainConfig, TrainSettings, describe
 from .features.augment import use_augmentation
+from .features.face_votes import lift_classes
 from .features.field import background_feature, face_codes
 from .features.train import load_features, train_features
 from .mesh.extract import Mesh, extract_mesh
-from .mesh.stored import load_mesh, mesh_id
+from .mesh.stored import load_mesh, mesh_id, seen_tolerance
 from .training import device
 from .nerf.train import load_field, train_nerf
 from .parts.assign import assign_parts
@@ -200,7 +201,12 @@ def run_features(scene: Scene, teacher: Teacher, config: FeatureConfig, reporter
         model, teacher = load_features(ws, teacher_name)
         mesh = load_mesh(ws)
         centroids = scene.frame.normalise_points(mesh.vertices[mesh.faces].mean(1))
-        ws.save_npz(Files.face_features(teacher_name), **face_codes(model, centroids).to_arrays())
+        codes = face_codes(model, centroids)
+        if teacher.votes_on_faces:
+            views = np.flatnonzero(scene.dataset.split == "train")
+            codes = lift_classes(scene.dataset, mesh, codes, teacher.targets(scene.dataset, views),
+                                 seen_tolerance(ws), reporter)
+        ws.save_npz(Files.face_features(teacher_name), **codes.to_arrays())
         ws.update_stage(Stages.face_features(teacher_name), done=True, n_faces=int(len(mesh.faces)),
                         teacher=teacher.to_dict(), background=background_feature(model).tolist())
     return info

@@ -39,7 +39,7 @@ from external_worker.teachers.oracles import LabelOracle
 from external_worker.features.field import quadrature_samples
 from external_worker.features.train import load_features
 from external_worker.geometry.raycast import first_hit
-from external_worker.mesh.stored import mesh_voxel
+from external_worker.mesh.stored import seen_tolerance
 from external_worker.nerf.train import load_field
 from external_worker.progress import SilentReporter, TqdmReporter
 from external_worker.queries.click import ClickPrompt, ViewRenderer, sam_click
@@ -129,7 +129,7 @@ def labels_clicks(bench: Bench) -> None:
 def ideal_segmenter(bench: Bench, labels: FaceFeatures, views: int) -> None:
     """The 3D part of a SAM click, with perfect 2D masks."""
     print(f"\n2. ideal 2D segmenter: IoU of the clicked view alone vs carried to {views} views")
-    renderer = ViewRenderer(bench.geometry, labels.features, labels.background, 3 * mesh_voxel(bench.ws))
+    renderer = ViewRenderer(bench.geometry, labels.features, labels.background, seen_tolerance(bench.ws))
     oracle = LabelOracle(labels.background)
     single, multi = [], []
     for label, (eye, direction) in bench.clicks.items():
@@ -247,7 +247,7 @@ def main() -> None:
         pipeline.run_features(scene, teacher, replace(FeatureConfig(), steps=args.sam_steps), TqdmReporter())
     sam = load_face_features(ws, "sam")
     decoder, decoder_name = real_size_decoder(args.sam_checkpoint)
-    sam_renderer = ViewRenderer(bench.geometry, sam.features, sam.background, 3 * mesh_voxel(ws))
+    sam_renderer = ViewRenderer(bench.geometry, sam.features, sam.background, seen_tolerance(ws))
     sam_click_latency(bench, decoder, decoder_name, sam_renderer, args.views)
 
     scene = pipeline.open_scene(ws)

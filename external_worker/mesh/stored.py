@@ -24,6 +24,12 @@ def mesh_voxel(ws: Workspace) -> float:
         return 2 * frame.scale / ws.stage(Stages.MESH)["settings"]["resolution"]
 
 
+def seen_tolerance(ws: Workspace) -> float:
+    """Depth (world units) within which a face counts as seen where the z-buffer is nearer: three
+    marching-cubes cells, the mesh's own roughness, so a surface does not hide itself."""
+    return 3 * mesh_voxel(ws)
+
+
 def mesh_id(mesh: Mesh) -> str:
     """What identifies one extracted mesh: a digest of its faces and vertices. Blender keeps it
     on the mesh it imported, and every request about faces sends it back: a face count alone

@@ -17,7 +17,7 @@ import trimesh
 from blender_dff.wire.api import BACKGROUND_PART, CANONICAL_NEGATIVES, DEFAULT_CLICK_VIEWS
 
 from ..errors import WorkerError
-from ..mesh.stored import mesh_voxel
+from ..mesh.stored import seen_tolerance
 from ..progress import Reporter, SilentReporter
 from ..queries.click import ViewRenderer
 from ..queries.faces import FaceFeatures, Geometry, load_face_features, load_geometry
@@ -27,7 +27,7 @@ from ..workspace import Files, Workspace
 from .islands import merge_islands
 from .prompting import self_prompted_parts
 from .rim import scene_walls, spans_box
-from .topology import face_pairs
+from ..mesh.topology import face_pairs
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _by_clicks(ws: Workspace, surface: Surface, label_set: str, reporter: Report
 
 def _prompted(ws: Workspace, surface: Surface, features: FaceFeatures, decoder,
               reporter: Reporter) -> tuple[np.ndarray, None]:
-    renderer = ViewRenderer(surface.geometry, features.features, features.background, 3 * mesh_voxel(ws))
+    renderer = ViewRenderer(surface.geometry, features.features, features.background, seen_tolerance(ws))
     cameras = ws.load_npz(Files.CAMERAS)
     with ws.reading(Files.CAMERAS):
         eyes = cameras["c2w"][cameras["split"] == "train"][:, :3, 3]

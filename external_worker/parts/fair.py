@@ -18,7 +18,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 from scipy.spatial import cKDTree
 
-from .topology import components, directed_edges, face_pairs
+from ..mesh.topology import components, directed_edges, face_pairs
 
 SCREEN = 0.2  # pull of the plane against the membrane: the fill joins its border within ~3 edges
 PLANE_REACH = 2.0  # the surface within this many hole radii of a hole's centre is what its plane fits

@@ -16,7 +16,7 @@ import pymeshfix
 from scipy.spatial import cKDTree
 
 from .loops import fan, holes_and_rims
-from .topology import components, directed_edges, edge_keys, face_keys, face_pairs, open_edges
+from ..mesh.topology import components, directed_edges, edge_keys, face_keys, face_pairs, open_edges
 
 AROUND = 3  # rings of faces around the holes MeshFix reads: its fill looks no farther
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .topology import components
+from ..mesh.topology import components
 
 SPECK_SHARE = 0.001  # of the mesh's area
 PASSES = 3  # a speck inside a speck joins its surroundings on a later pass

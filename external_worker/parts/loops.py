@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .topology import edge_keys
+from ..mesh.topology import edge_keys
 
 
 def simple_cycles(edges: np.ndarray) -> list[list[int]]:

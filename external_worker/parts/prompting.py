@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from ..progress import Reporter
 from ..queries.click import ClickPrompt, ViewRenderer, sam_click
-from .topology import components
+from ..mesh.topology import components
 
 MAX_PARTS = 32
 MAX_CLICKS = 2 * MAX_PARTS  # a click that selects nothing new still counts

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..geometry.frame import SceneFrame
 from ..workspace import Files, Stages, Workspace
-from .topology import edge_keys, open_edges
+from ..mesh.topology import edge_keys, open_edges
 
 RIM_VOXELS = 1.5  # a vertex this near a wall lies on it (marching cubes puts the rim on it; decimation moves it)
 

@@ -7,7 +7,7 @@ import numpy as np
 from blender_dff.wire.api import DEFAULT_CLICK_VIEWS
 
 from ..errors import WorkerError
-from ..mesh.stored import mesh_voxel
+from ..mesh.stored import seen_tolerance
 from ..workspace import Workspace
 from .click import ClickPrompt, faces_in_box
 from .faces import load_geometry
@@ -27,7 +27,7 @@ def query_click(workspace: Workspace, prompt: ClickPrompt, teacher: str = "label
     cast = [g.hit(o, d) for o, d in zip(prompt.origins, prompt.directions)]
     hits, depths = [face for face, _ in cast], np.array([t for _, t in cast], np.float64)
     main_hit = next((h for h, label in zip(hits, prompt.labels) if label == 1), -1)
-    tolerance = 3 * mesh_voxel(workspace)
+    tolerance = seen_tolerance(workspace)
     in_box = None
     if prompt.box_origins is not None:
         in_box = faces_in_box(g, prompt, tolerance)

@@ -20,6 +20,7 @@ class LabelsTeacher:
 
     name = "labels"
     encodes_images = False  # label maps exist for the dataset's own views only
+    votes_on_faces = True   # a face's label is its views' vote, not the field's alone (features.face_votes)
 
     def __init__(self, class_ids: list[int], class_names: list[str]) -> None:
         self.class_ids = class_ids

@@ -30,6 +30,7 @@ class Teacher(Protocol):
     name: str
     feature_dim: int       # channels of the rendered feature
     encodes_images: bool   # has `image_targets(image)` for views rendered by the NeRF
+    votes_on_faces: bool   # its targets are classes: the views vote on each face's (features.face_votes)
 
     def targets(self, dataset: "Dataset", views: np.ndarray) -> PixelTargets: ...
 

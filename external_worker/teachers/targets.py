@@ -31,6 +31,7 @@ class ImageTeacher:
     centre of each of its feature cells, and views rendered by the NeRF too (augmentation)."""
 
     encodes_images = True
+    votes_on_faces = False  # features, not classes: each face's is the field's
 
     def image_targets(self, image: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """(row, col) float32 (P,) pixel positions of the cell centres and the features (P, C) there."""

@@ -20,7 +20,7 @@ from external_worker.parts.islands import merge_islands
 from external_worker.parts.loops import fan, simple_cycles
 from external_worker.parts.rim import rim_keys, spans_box, wall_contact
 from external_worker.parts.split import split_mesh
-from external_worker.parts.topology import edge_keys, face_keys, face_pairs, open_edges
+from external_worker.mesh.topology import edge_keys, face_keys, face_pairs, open_edges
 from external_worker.progress import SilentReporter
 from external_worker.queries.faces import Geometry
 from external_worker.workspace import Confinement
