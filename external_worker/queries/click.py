@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from ..errors import WorkerError
 from ..features.face_codes import FaceCodes
+from ..features.mesh_smoothing import fill_unknown
 from ..teachers.sam_model import SAM_FEATURE_SIZE, SamModel
 from ..geometry.camera import intrinsics_for, look_at, project, to_camera
 from ..geometry.visibility import visible_faces
@@ -36,6 +37,9 @@ MAX_FOV_DEGREES = 100.0
 CLICK_VIEW_WEIGHT = 2.0  # the view the user clicked in counts as two votes
 MIN_FACES_IN_VIEW = 20   # fewer selected faces in sight: the view says nothing about the object
 MIN_AGREEMENT = 0.5      # IoU with the faces earlier views decided, under which a mask is dropped
+EDGE_PIXELS = 2 * VIEW_SIZE / SAM_FEATURE_SIZE  # a view's word weighs fully this far inside or outside its mask
+MIN_EDGE_WEIGHT = 0.1    # and this much right at the mask's edge
+ANCHOR_SHARE = 0.5       # of the views a click is carried to, at most this share are asked about the clicked point
 
 
 @dataclass
@@ -128,15 +132,23 @@ class ViewRenderer:
         return torch.from_numpy(out)
 
     def mask_faces(self, decoder: SamModel, c2w: np.ndarray, fov: float, seen: tuple[np.ndarray, np.ndarray],
-                   points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None) -> np.ndarray:
-        """Which faces SAM's best mask covers (F,), given the view's `faces_seen`."""
+                   points: np.ndarray | None, labels: np.ndarray | None,
+                   box: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Which faces SAM's best mask covers (F,), given the view's `faces_seen`, and how much
+        the view's word on each face weighs (F,): 0 for faces it does not see, less near the
+        mask's edge, where a mask made from a 64 x 64 feature map is unsure by a cell or two."""
         features = self.feature_map(c2w, intrinsics_for(SAM_FEATURE_SIZE, fov)).to(decoder.device)
         multimask = box is None and (points is None or len(points) == 1)  # one click is ambiguous
         masks, _ = decoder.decode(features, (VIEW_SIZE, VIEW_SIZE), points, labels, box, multimask=multimask)
+        mask = np.asarray(masks[0], bool)
+        to_edge = np.where(mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask))
+        certainty = np.clip(to_edge / EDGE_PIXELS, MIN_EDGE_WEIGHT, 1.0).reshape(-1)
         visible, pixel = seen
         in_mask = np.zeros(len(visible), bool)
-        in_mask[visible] = masks[0].reshape(-1)[pixel[visible]]
-        return in_mask
+        in_mask[visible] = mask.reshape(-1)[pixel[visible]]
+        weight = np.zeros(len(visible))
+        weight[visible] = certainty[pixel[visible]]
+        return in_mask, weight
 
 
 def faces_in_box(geometry: Geometry, prompt: ClickPrompt, tolerance: float) -> np.ndarray:
@@ -180,12 +192,34 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
         xy = _project(corners[0], c2w, fov)
         box = np.concatenate([xy.min(0), xy.max(0)])
     seen_here = renderer.faces_seen(c2w, fov)
-    visible = seen_here[0]
-    in_mask = renderer.mask_faces(decoder, c2w, fov, seen_here, points, prompt.labels, box)
-    votes = np.where(visible, CLICK_VIEW_WEIGHT * in_mask, 0.0)
-    seen = np.where(visible, CLICK_VIEW_WEIGHT, 0.0)
-    used = 1
-    for eye in _views_around(g.centroids[in_mask], origin, cameras, views):
+    in_mask, weight = renderer.mask_faces(decoder, c2w, fov, seen_here, points, prompt.labels, box)
+    votes = CLICK_VIEW_WEIGHT * weight * in_mask
+    seen = CLICK_VIEW_WEIGHT * weight
+    anchor_face = g.hit(origin, direction)[0] if hit.any() else -1
+    anchor = clicked[np.flatnonzero(hit)[0]] if anchor_face >= 0 else None
+    asked = 0
+    if anchor is not None:
+        # The views that see the clicked point are each asked for the object under it, on their
+        # own: where one view's segmenter errs (the object missed, merged with its neighbour, a
+        # blob under the click; the clicked view's included), the others outvote it.
+        seeing = _cameras_seeing(g, anchor, anchor_face, cameras, renderer.tolerance)
+        for eye in _views_around(anchor[None], origin, cameras[seeing], int(np.ceil(views * ANCHOR_SHARE))):
+            view = look_at(eye, anchor - eye)
+            view_fov = _fov_holding(view, g.centroids[in_mask] if in_mask.any() else anchor[None], margin=1.5)
+            # Seen in the feature map's own cells: a nearer object sharing the clicked point's cell
+            # (a chair's leg in front of the floor clicked beside it) would answer for it.
+            if not renderer.faces_seen(view, view_fov, SAM_FEATURE_SIZE)[0][anchor_face]:
+                continue
+            view_mask, weight = renderer.mask_faces(decoder, view, view_fov, renderer.faces_seen(view, view_fov),
+                                                    _project(anchor[None], view, view_fov), np.array([1]), None)
+            votes += weight * view_mask
+            seen += weight
+            asked += 1
+        cameras = cameras[~seeing]
+    used = 1 + asked
+    # The other views (the far side) are prompted with what the views so far selected: a box and a point.
+    selected = (seen > 0) & (votes > 0.5 * seen)
+    for eye in _views_around(g.centroids[selected], origin, cameras, views - asked):
         selected = (seen > 0) & (votes > 0.5 * seen)
         if selected.sum() < MIN_FACES_IN_VIEW:
             break
@@ -199,14 +233,24 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
         if in_sight.sum() < MIN_FACES_IN_VIEW:
             continue  # hidden from here
         box, point = _prompt_from_faces(g, in_sight, view, view_fov)
-        in_mask = renderer.mask_faces(decoder, view, view_fov, seen_here, point[None], np.array([1]), box)
-        agreement = (in_mask & in_sight).sum() / max((in_mask & known | in_sight).sum(), 1)
+        view_mask, weight = renderer.mask_faces(decoder, view, view_fov, seen_here, point[None], np.array([1]), box)
+        agreement = (view_mask & in_sight).sum() / max((view_mask & known | in_sight).sum(), 1)
         if agreement < MIN_AGREEMENT:
             continue
-        votes += visible & in_mask
-        seen += visible
+        votes += weight * view_mask
+        seen += weight
         used += 1
-    return (votes / np.maximum(seen, 1e-9)).astype(np.float32), used
+    # Faces none of the views saw (an underside, a back) take the value of the faces around them.
+    return fill_unknown(votes / np.maximum(seen, 1e-9), seen > 0, g.adjacency).astype(np.float32), used
+
+
+def _cameras_seeing(g: Geometry, point: np.ndarray, face: int, cameras: np.ndarray, tolerance: float) -> np.ndarray:
+    """(M,) which camera positions see `point` (on `face`): nothing of the mesh in front of it."""
+    seeing = np.zeros(len(cameras), bool)
+    for i, eye in enumerate(cameras):
+        hit, distance = g.hit(eye, point - eye)
+        seeing[i] = hit == face or distance >= np.linalg.norm(point - eye) - tolerance
+    return seeing
 
 
 def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, cameras: np.ndarray,
@@ -230,7 +274,9 @@ def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, came
 
 
 def _prompt_from_faces(g: Geometry, faces: np.ndarray, c2w: np.ndarray, fov: float) -> tuple[np.ndarray, np.ndarray]:
-    """A box around the faces as a view sees them, and the point deepest inside them."""
+    """A box around the faces as a view sees them, and the point deepest inside them. The box
+    holds the largest connected region of them only: a few stray faces elsewhere in the view (a
+    neighbour's rim that an earlier mask bled onto) would widen it into a box of the floor."""
     cells = SAM_FEATURE_SIZE
     scale = VIEW_SIZE / cells
     xy = _project(g.centroids[faces], c2w, fov, cells)
@@ -239,7 +285,10 @@ def _prompt_from_faces(g: Geometry, faces: np.ndarray, c2w: np.ndarray, fov: flo
     occupied = np.zeros((cells, cells), bool)
     occupied[row, col] = True
     occupied = ndimage.binary_closing(occupied, iterations=1) | occupied
+    regions, _ = ndimage.label(occupied)
+    occupied = regions == np.bincount(regions.ravel())[1:].argmax() + 1
     depth = ndimage.distance_transform_edt(np.pad(occupied, 1))[1:-1, 1:-1]
     r, c = np.unravel_index(int(depth.argmax()), depth.shape)
-    box = np.array([col.min(), row.min(), col.max() + 1, row.max() + 1], np.float64) * scale
+    rows, cols = np.nonzero(occupied)
+    box = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float64) * scale
     return box, (np.array([c, r], np.float64) + 0.5) * scale

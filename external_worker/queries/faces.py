@@ -4,12 +4,15 @@ kept in memory per process while their files are unchanged."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 from ..errors import WorkerError
 from ..features.face_codes import FaceCodes
+from ..features.mesh_smoothing import face_adjacency
 from ..geometry.raycast import first_hit
 from ..teachers.registry import TEACHER_TYPES, Teacher
 from ..training import device
@@ -42,6 +45,11 @@ class Geometry:
         normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(1e-12)
         radii = np.linalg.norm(tri - centroids[:, None], axis=2).max(1)
         return cls(vertices, faces, centroids, normals, radii)
+
+    @cached_property
+    def adjacency(self) -> sparse.csr_matrix:
+        """Faces sharing an edge (made at the first query that walks the mesh, then kept)."""
+        return face_adjacency(self.faces)
 
     def hit(self, origin: np.ndarray, direction: np.ndarray) -> tuple[int, float]:
         """First face the ray hits and its distance ((-1, inf) for none). Only faces whose bounding

@@ -16,8 +16,8 @@ class LabelOracle:
 
     It reads feature maps rendered from `labels` per-face features: a cell's object is its
     argmax label, and cells holding exactly the `background` feature are empty. A prompt selects
-    the objects under its object clicks (or the most common one in its box), minus those under
-    background clicks. Same call as `SamModel.decode`.
+    the objects under its object clicks and the object its box encloses (`_boxed_object`), minus
+    those under background clicks. Same call as `SamModel.decode`.
 
     `corrupt`, when given, makes it an imperfect segmenter: it is handed each call's object map at
     the image's size (0 = empty, object k as k + 1) and returns the map the prompt is read from
@@ -50,13 +50,24 @@ class LabelOracle:
         clicks = [] if points is None else list(zip(points, point_labels))
         wanted = {under(xy) for xy, label in clicks if label == 1}
         if box is not None:
-            x0, y0, x1, y1 = np.asarray(box).reshape(2, 2).astype(int).ravel()
-            inside = objects[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)]
-            inside = inside[inside > 0]
-            if inside.size:
-                wanted.add(int(np.bincount(inside).argmax()))
+            wanted.add(_boxed_object(objects, np.asarray(box, np.float64)))
         wanted -= {under(xy) for xy, label in clicks if label == 0} | {0}
         return np.isin(objects, sorted(wanted))[None], np.ones(1, np.float32)
+
+
+def _boxed_object(objects: np.ndarray, box: np.ndarray) -> int:
+    """The object a box prompt asks for: the one whose pixels best match the box's rectangle
+    (IoU), as SAM segments what a box encloses; a floor filling most of the box is not it,
+    since most of the floor lies outside the box. 0 for an empty box."""
+    height, width = objects.shape
+    x0, y0, x1, y1 = np.clip(box.reshape(2, 2).astype(int), 0, [width, height]).ravel()
+    inside = objects[y0:y1 + 1, x0:x1 + 1]
+    present = np.unique(inside[inside > 0])
+    if not present.size:
+        return 0
+    within = np.bincount(inside.ravel(), minlength=present.max() + 1)[present]
+    total = np.bincount(objects.ravel(), minlength=present.max() + 1)[present]
+    return int(present[np.argmax(within / (total + inside.size - within))])
 
 
 class LabelTextOracle:
