@@ -29,14 +29,14 @@ from ..features.mesh_smoothing import fill_unknown
 from ..teachers.sam_model import SAM_FEATURE_SIZE, SamModel
 from ..geometry.camera import intrinsics_for, look_at, project, to_camera
 from ..geometry.visibility import visible_faces
+from .ballot import Ballot
 from .faces import Geometry, unit_rays
 
 VIEW_SIZE = 256          # pixels of a virtual view (SAM upsamples its masks to this)
-MIN_FOV_DEGREES = 50.0   # the clicked view: at least this wide, wider if the prompts need it
+MIN_FOV_DEGREES = 20.0   # the clicked view: at least this wide, wider if the prompts need it
 MAX_FOV_DEGREES = 100.0
 CLICK_VIEW_WEIGHT = 2.0  # the view the user clicked in counts as two votes
 MIN_FACES_IN_VIEW = 20   # fewer selected faces in sight: the view says nothing about the object
-MIN_AGREEMENT = 0.5      # IoU with the faces earlier views decided, under which a mask is dropped
 EDGE_PIXELS = 2 * VIEW_SIZE / SAM_FEATURE_SIZE  # a view's word weighs fully this far inside or outside its mask
 MIN_EDGE_WEIGHT = 0.1    # and this much right at the mask's edge
 ANCHOR_SHARE = 0.5       # of the views a click is carried to, at most this share are asked about the clicked point
@@ -193,8 +193,8 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
         box = np.concatenate([xy.min(0), xy.max(0)])
     seen_here = renderer.faces_seen(c2w, fov)
     in_mask, weight = renderer.mask_faces(decoder, c2w, fov, seen_here, points, prompt.labels, box)
-    votes = CLICK_VIEW_WEIGHT * weight * in_mask
-    seen = CLICK_VIEW_WEIGHT * weight
+    ballot = Ballot(len(g.faces))
+    ballot.add(in_mask, weight, CLICK_VIEW_WEIGHT)
     anchor_face = g.hit(origin, direction)[0] if hit.any() else -1
     anchor = clicked[np.flatnonzero(hit)[0]] if anchor_face >= 0 else None
     asked = 0
@@ -210,36 +210,27 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
             # (a chair's leg in front of the floor clicked beside it) would answer for it.
             if not renderer.faces_seen(view, view_fov, SAM_FEATURE_SIZE)[0][anchor_face]:
                 continue
-            view_mask, weight = renderer.mask_faces(decoder, view, view_fov, renderer.faces_seen(view, view_fov),
-                                                    _project(anchor[None], view, view_fov), np.array([1]), None)
-            votes += weight * view_mask
-            seen += weight
+            ballot.add(*renderer.mask_faces(decoder, view, view_fov, renderer.faces_seen(view, view_fov),
+                                            _project(anchor[None], view, view_fov), np.array([1]), None))
             asked += 1
         cameras = cameras[~seeing]
-    used = 1 + asked
     # The other views (the far side) are prompted with what the views so far selected: a box and a point.
-    selected = (seen > 0) & (votes > 0.5 * seen)
-    for eye in _views_around(g.centroids[selected], origin, cameras, views - asked):
-        selected = (seen > 0) & (votes > 0.5 * seen)
+    for eye in _views_around(g.centroids[ballot.selected()], origin, cameras, views - asked):
+        selected = ballot.selected()
         if selected.sum() < MIN_FACES_IN_VIEW:
             break
         centre = g.centroids[selected].mean(0)
         view = look_at(eye, centre - eye)
         view_fov = _fov_holding(view, g.centroids[selected], margin=1.5)
         seen_here = renderer.faces_seen(view, view_fov)
-        visible = seen_here[0]
-        known = visible & (seen > 0)
-        in_sight = known & selected
+        in_sight = seen_here[0] & selected
         if in_sight.sum() < MIN_FACES_IN_VIEW:
             continue  # hidden from here
         box, point = _prompt_from_faces(g, in_sight, view, view_fov)
         view_mask, weight = renderer.mask_faces(decoder, view, view_fov, seen_here, point[None], np.array([1]), box)
-        agreement = (view_mask & in_sight).sum() / max((view_mask & known | in_sight).sum(), 1)
-        if agreement < MIN_AGREEMENT:
-            continue
-        votes += weight * view_mask
-        seen += weight
-        used += 1
+        if ballot.agrees(view_mask, weight):  # else the prompt fell on something else (an occluder)
+            ballot.add(view_mask, weight)
+    votes, seen, used = ballot.consensus()
     # Faces none of the views saw (an underside, a back) take the value of the faces around them.
     return fill_unknown(votes / np.maximum(seen, 1e-9), seen > 0, g.adjacency).astype(np.float32), used
 
