@@ -9,15 +9,20 @@ image), with the field's background feature elsewhere. SAM's prompt encoder and 
 turn it into a mask, which goes to the faces visible in that view. No image encoder runs at
 query time.
 
-Cross-view self-prompting (the idea of SA3D, on rendered features): training cameras, turned
-towards the selected faces, each get a box and a point prompt made from the current selection
-as they see it; masks that agree with what earlier views decided are kept, and every face's
-probability is the share of the views that see it which put it in the mask.
+Cross-view self-prompting (the idea of SA3D, on rendered features), made to survive a segmenter
+that errs in some views: up to half of the training cameras a click is carried to are ones that
+see the clicked point, each asked on its own for the object under it; the others (the far side)
+get a box and a point made from what the views so far selected, kept when their mask matches
+it. The views then decide together (`ballot`): a view that disagrees with the others loses its
+say, the clicked one included, and each face's probability is the share of the weight of the
+views that see it which put it in the mask (less weight near a mask's edge). Faces no view saw
+are filled from the faces around them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -197,25 +202,31 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
     ballot.add(in_mask, weight, CLICK_VIEW_WEIGHT)
     anchor_face = g.hit(origin, direction)[0] if hit.any() else -1
     anchor = clicked[np.flatnonzero(hit)[0]] if anchor_face >= 0 else None
-    asked = 0
+    asked: list[np.ndarray] = []
     if anchor is not None:
         # The views that see the clicked point are each asked for the object under it, on their
         # own: where one view's segmenter errs (the object missed, merged with its neighbour, a
         # blob under the click; the clicked view's included), the others outvote it.
-        seeing = _cameras_seeing(g, anchor, anchor_face, cameras, renderer.tolerance)
-        for eye in _views_around(anchor[None], origin, cameras[seeing], int(np.ceil(views * ANCHOR_SHARE))):
+        around = g.centroids[in_mask] if in_mask.any() else anchor[None]
+
+        def anchor_view(eye: np.ndarray) -> tuple[np.ndarray, float]:
             view = look_at(eye, anchor - eye)
-            view_fov = _fov_holding(view, g.centroids[in_mask] if in_mask.any() else anchor[None], margin=1.5)
-            # Seen in the feature map's own cells: a nearer object sharing the clicked point's cell
+            return view, _fov_holding(view, around, margin=1.5)
+
+        def sees_anchor(eye: np.ndarray) -> bool:
+            # In the feature map's own cells: a nearer object sharing the clicked point's cell
             # (a chair's leg in front of the floor clicked beside it) would answer for it.
-            if not renderer.faces_seen(view, view_fov, SAM_FEATURE_SIZE)[0][anchor_face]:
-                continue
+            return bool(renderer.faces_seen(*anchor_view(eye), SAM_FEATURE_SIZE)[0][anchor_face])
+
+        asked = _views_around(anchor[None], origin, cameras, int(np.ceil(views * ANCHOR_SHARE)), sees_anchor)
+        for eye in asked:
+            view, view_fov = anchor_view(eye)
             ballot.add(*renderer.mask_faces(decoder, view, view_fov, renderer.faces_seen(view, view_fov),
                                             _project(anchor[None], view, view_fov), np.array([1]), None))
-            asked += 1
-        cameras = cameras[~seeing]
+        if asked:  # the far side is looked at from the other cameras
+            cameras = cameras[~(cameras[:, None] == np.array(asked)[None]).all(2).any(1)]
     # The other views (the far side) are prompted with what the views so far selected: a box and a point.
-    for eye in _views_around(g.centroids[ballot.selected()], origin, cameras, views - asked):
+    for eye in _views_around(g.centroids[ballot.selected()], origin, cameras, views - len(asked)):
         selected = ballot.selected()
         if selected.sum() < MIN_FACES_IN_VIEW:
             break
@@ -235,19 +246,11 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
     return fill_unknown(votes / np.maximum(seen, 1e-9), seen > 0, g.adjacency).astype(np.float32), used
 
 
-def _cameras_seeing(g: Geometry, point: np.ndarray, face: int, cameras: np.ndarray, tolerance: float) -> np.ndarray:
-    """(M,) which camera positions see `point` (on `face`): nothing of the mesh in front of it."""
-    seeing = np.zeros(len(cameras), bool)
-    for i, eye in enumerate(cameras):
-        hit, distance = g.hit(eye, point - eye)
-        seeing[i] = hit == face or distance >= np.linalg.norm(point - eye) - tolerance
-    return seeing
-
-
 def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, cameras: np.ndarray,
-                  count: int) -> list[np.ndarray]:
+                  count: int, accept: Callable[[np.ndarray], bool] | None = None) -> list[np.ndarray]:
     """Up to `count` camera positions spread around the object, nearest to the clicked view first
-    (so that the selection grows from what the user saw)."""
+    (so that the selection grows from what the user saw). With `accept`, only cameras it admits,
+    asked lazily in the order they would be picked (so that few are asked)."""
     if count <= 0 or len(selected_centroids) == 0 or len(cameras) == 0:
         return []
     centre = selected_centroids.mean(0)
@@ -256,10 +259,13 @@ def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, came
     clicked = (clicked_from - centre) / max(np.linalg.norm(clicked_from - centre), 1e-12)
     chosen: list[int] = []
     closeness = directions @ clicked  # farthest-point sampling of directions, from the clicked one
-    for _ in range(min(count, len(cameras))):
-        pick = int(np.argmin(closeness))
-        chosen.append(pick)
-        closeness = np.maximum(closeness, directions @ directions[pick])
+    untried = np.ones(len(cameras), bool)
+    while len(chosen) < count and untried.any():
+        pick = int(np.argmin(np.where(untried, closeness, np.inf)))
+        untried[pick] = False
+        if accept is None or accept(cameras[pick]):
+            chosen.append(pick)
+            closeness = np.maximum(closeness, directions @ directions[pick])
     order = sorted(chosen, key=lambda i: -float(directions[i] @ clicked))
     return [cameras[i] for i in order]
 
