@@ -136,6 +136,8 @@ def save_curve(path: Path, rows: list[dict]) -> None:
     """The 3D results against the teacher's 2D IoU, the teacher itself as the diagonal."""
     import matplotlib
 
+    rows = sorted(rows, key=lambda row: row["level"])
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
