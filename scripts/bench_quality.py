@@ -214,6 +214,8 @@ def main() -> None:
             print(f"  clicks carried to {args.views} views: per-face mIoU {row['clicks']:.4f}   "
                   + "  ".join(f"{bench.names[k]} {v:.3f}" for k, v in clicks.items()))
         rows.append(row)
+        if args.picture:  # after each level: a long run stopped early still leaves its curve so far
+            save_curve(args.picture, rows)
 
     print("\n== blender_dff quality with an imperfect teacher ==")
     print(f"scene: {args.scene} ({len(train)} labelled training views, {len(bench.geometry.faces):,} faces)")
@@ -222,7 +224,6 @@ def main() -> None:
         print(f"{row['level']:5g}  {row['teacher']:14.4f}  {row['lifted']:20.4f}  {row['segmenter']:16.4f}  "
               f"{row['clicks']:18.4f}")
     if args.picture:
-        save_curve(args.picture, rows)
         print(f"curve: {args.picture}")
 
 
