@@ -17,6 +17,7 @@ from ..errors import WorkerError
 from ..workspace import Files, Workspace
 from .click import ClickPrompt, ViewRenderer, sam_click
 from .faces import FaceFeatures, Geometry, load_face_features
+from .regions import clicked_region
 from .relevancy import CANONICAL_NEGATIVES, against_negatives, in_label_set
 
 
@@ -83,7 +84,8 @@ class LabelsReader(FaceReader):
 
     def click(self, workspace: Workspace, cast: CastPrompt, views: int) -> ClickResult:
         """The labels of the faces hit by the object clicks (and the most common one inside the
-        box), minus those of the faces hit by background clicks; one view votes."""
+        box), minus those of the faces hit by background clicks, on the region of them that holds
+        the clicked faces (see regions); one view votes."""
         label_of = self.codes.rows().argmax(1)  # each face's most probable label
         clicks = list(zip(cast.hits, cast.prompt.labels))
         wanted = {int(label_of[h]) for h, label in clicks if label == 1 and h >= 0}
@@ -94,7 +96,11 @@ class LabelsReader(FaceReader):
             raise WorkerError("empty_selection", "the background clicks removed every object that was clicked",
                               "Click on the object without Ctrl, or on another object.")
         name, probability = self.select_labels(sorted(wanted))
-        return ClickResult(name, cast.hit_face, probability.astype(np.float32), 1)
+        seeds = [h for h, label in clicks if label == 1 and h >= 0]
+        if cast.in_box is not None:
+            seeds += np.flatnonzero(cast.in_box).tolist()
+        region = clicked_region(cast.geometry.centroids, probability > 0.5, np.array(seeds, np.int64), cast.tolerance)
+        return ClickResult(name, cast.hit_face, np.where(region, probability, 0.0).astype(np.float32), 1)
 
     def select_labels(self, labels: list[int]) -> tuple[str, np.ndarray]:
         """Several labels at once (indices into class_names): their names joined with '+', and each
