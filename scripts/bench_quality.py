@@ -156,7 +156,7 @@ def save_curve(path: Path, rows: list[dict]) -> None:
     axes.set_xlim(low, 1.01)
     axes.set_ylim(low, 1.01)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left")
+    axes.legend(fontsize=8, loc="lower right")
     axes.set_title("Selections from an imperfect teacher (grounded scene of touching objects)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
