@@ -6,15 +6,15 @@ missed or merged with its neighbour, a stray blob. The field distilled from the 
 of that where each view's rays run just in front of the surface, and reads it back at the faces.
 Here each face instead takes the labels of the pixels it is seen at, every view one vote
 weighted by how squarely it sees the face: a view that is wrong there is outvoted by the others.
-The field's own probability counts as one more view (all that faces no labelled view sees
-have), and the result is smoothed along the mesh (`mesh_smoothing`).
+The field's own probability counts as one more view (the only one for faces no labelled view
+sees), and the result is smoothed along the mesh (`mesh_smoothing`).
 """
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..geometry.visibility import visible_faces
 from ..progress import Reporter
