@@ -242,8 +242,11 @@ def sam_click(decoder: SamModel, renderer: ViewRenderer, prompt: ClickPrompt, ca
         if ballot.agrees(view_mask, weight):  # else the prompt fell on something else (an occluder)
             ballot.add(view_mask, weight)
     votes, seen, used = ballot.consensus()
+    probability = votes / np.maximum(seen, 1e-9)
+    if views <= 0:
+        return probability.astype(np.float32), used  # the clicked view alone: what it sees, nothing else
     # Faces none of the views saw (an underside, a back) take the value of the faces around them.
-    return fill_unknown(votes / np.maximum(seen, 1e-9), seen > 0, g.adjacency).astype(np.float32), used
+    return fill_unknown(probability, seen > 0, g.adjacency).astype(np.float32), used
 
 
 def _views_around(selected_centroids: np.ndarray, clicked_from: np.ndarray, cameras: np.ndarray,
